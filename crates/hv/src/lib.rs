@@ -1,0 +1,6 @@
+//! The hypervisor core, generic over a `Vmx` backend and a physical-memory trait: VMs, vCPUs,
+//! exit handling, memory virtualization (EPT, shadow paging, nested EPT, shadow-on-EPT), nested
+//! VMX and virtual devices. The same code runs natively as L0 on the software CPU and, compiled
+//! into the bare-metal guest-hv image, on real VMX instructions at every level above.
+
+#![no_std]

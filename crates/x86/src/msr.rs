@@ -1,0 +1,1 @@
+//! Model-specific register numbers (SDM Vol. 4). (Being filled in.)

@@ -1,0 +1,1 @@
+//! Paging-structure entry formats. (Being filled in.)

@@ -1,0 +1,1 @@
+//! Intel VMX definitions. (Being filled in.)
