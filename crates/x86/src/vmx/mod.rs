@@ -1,1 +1,10 @@
-//! Intel VMX definitions. (Being filled in.)
+//! Intel VMX definitions: VMCS field encodings, exit reasons and exit information, VM-instruction
+//! errors, VMX controls and the capability MSRs (SDM Vol. 3C chapters 24–31, "Introduction to
+//! Virtual Machine Extensions" to "VMX Instruction Reference", and Vol. 3D Appendices A–C).
+
+pub mod fields;
+
+pub use fields::{
+    VmcsAccess, VmcsEncoding, VmcsField, VmcsFieldKind, VmcsFieldWidth, VmwriteScope,
+    WritableEncoding, WritableField,
+};
