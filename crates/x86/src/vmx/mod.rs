@@ -2,8 +2,12 @@
 //! errors, VMX controls and the capability MSRs (SDM Vol. 3C chapters 24–31, "Introduction to
 //! Virtual Machine Extensions" to "VMX Instruction Reference", and Vol. 3D Appendices A–C).
 
+pub mod error;
+pub mod exit;
 pub mod fields;
 
+pub use error::VmInstructionError;
+pub use exit::{ExitReason, ExitReasonField, InterruptionInfo, InterruptionType};
 pub use fields::{
     VmcsAccess, VmcsEncoding, VmcsField, VmcsFieldKind, VmcsFieldWidth, VmwriteScope,
     WritableEncoding, WritableField,
