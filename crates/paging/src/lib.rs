@@ -1,5 +1,77 @@
 //! One generic x86 page walker for every paging mode and for EPT, and the two-dimensional walk.
 //!
-//! (Being built: see docs/architecture.md.)
+//! Both the hardware model (every TLB miss of the software CPU) and the hypervisor (software
+//! walks for shadow paging, nested EPT and instruction emulation) translate addresses with this
+//! crate, the way KVM's `paging_tmpl.h` serves 32-bit, PAE, 4-level and EPT paging.
+//!
+//! # Design
+//!
+//! - **Formats.** [`PagingFormat`] describes one paging mode: its levels, the width of its
+//!   entries, where the top-level entry comes from ([`Root`]: a table, or the PDPTE registers
+//!   of PAE paging), how an input address indexes each table, how an entry decodes
+//!   ([`Decoded`]: not present, reserved bit, next table, or a leaf with its page size and
+//!   rights), how the combined rights are checked against an access, which faults result and
+//!   which accessed/dirty flags a successful access sets. It is implemented by [`Paging32`]
+//!   (SDM Vol. 3A §4.3), [`Pae`] (§4.4), [`Paging4`] and [`Paging5`] (§4.5) and [`Ept`]
+//!   (Vol. 3C §29.3). A format value carries its root and the control bits that affect
+//!   translation ([`PagingContext`] for guest paging; EPTP, capabilities and MBEC for EPT).
+//! - **One walk.** [`walk`] is the only walk: generic and monomorphised per format, no `dyn`,
+//!   no allocation, at most one entry read per level (so at most five reads, whatever the
+//!   tables hold: cycles, all-ones entries and tables outside memory end in a fault or an
+//!   error, never a loop or a panic). It returns a [`Walked`]: the [`Translation`] and the flag
+//!   updates it needs, written by [`Walked::commit`] only when the whole access succeeds
+//!   (SDM Vol. 3A §4.8). [`translate`] is walk-and-commit over plain memory.
+//! - **Memory.** Tables are read through [`Memory`] (`read_u32`/`read_u64`/`write_u32`/
+//!   `write_u64` at a typed address, each a `Result`), or more generally [`TableMemory`], which
+//!   lets the two-dimensional walk reach guest tables through EPT.
+//! - **Typed addresses.** A format names its input and output address spaces with the
+//!   newtypes of `x86::addr` ([`Address`]): guest paging takes a `Gva` and yields the physical
+//!   type it is instantiated with (`Gpa` for a guest, `NGpa` for a nested guest, `Hpa` for the
+//!   hardware's own paging); EPT01 is `Ept<Gpa, Hpa>`, EPT12 `Ept<NGpa, Gpa>`. Feeding a
+//!   guest-physical address of the wrong level to an EPT walk does not compile.
+//! - **Results.** A [`Translation`] has the output address, the page and its size, the level
+//!   and path of entries used (with their addresses, for shadow paging), the rights combined
+//!   over every level (so that a TLB can cache them and re-check later accesses with
+//!   [`PagingFormat::check`] without walking), the leaf attributes (global flag and PAT index,
+//!   or EPT memory type and ignore-PAT) and whether the leaf is dirty. Faults are values:
+//!   [`PageFault`] with the SDM's error code, [`EptFault`] with the violation's exit
+//!   qualification or a misconfiguration.
+//! - **Two dimensions.** [`translate_nested`] walks guest paging over EPT: every guest table
+//!   access and the final guest-physical address go through EPT, and a failure says which
+//!   dimension, which level, which guest-physical address and which kind of access
+//!   ([`NestedFault`], [`EptStage`]).
+//! - **PAE.** The four PDPTEs are registers: [`load_pdptes`] reads and checks them (a reserved
+//!   bit is #GP at load time, SDM Vol. 3A §4.4.1) and [`Pdptes::new`] checks the VMCS guest
+//!   PDPTE fields; the [`Pae`] walk only reads them.
+//!
+//! Not implemented, and refused rather than ignored: protection keys (CR4.PKE/PKS) and
+//! shadow-stack accesses (CR4.CET), see [`PagingContext::from_registers`]; EPT supervisor
+//! shadow-stack control (EPTP bit 7), sub-page permissions, HLAT and advanced EPT-violation
+//! exit information.
 
 #![no_std]
+
+mod ept;
+mod guest;
+mod legacy;
+mod long;
+mod memory;
+mod nested;
+mod pae;
+mod walk;
+
+pub use ept::{
+    Ept, EptAccess, EptAttrs, EptCaps, EptFault, EptOrigin, EptRights, EptViolation, InvalidEptp,
+};
+pub use guest::{
+    Access, AccessKind, PageAttrs, PageFault, PageRights, PagingContext, Privilege, Unsupported,
+};
+pub use legacy::Paging32;
+pub use long::{LongMode, Paging4, Paging5};
+pub use memory::{Address, Direct, EntryWidth, Memory, MemoryError, TableMemory};
+pub use nested::{EptSlot, EptStage, EptTables, NestedFault, NestedTranslation, translate_nested};
+pub use pae::{Pae, PdpteLoadError, Pdptes, ReservedPdpte, load_pdptes};
+pub use walk::{
+    Decoded, Level, MAX_LEVELS, PageSize, PagingFormat, Path, Rights, Root, Step, TranslateResult,
+    Translation, WalkError, WalkResult, Walked, translate, walk,
+};
