@@ -2,6 +2,7 @@
 //! errors, VMX controls and the capability MSRs (SDM Vol. 3C chapters 24–31, "Introduction to
 //! Virtual Machine Extensions" to "VMX Instruction Reference", and Vol. 3D Appendices A–C).
 
+pub mod controls;
 pub mod error;
 pub mod exit;
 pub mod fields;
