@@ -446,3 +446,272 @@ impl<I: Address, O: Address> PagingFormat for Ept<I, O> {
         !self.ad || leaf & ept::DIRTY != 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use x86::{Gpa, Hpa};
+
+    use super::*;
+    use crate::test_utils::SparseMemory;
+    use crate::walk::{Translation, WalkError, translate};
+
+    const R: u64 = ept::READ;
+    const W: u64 = ept::WRITE;
+    const X: u64 = ept::EXECUTE;
+    const UX: u64 = ept::USER_EXECUTE;
+    const A: u64 = ept::ACCESSED;
+    const D: u64 = ept::DIRTY;
+    const WB: u64 = 6 << 3;
+    const PML4: u64 = 0x1000;
+    const PDPT: u64 = 0x2000;
+    const PD: u64 = 0x3000;
+    const PT: u64 = 0x4000;
+    const GPA: u64 = (3 << 30) | (5 << 21) | (7 << 12) | 0x89;
+
+    fn caps() -> EptCaps {
+        EptCaps::from_msr(
+            (1 << 0) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 14) | (1 << 17) | (1 << 21),
+        )
+    }
+
+    fn ept_of(eptp: u64, caps: EptCaps, mbec: bool) -> Ept<Gpa, Hpa> {
+        Ept::new(Eptp::new(eptp), &caps, 46, mbec).unwrap()
+    }
+
+    fn eptp(ad: bool) -> u64 {
+        PML4 | (3 << 3) | 6 | if ad { 1 << 6 } else { 0 }
+    }
+
+    fn tables(leaf: u64) -> SparseMemory {
+        let mut m = SparseMemory::new();
+        m.set64(PML4, PDPT | R | W | X);
+        m.set64(PDPT + 3 * 8, PD | R | W | X);
+        m.set64(PD + 5 * 8, PT | R | W | X);
+        m.set64(PT + 7 * 8, 0x9000 | leaf);
+        m
+    }
+
+    type Res = Result<Translation<Ept<Gpa, Hpa>>, WalkError<EptFault, crate::MemoryError<Hpa>>>;
+
+    fn go(f: &Ept<Gpa, Hpa>, m: &mut SparseMemory, kind: AccessKind, origin: EptOrigin) -> Res {
+        translate(f, m, Gpa::new(GPA), EptAccess::new(kind, origin))
+    }
+
+    fn qual(r: Res) -> u64 {
+        match r {
+            Err(WalkError::Fault(EptFault::Violation(v))) => v.exit_qualification(),
+            other => panic!("expected an EPT violation, got {other:?}"),
+        }
+    }
+
+    fn misconfig(r: Res) -> Level {
+        match r {
+            Err(WalkError::Fault(EptFault::Misconfig { level })) => level,
+            other => panic!("expected an EPT misconfiguration, got {other:?}"),
+        }
+    }
+
+    const LIN: EptOrigin = EptOrigin::GuestLinear { user: false };
+    const ULIN: EptOrigin = EptOrigin::GuestLinear { user: true };
+
+    #[test]
+    fn translation_and_attributes() {
+        let f = ept_of(eptp(false), caps(), false);
+        let mut m = tables(R | X | WB | ept::IGNORE_PAT | ept::SUPPRESS_VE);
+        let t = go(&f, &mut m, AccessKind::Read, LIN).unwrap();
+        assert_eq!(t.addr, Hpa::new(0x9089));
+        assert_eq!(
+            t.attrs,
+            EptAttrs {
+                memory_type: MemoryType::WriteBack,
+                ignore_pat: true,
+                suppress_ve: true
+            }
+        );
+        // Without A/D enabled nothing is written and every leaf counts as dirty.
+        assert!(t.dirty);
+        assert_eq!(m.get64(PML4), PDPT | R | W | X);
+    }
+
+    #[test]
+    fn violations_report_access_and_rights() {
+        let f = ept_of(eptp(false), caps(), false);
+        let mut m = tables(R | X | WB);
+        // Write to a read/execute page: bit 1, rights R and X (bits 3, 5), linear (7, 8).
+        assert_eq!(qual(go(&f, &mut m, AccessKind::Write, LIN)), 0b1_1010_1010);
+        // Not-present leaf: rights all zero.
+        m.set64(PT + 7 * 8, 0x9000 | WB);
+        assert_eq!(qual(go(&f, &mut m, AccessKind::Fetch, LIN)), 0b1_1000_0100);
+        // Paging-structure access (bit 7 only), PDPTE load (neither).
+        let ps = EptOrigin::GuestPagingStructure;
+        assert_eq!(qual(go(&f, &mut m, AccessKind::Read, ps)), 0b0_1000_0001);
+        assert_eq!(
+            qual(go(&f, &mut m, AccessKind::Read, EptOrigin::NoLinear)),
+            0b1
+        );
+        // A read-only upper level removes write from the combined rights.
+        m.set64(PT + 7 * 8, 0x9000 | R | W | WB);
+        m.set64(PDPT + 3 * 8, PD | R | X);
+        assert_eq!(qual(go(&f, &mut m, AccessKind::Write, LIN)), 0b1_1000_1010);
+    }
+
+    #[test]
+    fn misconfigurations() {
+        let f = ept_of(eptp(false), caps(), false);
+        // Write-only, write+execute.
+        assert_eq!(
+            misconfig(go(&f, &mut tables(W | WB), AccessKind::Read, LIN)),
+            1
+        );
+        assert_eq!(
+            misconfig(go(&f, &mut tables(W | X | WB), AccessKind::Read, LIN)),
+            1
+        );
+        // Reserved memory types in a leaf.
+        for mt in [2, 3, 7] {
+            let r = go(&f, &mut tables(R | (mt << 3)), AccessKind::Read, LIN);
+            assert_eq!(misconfig(r), 1);
+        }
+        // Memory-type bits are reserved in a non-leaf entry.
+        let mut m = tables(R | WB);
+        m.set64(PD + 5 * 8, PT | R | W | X | WB);
+        assert_eq!(misconfig(go(&f, &mut m, AccessKind::Read, LIN)), 2);
+        // Bits 7:3 of a PML4E, including the large-page bit.
+        let mut m = tables(R | WB);
+        m.set64(PML4, PDPT | R | ept::LARGE_PAGE);
+        assert_eq!(misconfig(go(&f, &mut m, AccessKind::Read, LIN)), 4);
+        // Address bits at or above MAXPHYADDR (46).
+        let mut m = tables(R | WB | (1 << 47));
+        assert_eq!(misconfig(go(&f, &mut m, AccessKind::Read, LIN)), 1);
+        // Bits 63:52 are ignored.
+        let mut m = tables(R | WB | (0x7ff << 52));
+        assert!(go(&f, &mut m, AccessKind::Read, LIN).is_ok());
+        // Execute-only is a misconfiguration only without the capability.
+        let mut m = tables(X | WB);
+        assert!(go(&f, &mut m, AccessKind::Fetch, LIN).is_ok());
+        let no_xo = EptCaps {
+            execute_only: false,
+            ..caps()
+        };
+        let g = ept_of(eptp(false), no_xo, false);
+        assert_eq!(misconfig(go(&g, &mut m, AccessKind::Fetch, LIN)), 1);
+        // A misconfiguration below a not-writable level wins over the violation.
+        let mut m = tables(W | WB);
+        m.set64(PDPT + 3 * 8, PD | R);
+        assert_eq!(misconfig(go(&f, &mut m, AccessKind::Write, LIN)), 1);
+    }
+
+    #[test]
+    fn large_pages() {
+        let f = ept_of(eptp(false), caps(), false);
+        let mut m = tables(R | WB);
+        m.set64(PD + 5 * 8, 0x4060_0000 | R | W | ept::LARGE_PAGE | WB);
+        let t = go(&f, &mut m, AccessKind::Write, LIN).unwrap();
+        assert_eq!(t.size, PageSize::Size2M);
+        assert_eq!(t.addr, Hpa::new(0x4060_0000 | (GPA & 0x1f_ffff)));
+        m.set64(PD + 5 * 8, 0x4060_1000 | R | ept::LARGE_PAGE | WB);
+        assert_eq!(misconfig(go(&f, &mut m, AccessKind::Read, LIN)), 2);
+        m.set64(PDPT + 3 * 8, 0x8000_0000 | R | ept::LARGE_PAGE | WB);
+        let t = go(&f, &mut m, AccessKind::Read, LIN).unwrap();
+        assert_eq!(t.size, PageSize::Size1G);
+        let no_1g = EptCaps {
+            pages_1g: false,
+            ..caps()
+        };
+        let g = ept_of(eptp(false), no_1g, false);
+        assert_eq!(misconfig(go(&g, &mut m, AccessKind::Read, LIN)), 3);
+        // Bit 7 of a PTE is ignored.
+        let mut m = tables(R | WB | ept::LARGE_PAGE);
+        assert!(go(&f, &mut m, AccessKind::Read, LIN).is_ok());
+    }
+
+    #[test]
+    fn accessed_and_dirty_flags() {
+        let f = ept_of(eptp(true), caps(), false);
+        let mut m = tables(R | W | WB);
+        let t = go(&f, &mut m, AccessKind::Read, LIN).unwrap();
+        assert!(!t.dirty);
+        assert_eq!(m.get64(PML4), PDPT | R | W | X | A);
+        assert_eq!(m.get64(PT + 7 * 8), 0x9000 | R | W | WB | A);
+        go(&f, &mut m, AccessKind::Write, LIN).unwrap();
+        assert_eq!(m.get64(PD + 5 * 8), PT | R | W | X | A);
+        assert_eq!(m.get64(PT + 7 * 8), 0x9000 | R | W | WB | A | D);
+        // A guest paging-structure read is a write: it sets D, and needs write access.
+        let mut m = tables(R | W | WB);
+        go(
+            &f,
+            &mut m,
+            AccessKind::Read,
+            EptOrigin::GuestPagingStructure,
+        )
+        .unwrap();
+        assert_eq!(m.get64(PT + 7 * 8) & D, D);
+        let mut m = tables(R | WB);
+        let r = go(
+            &f,
+            &mut m,
+            AccessKind::Read,
+            EptOrigin::GuestPagingStructure,
+        );
+        assert_eq!(qual(r), 0b0_1000_1011);
+        assert_eq!(m.get64(PT + 7 * 8), 0x9000 | R | WB);
+        // PDPTE loads are reads.
+        go(&f, &mut m, AccessKind::Read, EptOrigin::NoLinear).unwrap();
+        assert_eq!(m.get64(PT + 7 * 8), 0x9000 | R | WB | A);
+    }
+
+    #[test]
+    fn mode_based_execute_control() {
+        let f = ept_of(eptp(false), caps(), true);
+        let mut m = tables(R | X | WB);
+        m.set64(PML4, PDPT | R | W | X | UX);
+        m.set64(PDPT + 3 * 8, PD | R | W | X | UX);
+        m.set64(PD + 5 * 8, PT | R | W | X | UX);
+        assert!(go(&f, &mut m, AccessKind::Fetch, LIN).is_ok());
+        // User-mode fetch needs bit 10; rights report bit 6 (user execute) as 0.
+        assert_eq!(qual(go(&f, &mut m, AccessKind::Fetch, ULIN)), 0b1_1010_1100);
+        m.set64(PT + 7 * 8, 0x9000 | R | UX | WB);
+        assert!(go(&f, &mut m, AccessKind::Fetch, ULIN).is_ok());
+        assert_eq!(qual(go(&f, &mut m, AccessKind::Fetch, LIN)), 0b1_1100_1100);
+        // Present through bit 10 alone: execute-only (allowed with the capability).
+        m.set64(PT + 7 * 8, 0x9000 | UX | WB);
+        assert!(go(&f, &mut m, AccessKind::Fetch, ULIN).is_ok());
+        // Without MBEC bit 10 is ignored: such an entry is not present.
+        let g = ept_of(eptp(false), caps(), false);
+        assert_eq!(qual(go(&g, &mut m, AccessKind::Fetch, ULIN)), 0b1_1000_0100);
+    }
+
+    #[test]
+    fn eptp_checks() {
+        let c = caps();
+        let new = |raw, caps: &EptCaps| Ept::<Gpa, Hpa>::new(Eptp::new(raw), caps, 46, false);
+        assert!(new(eptp(true), &c).is_ok());
+        assert_eq!(new(PML4 | (3 << 3) | 2, &c), Err(InvalidEptp::MemoryType));
+        assert_eq!(new(PML4 | (2 << 3) | 6, &c), Err(InvalidEptp::WalkLength));
+        let five = new(PML4 | (4 << 3) | 6, &c).unwrap();
+        assert_eq!(five.levels(), 5);
+        let no_ad = EptCaps {
+            accessed_dirty: false,
+            ..c
+        };
+        assert_eq!(new(eptp(true), &no_ad), Err(InvalidEptp::AccessedDirty));
+        assert_eq!(new(eptp(false) | (1 << 8), &c), Err(InvalidEptp::Reserved));
+        assert_eq!(new(eptp(false) | (1 << 46), &c), Err(InvalidEptp::Reserved));
+        let no_uc = EptCaps {
+            uncacheable: false,
+            ..c
+        };
+        assert_eq!(new(PML4 | (3 << 3), &no_uc), Err(InvalidEptp::MemoryType));
+    }
+
+    #[test]
+    fn five_level_ept() {
+        let f = ept_of(0x7000 | (4 << 3) | 6, caps(), false);
+        let mut m = tables(R | WB);
+        m.set64(0x7000 + 8 * 2, PML4 | R | W | X);
+        let gpa = Gpa::new(GPA | (2 << 48));
+        let t = translate(&f, &mut m, gpa, EptAccess::new(AccessKind::Read, LIN)).unwrap();
+        assert_eq!(t.addr, Hpa::new(0x9089));
+        assert_eq!(t.path.steps().len(), 5);
+    }
+}

@@ -60,6 +60,9 @@ mod nested;
 mod pae;
 mod walk;
 
+#[cfg(test)]
+mod test_utils;
+
 pub use ept::{
     Ept, EptAccess, EptAttrs, EptCaps, EptFault, EptOrigin, EptRights, EptViolation, InvalidEptp,
 };

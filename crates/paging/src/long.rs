@@ -173,3 +173,382 @@ impl<P: Address, const LEVELS: u8> PagingFormat for LongMode<P, LEVELS> {
         leaf & pte::DIRTY != 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use x86::Gpa;
+    use x86::exception::pf_error;
+
+    use super::*;
+    use crate::guest::{AccessKind, Privilege};
+    use crate::test_utils::{SparseMemory, plain_ctx};
+    use crate::walk::{Translation, WalkError, translate};
+
+    const P: u64 = pte::PRESENT;
+    const W: u64 = pte::WRITABLE;
+    const U: u64 = pte::USER;
+    const A: u64 = pte::ACCESSED;
+    const D: u64 = pte::DIRTY;
+    const PS: u64 = pte::PAGE_SIZE;
+
+    const PML4: u64 = 0x1000;
+    const PDPT: u64 = 0x2000;
+    const PD: u64 = 0x3000;
+    const PT: u64 = 0x4000;
+    const PAGE: u64 = 0x0012_3000;
+    /// PML4 index 1, PDPT index 2, PD index 3, PT index 4, offset 0x567.
+    const VA: u64 = (1 << 39) | (2 << 30) | (3 << 21) | (4 << 12) | 0x567;
+
+    fn entry(table: u64, level: u32) -> u64 {
+        let index = (VA >> (12 + 9 * (level - 1))) & 0x1ff;
+        table + index * 8
+    }
+
+    /// Four levels mapping VA to PAGE with `flags` in every entry.
+    fn tables(flags: u64) -> SparseMemory {
+        let mut m = SparseMemory::new();
+        m.set64(entry(PML4, 4), PDPT | flags);
+        m.set64(entry(PDPT, 3), PD | flags);
+        m.set64(entry(PD, 2), PT | flags);
+        m.set64(entry(PT, 1), PAGE | flags);
+        m
+    }
+
+    fn go(
+        m: &mut SparseMemory,
+        ctx: PagingContext,
+        kind: AccessKind,
+        privilege: Privilege,
+    ) -> Result<Translation<Paging4<Gpa>>, WalkError<PageFault, crate::MemoryError<Gpa>>> {
+        let f = Paging4::new(Gpa::new(PML4), ctx);
+        translate(&f, m, Gva::new(VA), Access::new(kind, privilege))
+    }
+
+    fn pf(
+        r: Result<Translation<Paging4<Gpa>>, WalkError<PageFault, crate::MemoryError<Gpa>>>,
+    ) -> (u32, Level) {
+        match r {
+            Err(WalkError::Fault(f)) => (f.error_code, f.level),
+            other => panic!("expected #PF, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn four_kib_translation_sets_accessed_and_dirty() {
+        let mut m = tables(P | W | U);
+        let t = go(&mut m, plain_ctx(), AccessKind::Read, Privilege::User).unwrap();
+        assert_eq!(t.addr, Gpa::new(PAGE | 0x567));
+        assert_eq!(t.size, PageSize::Size4K);
+        assert_eq!(t.level, 1);
+        assert_eq!(t.leaf_addr(), Some(Gpa::new(entry(PT, 1))));
+        assert!(!t.dirty);
+        assert_eq!(t.path.steps().len(), 4);
+        assert_eq!(m.get64(entry(PML4, 4)), PDPT | P | W | U | A);
+        assert_eq!(m.get64(entry(PT, 1)), PAGE | P | W | U | A);
+        let t = go(&mut m, plain_ctx(), AccessKind::Write, Privilege::User).unwrap();
+        assert!(t.dirty);
+        // D only in the leaf.
+        assert_eq!(m.get64(entry(PD, 2)), PT | P | W | U | A);
+        assert_eq!(m.get64(entry(PT, 1)), PAGE | P | W | U | A | D);
+    }
+
+    #[test]
+    fn large_pages() {
+        let mut m = tables(P | W);
+        m.set64(
+            entry(PD, 2),
+            0x4060_0000 | P | W | PS | pte::PAT_LARGE | pte::GLOBAL,
+        );
+        let ctx = PagingContext {
+            pge: true,
+            ..plain_ctx()
+        };
+        let t = go(&mut m, ctx, AccessKind::Write, Privilege::Supervisor).unwrap();
+        assert_eq!(t.size, PageSize::Size2M);
+        assert_eq!(t.addr, Gpa::new(0x4060_0000 | (VA & 0x1f_ffff)));
+        assert_eq!(
+            t.attrs,
+            PageAttrs {
+                global: true,
+                pat_index: 4
+            }
+        );
+        assert_eq!(m.get64(entry(PD, 2)) & (A | D), A | D);
+
+        m.set64(entry(PDPT, 3), 0x8000_0000 | P | W | PS);
+        let t = go(&mut m, plain_ctx(), AccessKind::Read, Privilege::Supervisor).unwrap();
+        assert_eq!(t.size, PageSize::Size1G);
+        assert_eq!(t.level, 3);
+        assert_eq!(t.addr, Gpa::new(0x8000_0000 | (VA & 0x3fff_ffff)));
+        assert_eq!(
+            t.attrs,
+            PageAttrs {
+                global: false,
+                pat_index: 0
+            }
+        );
+    }
+
+    #[test]
+    fn reserved_bits_fault_with_rsvd() {
+        let rsvd = pf_error::PRESENT | pf_error::RSVD;
+        let ctx = PagingContext {
+            maxphyaddr: 40,
+            ..plain_ctx()
+        };
+        // Bits 51:MAXPHYADDR.
+        let mut m = tables(P | W);
+        m.set64(entry(PT, 1), PAGE | P | (1 << 45));
+        assert_eq!(
+            pf(go(&mut m, ctx, AccessKind::Read, Privilege::Supervisor)),
+            (rsvd, 1)
+        );
+        // Bits 62:52 are ignored.
+        m.set64(entry(PT, 1), PAGE | P | (0x7ff << 52));
+        assert!(go(&mut m, ctx, AccessKind::Read, Privilege::Supervisor).is_ok());
+        // XD reserved with NXE = 0 (a write fault reports W/R too).
+        m.set64(entry(PDPT, 3), PD | P | W | pte::XD);
+        let r = go(&mut m, ctx, AccessKind::Write, Privilege::Supervisor);
+        assert_eq!(pf(r), (rsvd | pf_error::WRITE, 3));
+        // PS in a PML4E.
+        let mut m = tables(P | W);
+        m.set64(entry(PML4, 4), PDPT | P | PS);
+        assert_eq!(
+            pf(go(&mut m, ctx, AccessKind::Read, Privilege::Supervisor)),
+            (rsvd, 4)
+        );
+        // 1-GiB page without support, and misaligned large pages.
+        let mut m = tables(P | W);
+        m.set64(entry(PDPT, 3), 0x8000_0000 | P | PS);
+        let no1g = PagingContext {
+            gb_pages: false,
+            ..ctx
+        };
+        assert_eq!(
+            pf(go(&mut m, no1g, AccessKind::Read, Privilege::Supervisor)),
+            (rsvd, 3)
+        );
+        m.set64(entry(PDPT, 3), 0x8000_2000 | P | PS);
+        assert_eq!(
+            pf(go(&mut m, ctx, AccessKind::Read, Privilege::Supervisor)),
+            (rsvd, 3)
+        );
+        let mut m = tables(P | W);
+        m.set64(entry(PD, 2), 0x4060_2000 | P | PS);
+        assert_eq!(
+            pf(go(&mut m, ctx, AccessKind::Read, Privilege::Supervisor)),
+            (rsvd, 2)
+        );
+        // The PAT bit of a large page is not reserved.
+        m.set64(entry(PD, 2), 0x4060_1000 | P | PS);
+        assert!(go(&mut m, ctx, AccessKind::Read, Privilege::Supervisor).is_ok());
+    }
+
+    #[test]
+    fn not_present_and_reserved_take_precedence_over_rights() {
+        // A supervisor-only PML4E does not stop the walk: the not-present PTE decides.
+        let mut m = tables(P | W | U);
+        m.set64(entry(PML4, 4), PDPT | P | W);
+        m.set64(entry(PT, 1), 0);
+        assert_eq!(
+            pf(go(&mut m, plain_ctx(), AccessKind::Write, Privilege::User)),
+            (0b110, 1)
+        );
+        m.set64(entry(PT, 1), PAGE | P | (1 << 51));
+        let ctx = PagingContext {
+            maxphyaddr: 46,
+            ..plain_ctx()
+        };
+        assert_eq!(
+            pf(go(&mut m, ctx, AccessKind::Write, Privilege::User)),
+            (0b1111, 1)
+        );
+        m.set64(entry(PT, 1), PAGE | P | W | U);
+        assert_eq!(
+            pf(go(&mut m, plain_ctx(), AccessKind::Write, Privilege::User)),
+            (0b111, 1)
+        );
+    }
+
+    #[test]
+    fn faults_leave_accessed_flags_alone() {
+        let mut m = tables(P | U);
+        let before = m.clone();
+        let r = go(&mut m, plain_ctx(), AccessKind::Write, Privilege::User);
+        assert_eq!(pf(r), (0b111, 1));
+        for level in (1..=4).rev() {
+            let table = [PT, PD, PDPT, PML4][level as usize - 1];
+            assert_eq!(
+                m.get64(entry(table, level)),
+                before.get64(entry(table, level))
+            );
+        }
+    }
+
+    #[test]
+    fn execute_disable_and_fetch_error_code() {
+        let ctx = PagingContext {
+            nxe: true,
+            ..plain_ctx()
+        };
+        let mut m = tables(P | W | U);
+        m.set64(entry(PD, 2), PT | P | W | U | pte::XD);
+        let r = go(&mut m, ctx, AccessKind::Fetch, Privilege::User);
+        assert_eq!(
+            pf(r),
+            (pf_error::PRESENT | pf_error::USER | pf_error::FETCH, 1)
+        );
+        let t = go(&mut m, ctx, AccessKind::Read, Privilege::User).unwrap();
+        assert!(!t.rights.execute);
+        // Not-present fetches report I/D when NXE = 1 or SMEP = 1, not otherwise.
+        m.set64(entry(PD, 2), PT | P | W | U);
+        m.set64(entry(PT, 1), 0);
+        assert_eq!(
+            pf(go(&mut m, ctx, AccessKind::Fetch, Privilege::Supervisor)),
+            (0x10, 1)
+        );
+        let r = go(
+            &mut m,
+            plain_ctx(),
+            AccessKind::Fetch,
+            Privilege::Supervisor,
+        );
+        assert_eq!(pf(r), (0, 1));
+        let smep = PagingContext {
+            smep: true,
+            ..plain_ctx()
+        };
+        assert_eq!(
+            pf(go(&mut m, smep, AccessKind::Fetch, Privilege::Supervisor)),
+            (0x10, 1)
+        );
+    }
+
+    #[test]
+    fn supervisor_rules_wp_smep_smap() {
+        let mut m = tables(P | U);
+        // WP = 0: supervisor writes to read-only pages succeed, and set D.
+        let t = go(
+            &mut m,
+            plain_ctx(),
+            AccessKind::Write,
+            Privilege::Supervisor,
+        )
+        .unwrap();
+        assert!(t.dirty);
+        let wp = PagingContext {
+            wp: true,
+            ..plain_ctx()
+        };
+        assert_eq!(
+            pf(go(&mut m, wp, AccessKind::Write, Privilege::Supervisor)),
+            (0b011, 1)
+        );
+        let smap = PagingContext {
+            smap: true,
+            ..plain_ctx()
+        };
+        assert_eq!(
+            pf(go(&mut m, smap, AccessKind::Read, Privilege::Supervisor)),
+            (0b001, 1)
+        );
+        let ac = PagingContext { ac: true, ..smap };
+        assert!(go(&mut m, ac, AccessKind::Read, Privilege::Supervisor).is_ok());
+        // Implicit accesses ignore AC and report U/S = 0.
+        assert_eq!(
+            pf(go(&mut m, ac, AccessKind::Read, Privilege::Implicit)),
+            (0b001, 1)
+        );
+        let smep = PagingContext {
+            smep: true,
+            ..plain_ctx()
+        };
+        assert_eq!(
+            pf(go(&mut m, smep, AccessKind::Fetch, Privilege::Supervisor)),
+            (0x11, 1)
+        );
+    }
+
+    #[test]
+    fn unbacked_tables_are_errors() {
+        let mut m = tables(P | W);
+        m.set64(entry(PD, 2), 0xdead_0000 | P | W);
+        assert_eq!(
+            go(&mut m, plain_ctx(), AccessKind::Read, Privilege::Supervisor),
+            Err(WalkError::Table(crate::MemoryError {
+                addr: Gpa::new(0xdead_0000 + 4 * 8)
+            }))
+        );
+    }
+
+    #[test]
+    fn self_referencing_tables_end() {
+        // Every entry points back at the PML4: the walk reads four entries and ends with a
+        // "page" at the PML4.
+        let mut m = SparseMemory::new();
+        for i in 0..512 {
+            m.set64(PML4 + i * 8, PML4 | P | W);
+        }
+        let f = Paging4::new(Gpa::new(PML4), plain_ctx());
+        let t = translate(
+            &f,
+            &mut m,
+            Gva::new(VA),
+            Access::new(AccessKind::Read, Privilege::Supervisor),
+        )
+        .unwrap();
+        assert_eq!(t.addr, Gpa::new(PML4 | 0x567));
+        // All-ones entries: reserved bits.
+        let mut m = SparseMemory::new();
+        for i in 0..512 {
+            m.set64(PML4 + i * 8, u64::MAX);
+        }
+        let r = translate(
+            &f,
+            &mut m,
+            Gva::new(VA),
+            Access::new(AccessKind::Read, Privilege::User),
+        );
+        assert_eq!(
+            r.unwrap_err(),
+            WalkError::Fault(PageFault {
+                error_code: 0b1101,
+                level: 4
+            })
+        );
+    }
+
+    #[test]
+    fn five_level_paging() {
+        let pml5 = 0x9000;
+        let va5 = VA | (7 << 48);
+        let mut m = tables(P | W | U);
+        m.set64(pml5 + 7 * 8, PML4 | P | W | U);
+        let f = Paging5::new(Gpa::new(pml5), plain_ctx());
+        let t = translate(
+            &f,
+            &mut m,
+            Gva::new(va5),
+            Access::new(AccessKind::Read, Privilege::User),
+        )
+        .unwrap();
+        assert_eq!(t.addr, Gpa::new(PAGE | 0x567));
+        assert_eq!(t.path.steps().len(), 5);
+        assert_eq!(m.get64(pml5 + 7 * 8) & A, A);
+        // PS in a PML5E is reserved.
+        m.set64(pml5 + 7 * 8, PML4 | P | PS);
+        let r = translate(
+            &f,
+            &mut m,
+            Gva::new(va5),
+            Access::new(AccessKind::Read, Privilege::User),
+        );
+        assert_eq!(
+            r.unwrap_err(),
+            WalkError::Fault(PageFault {
+                error_code: 0b1101,
+                level: 5
+            })
+        );
+    }
+}

@@ -251,3 +251,192 @@ where
         ept: ept_translation,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use x86::paging::{Eptp, ept, pte};
+    use x86::{Gpa, Hpa};
+
+    use super::*;
+    use crate::ept::EptCaps;
+    use crate::guest::{PagingContext, Privilege};
+    use crate::long::Paging4;
+    use crate::pae::{Pae, load_pdptes};
+    use crate::test_utils::{SparseMemory, plain_ctx};
+
+    /// Guest-physical page `i` (i < 64) lives at host-physical 0x20_0000 + i·4096.
+    const HOST_BASE: u64 = 0x20_0000;
+    const EPT_PML4: u64 = 0x1000;
+    const EPT_PT: u64 = 0x4000;
+    const G_PML4: u64 = 0x10_000;
+    const G_PDPT: u64 = 0x11_000;
+    const G_PD: u64 = 0x12_000;
+    const G_PT: u64 = 0x13_000;
+    const G_PAGE: u64 = 0x14_000;
+    const VA: u64 = 0x567;
+    const GP: u64 = pte::PRESENT | pte::WRITABLE | pte::USER;
+    const EPT_RWX: u64 = ept::RWX | (6 << 3);
+
+    fn hpa(gpa: u64) -> u64 {
+        HOST_BASE + gpa
+    }
+
+    fn setup() -> SparseMemory {
+        let mut m = SparseMemory::new();
+        m.set64(EPT_PML4, 0x2000 | ept::RWX);
+        m.set64(0x2000, 0x3000 | ept::RWX);
+        m.set64(0x3000, EPT_PT | ept::RWX);
+        for i in 0..64 {
+            m.set64(EPT_PT + i * 8, (HOST_BASE + i * 4096) | EPT_RWX);
+        }
+        m.set64(hpa(G_PML4), G_PDPT | GP);
+        m.set64(hpa(G_PDPT), G_PD | GP);
+        m.set64(hpa(G_PD), G_PT | GP);
+        m.set64(hpa(G_PT), G_PAGE | GP);
+        m.map(hpa(G_PAGE));
+        m
+    }
+
+    fn ept(ad: bool) -> Ept<Gpa, Hpa> {
+        let caps = EptCaps::from_msr((1 << 6) | (1 << 14) | (1 << 21));
+        let eptp = EPT_PML4 | (3 << 3) | 6 | if ad { 1 << 6 } else { 0 };
+        Ept::new(Eptp::new(eptp), &caps, 46, false).unwrap()
+    }
+
+    fn guest() -> Paging4<Gpa> {
+        Paging4::new(Gpa::new(G_PML4), plain_ctx())
+    }
+
+    fn set_ept_pte(m: &mut SparseMemory, gpa: u64, flags: u64) {
+        m.set64(EPT_PT + (gpa >> 12) * 8, hpa(gpa & !0xfff) | flags);
+    }
+
+    type Res = Result<NestedTranslation<Paging4<Gpa>, Gpa, Hpa>, NestedFault<Gpa, Hpa>>;
+
+    fn go(m: &mut SparseMemory, ad: bool, kind: AccessKind) -> Res {
+        let access = Access::new(kind, Privilege::User);
+        translate_nested(&guest(), &ept(ad), m, Gva::new(VA), access)
+    }
+
+    fn ept_fault(r: Res) -> (u64, Gpa, EptStage) {
+        match r {
+            Err(NestedFault::Ept {
+                fault: EptFault::Violation(v),
+                gpa,
+                stage,
+            }) => (v.exit_qualification(), gpa, stage),
+            other => panic!("expected an EPT violation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_dimensions_translate_and_set_flags() {
+        let mut m = setup();
+        let t = go(&mut m, true, AccessKind::Write).unwrap();
+        assert_eq!(t.guest.addr, Gpa::new(G_PAGE | VA));
+        assert_eq!(t.addr(), Hpa::new(hpa(G_PAGE) | VA));
+        assert_eq!(t.size(), crate::PageSize::Size4K);
+        // Guest flags, written at the host-physical address of each guest entry.
+        assert_eq!(m.get64(hpa(G_PML4)), G_PDPT | GP | pte::ACCESSED);
+        assert_eq!(m.get64(hpa(G_PT)), G_PAGE | GP | pte::ACCESSED | pte::DIRTY);
+        // EPT flags: guest table pages are dirty (paging-structure accesses are writes), and
+        // so is the final page.
+        let ad = ept::ACCESSED | ept::DIRTY;
+        for page in [G_PML4, G_PDPT, G_PD, G_PT, G_PAGE] {
+            assert_eq!(m.get64(EPT_PT + (page >> 12) * 8) & ad, ad, "{page:#x}");
+        }
+        // An unrelated page is untouched.
+        assert_eq!(m.get64(EPT_PT + 0x20 * 8) & ad, 0);
+    }
+
+    #[test]
+    fn guest_faults_are_page_faults() {
+        let mut m = setup();
+        m.set64(hpa(G_PD), 0);
+        let r = go(&mut m, false, AccessKind::Read);
+        assert_eq!(
+            r.unwrap_err(),
+            NestedFault::Guest(PageFault {
+                error_code: 0b100,
+                level: 2
+            })
+        );
+    }
+
+    #[test]
+    fn ept_fault_on_a_guest_table() {
+        let mut m = setup();
+        set_ept_pte(&mut m, G_PD, 0);
+        let (qual, gpa, stage) = ept_fault(go(&mut m, false, AccessKind::Write));
+        // A read of a paging structure: bit 0, guest linear address valid (bit 7), not the
+        // final translation (bit 8 clear), no rights.
+        assert_eq!(qual, 0b0_1000_0001);
+        assert_eq!(gpa, Gpa::new(G_PD));
+        assert_eq!(stage, EptStage::GuestTable { level: 2 });
+        // The guest entries read before are untouched: the access did not succeed.
+        assert_eq!(m.get64(hpa(G_PML4)), G_PDPT | GP);
+    }
+
+    #[test]
+    fn ept_fault_on_the_final_translation_leaves_guest_flags() {
+        let mut m = setup();
+        set_ept_pte(&mut m, G_PAGE, ept::READ | (6 << 3));
+        let (qual, gpa, stage) = ept_fault(go(&mut m, false, AccessKind::Write));
+        assert_eq!(qual, 0b1_1000_1010);
+        assert_eq!(gpa, Gpa::new(G_PAGE | VA));
+        assert_eq!(stage, EptStage::Final);
+        assert_eq!(m.get64(hpa(G_PT)), G_PAGE | GP);
+        assert!(go(&mut m, false, AccessKind::Read).is_ok());
+        assert_eq!(m.get64(hpa(G_PT)), G_PAGE | GP | pte::ACCESSED);
+    }
+
+    #[test]
+    fn read_only_guest_tables_under_ept() {
+        // Without EPT A/D: reading a read-only guest table is fine, but setting its accessed
+        // flag is a write, refused by EPT.
+        let mut m = setup();
+        set_ept_pte(&mut m, G_PDPT, ept::READ | (6 << 3));
+        let (qual, gpa, stage) = ept_fault(go(&mut m, false, AccessKind::Read));
+        assert_eq!(qual, 0b0_1000_1010);
+        assert_eq!(gpa, Gpa::new(G_PDPT));
+        assert_eq!(stage, EptStage::GuestTable { level: 3 });
+        assert_eq!(m.get64(hpa(G_PML4)), G_PDPT | GP);
+        // With the accessed flag already set, no write is needed.
+        m.set64(hpa(G_PDPT), G_PD | GP | pte::ACCESSED);
+        assert!(go(&mut m, false, AccessKind::Read).is_ok());
+        // With EPT A/D the read itself counts as a write: bits 0 and 1.
+        let (qual, _, _) = ept_fault(go(&mut m, true, AccessKind::Read));
+        assert_eq!(qual, 0b0_1000_1011);
+    }
+
+    #[test]
+    fn pdpte_loads_through_ept() {
+        let mut m = setup();
+        m.set64(hpa(0x15_000), G_PD | pte::PRESENT);
+        let e = ept(true);
+        let mut tables = EptTables::for_pdpte_load(&e, &mut m);
+        let pdptes = load_pdptes(&mut tables, 0x15_000, 46).unwrap();
+        // A PDPTE load is a read: no EPT dirty flag.
+        assert_eq!(m.get64(EPT_PT + 0x15 * 8) & ept::DIRTY, 0);
+        let f = Pae::<Gpa>::new(pdptes, PagingContext { ..plain_ctx() });
+        let t = translate_nested(
+            &f,
+            &e,
+            &mut m,
+            Gva::new(VA),
+            Access::new(AccessKind::Read, Privilege::User),
+        )
+        .unwrap();
+        assert_eq!(t.addr(), Hpa::new(hpa(G_PAGE) | VA));
+        set_ept_pte(&mut m, 0x15_000, 0);
+        let mut tables = EptTables::for_pdpte_load(&e, &mut m);
+        match load_pdptes(&mut tables, 0x15_000, 46) {
+            Err(crate::PdpteLoadError::Table(NestedFault::Ept {
+                fault: EptFault::Violation(v),
+                stage: EptStage::PdpteLoad,
+                ..
+            })) => assert_eq!(v.exit_qualification(), 1),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -244,3 +244,137 @@ impl<P: Address> Pae<P> {
         self.ctx.smep || self.ctx.nxe
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use x86::Gpa;
+    use x86::exception::pf_error;
+
+    use super::*;
+    use crate::Direct;
+    use crate::guest::{AccessKind, Privilege};
+    use crate::test_utils::{SparseMemory, plain_ctx};
+    use crate::walk::{WalkError, translate};
+
+    const P: u64 = pte::PRESENT;
+    const W: u64 = pte::WRITABLE;
+    const U: u64 = pte::USER;
+    const A: u64 = pte::ACCESSED;
+    const PDPT: u64 = 0x1020;
+    const PD: u64 = 0x2000;
+    const PT: u64 = 0x3000;
+    /// PDPTE 2, PDE 0x11, PTE 0x22, offset 0x333.
+    const VA: u64 = (2 << 30) | (0x11 << 21) | (0x22 << 12) | 0x333;
+
+    fn setup() -> (SparseMemory, Pdptes) {
+        let mut m = SparseMemory::new();
+        m.set64(PDPT + 2 * 8, PD | P);
+        m.set64(PD + 0x11 * 8, PT | P | W | U);
+        m.set64(PT + 0x22 * 8, 0x7_0000_0000 | P | W | U);
+        let pdptes = load_pdptes::<Gpa, _>(&mut Direct(&mut m), PDPT | 0x7, 36).unwrap();
+        (m, pdptes)
+    }
+
+    #[test]
+    fn walk_from_the_pdpte_registers() {
+        let (mut m, pdptes) = setup();
+        assert_eq!(pdptes.entries()[2], PD | P);
+        let f = Pae::<Gpa>::new(
+            pdptes,
+            PagingContext {
+                maxphyaddr: 36,
+                ..plain_ctx()
+            },
+        );
+        let access = Access::new(AccessKind::Write, Privilege::User);
+        let t = translate(&f, &mut m, Gva::new(VA), access).unwrap();
+        assert_eq!(t.addr, Gpa::new(0x7_0000_0333));
+        assert_eq!(t.path.steps()[0].addr, None);
+        // The PDPTE in memory is not touched: the walk used the register.
+        assert_eq!(m.get64(PDPT + 2 * 8), PD | P);
+        assert_eq!(m.get64(PD + 0x11 * 8) & A, A);
+        // A change in memory does not affect the registers.
+        m.set64(PDPT + 2 * 8, 0);
+        assert!(translate(&f, &mut m, Gva::new(VA), access).is_ok());
+    }
+
+    #[test]
+    fn pdpte_load_checks_reserved_bits() {
+        let (mut m, _) = setup();
+        m.set64(PDPT + 8, 0x5000 | P | W);
+        let r = load_pdptes::<Gpa, _>(&mut Direct(&mut m), PDPT, 36);
+        assert_eq!(
+            r,
+            Err(PdpteLoadError::Reserved(ReservedPdpte {
+                index: 1,
+                entry: 0x5000 | P | W
+            }))
+        );
+        // Not-present PDPTEs may hold anything.
+        m.set64(PDPT + 8, 0xffff_ffff_ffff_fffe);
+        assert!(load_pdptes::<Gpa, _>(&mut Direct(&mut m), PDPT, 36).is_ok());
+        m.set64(PDPT + 8, (1 << 36) | P);
+        assert!(load_pdptes::<Gpa, _>(&mut Direct(&mut m), PDPT, 36).is_err());
+        assert!(load_pdptes::<Gpa, _>(&mut Direct(&mut m), PDPT, 40).is_ok());
+        assert!(Pdptes::new([0, P | (1 << 63), 0, 0], 52).is_err());
+    }
+
+    #[test]
+    fn not_present_pdpte_faults_at_level_3() {
+        let (mut m, pdptes) = setup();
+        let f = Pae::<Gpa>::new(pdptes, plain_ctx());
+        let r = translate(
+            &f,
+            &mut m,
+            Gva::new(VA & 0x3fff_ffff),
+            Access::new(AccessKind::Read, Privilege::User),
+        );
+        let want = PageFault {
+            error_code: pf_error::USER,
+            level: 3,
+        };
+        assert_eq!(r, Err(WalkError::Fault(want)));
+    }
+
+    #[test]
+    fn reserved_bits_of_pae_entries() {
+        let (mut m, pdptes) = setup();
+        let read = Access::new(AccessKind::Read, Privilege::Supervisor);
+        let rsvd = |level| {
+            Err(WalkError::Fault(PageFault {
+                error_code: pf_error::PRESENT | pf_error::RSVD,
+                level,
+            }))
+        };
+        // Bits 62:52 are reserved in PAE (not ignored as in 4-level paging).
+        m.set64(PT + 0x22 * 8, 0x5000 | P | (1 << 60));
+        let f = Pae::<Gpa>::new(pdptes, plain_ctx());
+        assert_eq!(translate(&f, &mut m, Gva::new(VA), read), rsvd(1));
+        // XD: reserved with NXE = 0, honoured with NXE = 1.
+        m.set64(PT + 0x22 * 8, 0x5000 | P | pte::XD);
+        assert_eq!(translate(&f, &mut m, Gva::new(VA), read), rsvd(1));
+        let nx = Pae::<Gpa>::new(
+            pdptes,
+            PagingContext {
+                nxe: true,
+                ..plain_ctx()
+            },
+        );
+        let t = translate(&nx, &mut m, Gva::new(VA), read).unwrap();
+        assert!(!t.rights.execute);
+        let fetch = Access::new(AccessKind::Fetch, Privilege::Supervisor);
+        let r = translate(&nx, &mut m, Gva::new(VA), fetch);
+        let want = PageFault {
+            error_code: pf_error::PRESENT | pf_error::FETCH,
+            level: 1,
+        };
+        assert_eq!(r, Err(WalkError::Fault(want)));
+        // 2-MiB pages: bits 20:13 reserved.
+        m.set64(PD + 0x11 * 8, 0x4020_0000 | P | pte::PAGE_SIZE);
+        let t = translate(&f, &mut m, Gva::new(VA), read).unwrap();
+        assert_eq!(t.size, PageSize::Size2M);
+        assert_eq!(t.addr, Gpa::new(0x4020_0000 | (VA & 0x1f_ffff)));
+        m.set64(PD + 0x11 * 8, 0x4020_4000 | P | pte::PAGE_SIZE);
+        assert_eq!(translate(&f, &mut m, Gva::new(VA), read), rsvd(2));
+    }
+}
