@@ -26,6 +26,8 @@
 pub mod cmos;
 pub mod debug_exit;
 pub mod fw_cfg;
+pub mod ioapic;
+pub mod lapic;
 pub mod pci;
 pub mod pic;
 pub mod pit;
