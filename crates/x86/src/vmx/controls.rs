@@ -440,10 +440,11 @@ pub mod exit {
 /// Secondary VM-exit controls, a 64-bit field (SDM Vol. 3C §25.7.1).
 pub mod secondary_exit {
     /// Save FRED: The guest FRED MSRs are saved on VM exit.
-    pub const SAVE_FRED: u64 = 1 << 1;
+    pub const SAVE_FRED: u64 = 1 << 0;
     /// Load FRED: The host FRED MSRs are loaded on VM exit.
-    pub const LOAD_FRED: u64 = 1 << 2;
-    /// Prematurely busy shadow stack: A VM exit reports a shadow stack that became busy prematurely.
+    pub const LOAD_FRED: u64 = 1 << 1;
+    /// Prematurely busy shadow stack: the CET control of that name (its VM-exit reporting of a
+    /// shadow stack made busy before the exit).
     pub const PREMATURELY_BUSY_SHADOW_STACK: u64 = 1 << 3;
     /// This class has no default1 bits (SDM Vol. 3D §A.4.2).
     pub const DEFAULT1: u64 = 0;
@@ -675,6 +676,10 @@ mod tests {
         assert_eq!(exit::HOST_ADDRESS_SPACE_SIZE, 0x200);
         assert_eq!(entry::IA32E_MODE_GUEST, 0x200);
         assert_eq!(pin_based::ACTIVATE_PREEMPTION_TIMER, 0x40);
+        // FRED controls as Linux's asm/vmx.h defines them.
+        assert_eq!(secondary_exit::SAVE_FRED, 1);
+        assert_eq!(secondary_exit::LOAD_FRED, 2);
+        assert_eq!(entry::LOAD_FRED, 0x0080_0000);
     }
 
     #[test]

@@ -734,6 +734,85 @@ impl IoQualification {
     }
 }
 
+/// Exit qualification for debug exceptions (SDM Vol. 3C §28.2.1, Table 28-1): the DR6-like
+/// report of what caused a #DB that exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DebugQualification(pub u64);
+
+impl DebugQualification {
+    /// B3–B0 (bits 3:0): the breakpoint conditions met.
+    pub const B0_B3: u64 = 0xf;
+    /// BLD (bit 11): a bus lock was asserted (bus-lock detection).
+    pub const BLD: u64 = 1 << 11;
+    /// BD (bit 13): debug-register access detected.
+    pub const BD: u64 = 1 << 13;
+    /// BS (bit 14): single step.
+    pub const BS: u64 = 1 << 14;
+    /// RTM (bit 16): the #DB occurred inside an RTM region.
+    pub const RTM: u64 = 1 << 16;
+
+    /// Bits 3:0: which of DR0–DR3 matched.
+    pub const fn breakpoints(self) -> u8 {
+        (self.0 & Self::B0_B3) as u8
+    }
+
+    /// Whether every bit of `bits` is set.
+    pub const fn contains(self, bits: u64) -> bool {
+        self.0 & bits == bits
+    }
+}
+
+/// The kind of access behind an APIC-access VM exit, bits 15:12 of its exit qualification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ApicAccessType {
+    /// Linear access for a data read during instruction execution.
+    LinearRead = 0,
+    /// Linear access for a data write during instruction execution.
+    LinearWrite = 1,
+    /// Linear access for an instruction fetch.
+    LinearFetch = 2,
+    /// Linear access (read or write) during event delivery.
+    LinearEventDelivery = 3,
+    /// Guest-physical access during event delivery.
+    PhysicalEventDelivery = 10,
+    /// Guest-physical access for an instruction fetch or during instruction execution.
+    PhysicalInstruction = 15,
+}
+
+/// Exit qualification for APIC-access VM exits (SDM Vol. 3C §28.2.1, Table 28-6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ApicAccessQualification(pub u64);
+
+impl ApicAccessQualification {
+    /// Bit 16: the access was asynchronous to instruction execution.
+    pub const ASYNCHRONOUS: u64 = 1 << 16;
+
+    /// An access of kind `kind` at `offset` within the APIC-access page (bits 11:0; undefined
+    /// for guest-physical accesses, pass 0).
+    pub const fn new(offset: u16, kind: ApicAccessType) -> Self {
+        Self((offset as u64 & 0xfff) | ((kind as u64) << 12))
+    }
+
+    /// Bits 11:0: the offset of a linear access within the APIC page.
+    pub const fn offset(self) -> u16 {
+        (self.0 & 0xfff) as u16
+    }
+
+    /// Bits 15:12, or `None` for the values the SDM does not use.
+    pub const fn access_type(self) -> Option<ApicAccessType> {
+        Some(match (self.0 >> 12) & 0xf {
+            0 => ApicAccessType::LinearRead,
+            1 => ApicAccessType::LinearWrite,
+            2 => ApicAccessType::LinearFetch,
+            3 => ApicAccessType::LinearEventDelivery,
+            10 => ApicAccessType::PhysicalEventDelivery,
+            15 => ApicAccessType::PhysicalInstruction,
+            _ => return None,
+        })
+    }
+}
+
 /// Which access an EPT violation with a valid guest-linear address was (bit 8 of the exit
 /// qualification, meaningful only when bit 7 is set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1309,6 +1388,45 @@ impl LdtrTrInfo {
     }
 }
 
+/// An operand size as encoded in bits 12:11 of the RDRAND/RDSEED/TPAUSE/UMWAIT layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum OperandSize {
+    /// 16 bits.
+    Bits16 = 0,
+    /// 32 bits.
+    Bits32 = 1,
+    /// 64 bits.
+    Bits64 = 2,
+}
+
+/// VM-exit instruction information for RDRAND, RDSEED, TPAUSE and UMWAIT (§25.9.4): the
+/// register operand (bits 6:3) and the operand size (bits 12:11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RegisterOperandInfo(pub u32);
+
+impl RegisterOperandInfo {
+    /// Builds the field.
+    pub const fn new(reg: u8, size: OperandSize) -> Self {
+        Self(((reg as u32 & 0xf) << 3) | ((size as u32) << 11))
+    }
+
+    /// Bits 6:3: the register operand (0 = RAX … 15 = R15).
+    pub const fn reg(self) -> u8 {
+        ((self.0 >> 3) & 0xf) as u8
+    }
+
+    /// Bits 12:11, or `None` for the unused value 3.
+    pub const fn operand_size(self) -> Option<OperandSize> {
+        match (self.0 >> 11) & 3 {
+            0 => Some(OperandSize::Bits16),
+            1 => Some(OperandSize::Bits32),
+            2 => Some(OperandSize::Bits64),
+            _ => None,
+        }
+    }
+}
+
 /// VM-exit instruction information for INS and OUTS (§25.9.4): the address size
 /// and, for OUTS, the segment of the source (INS always writes through ES).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -1599,6 +1717,35 @@ mod tests {
     }
 
     #[test]
+    fn debug_and_apic_access_qualifications() {
+        let q = DebugQualification(DebugQualification::BS | 0b0101);
+        assert_eq!(q.breakpoints(), 0b0101);
+        assert!(q.contains(DebugQualification::BS) && !q.contains(DebugQualification::BD));
+
+        let q = ApicAccessQualification::new(0x0b0, ApicAccessType::LinearWrite);
+        assert_eq!(q.0, 0x10b0);
+        assert_eq!(
+            (q.offset(), q.access_type()),
+            (0xb0, Some(ApicAccessType::LinearWrite))
+        );
+        let q = ApicAccessQualification::new(0, ApicAccessType::PhysicalInstruction);
+        assert_eq!(q.access_type(), Some(ApicAccessType::PhysicalInstruction));
+        assert_eq!(ApicAccessQualification(4 << 12).access_type(), None);
+    }
+
+    #[test]
+    fn register_operand_info() {
+        // rdrand r9d
+        let info = RegisterOperandInfo::new(9, OperandSize::Bits32);
+        assert_eq!(info.0, 9 << 3 | 1 << 11);
+        assert_eq!(
+            (info.reg(), info.operand_size()),
+            (9, Some(OperandSize::Bits32))
+        );
+        assert_eq!(RegisterOperandInfo(3 << 11).operand_size(), None);
+    }
+
+    #[test]
     fn decoders_are_total() {
         let samples = [
             0u32,
@@ -1616,11 +1763,13 @@ mod tests {
             let _ = DescriptorTableInfo(raw).instruction();
             let _ = LdtrTrInfo(raw).operand();
             let _ = InsOutsInfo(raw).segment();
+            let _ = RegisterOperandInfo(raw).operand_size();
             let wide = u64::from(raw) | (u64::from(raw) << 32);
             let _ = CrAccessQualification(wide).access_type();
             let _ = IoQualification(wide).size();
             let _ = TaskSwitchQualification(wide).source();
             let _ = EptViolationQualification(wide).linear_access();
+            let _ = ApicAccessQualification(wide).access_type();
         }
     }
 }
