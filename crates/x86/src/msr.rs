@@ -207,7 +207,7 @@ pub mod apic_base {
 pub mod feature_control {
     /// Lock: once set, the MSR is read-only until reset, and VMXON requires it.
     pub const LOCK: u64 = 1 << 0;
-    /// Enable VMX inside SMX operation (VMXON after GETSEC[SENTER]).
+    /// Enable VMX inside SMX operation (VMXON after `GETSEC[SENTER]`).
     pub const VMX_INSIDE_SMX: u64 = 1 << 1;
     /// Enable VMX outside SMX operation (ordinary VMXON).
     pub const VMX_OUTSIDE_SMX: u64 = 1 << 2;
@@ -343,7 +343,7 @@ pub mod debugctl {
 /// In x2APIC mode the APIC register at xAPIC offset `off` is MSR `0x800 + off / 16`. The
 /// mapping is arithmetic: whether a register exists in x2APIC mode is a separate question
 /// (the DFR at offset 0xE0 does not; the ICR, two registers in xAPIC mode, is the single 64-bit
-/// MSR [`ICR`]; [`SELF_IPI`] exists only in x2APIC mode).
+/// MSR [`x2apic::ICR`]; [`x2apic::SELF_IPI`] exists only in x2APIC mode).
 pub mod x2apic {
     /// First MSR of the x2APIC range.
     pub const FIRST: u32 = 0x800;

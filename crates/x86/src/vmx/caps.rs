@@ -607,6 +607,57 @@ mod tests {
         assert!(!vmfunc.allows_one(1 << 1));
     }
 
+    /// A small deterministic generator (xorshift64*), so the randomized comparisons below are
+    /// reproducible without a dependency.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// The rules of §A.3, applied one bit at a time.
+    fn naive_adjust(allowed0: u32, allowed1: u32, desired: u32) -> u32 {
+        (0..32).fold(0, |value, bit| {
+            let fixed_one = allowed0 >> bit & 1 == 1;
+            let may_be_one = allowed1 >> bit & 1 == 1;
+            let wanted = desired >> bit & 1 == 1;
+            let set = may_be_one && (fixed_one || wanted);
+            value | (u32::from(set) << bit)
+        })
+    }
+
+    fn naive_valid(allowed0: u32, allowed1: u32, value: u32) -> bool {
+        (0..32).all(|bit| {
+            let v = value >> bit & 1 == 1;
+            let fixed_one = allowed0 >> bit & 1 == 1;
+            let may_be_one = allowed1 >> bit & 1 == 1;
+            (!fixed_one || v) && (may_be_one || !v)
+        })
+    }
+
+    #[test]
+    fn adjust_and_check_agree_with_a_bitwise_reference() {
+        let mut state = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let msr = xorshift(&mut state);
+            let desired = xorshift(&mut state) as u32;
+            let value = xorshift(&mut state) as u32;
+            let ctl = AllowedControls::from_msr(msr);
+            let (a0, a1) = (ctl.allowed0, ctl.allowed1);
+            assert_eq!(ctl.adjust(desired), naive_adjust(a0, a1, desired));
+            assert_eq!(ctl.check(value).is_ok(), naive_valid(a0, a1, value));
+            // A well-formed MSR (allowed0 within allowed1) always yields a valid adjustment.
+            let sane = AllowedControls {
+                allowed0: a0 & a1,
+                allowed1: a1,
+            };
+            assert_eq!(sane.check(sane.adjust(desired)), Ok(()));
+            let fixed = FixedBits::new(msr & (msr >> 7), msr);
+            assert_eq!(fixed.check(fixed.adjust(msr.rotate_left(9))), Ok(()));
+        }
+    }
+
     #[test]
     fn misc_layout() {
         let misc = VmxMisc::new(5, 4, 0).with(

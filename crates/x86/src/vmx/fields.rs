@@ -2,26 +2,28 @@
 //! ("Field Encoding in VMCS", Tables B-1 to B-15).
 //!
 //! A field's 32-bit encoding is the operand of VMREAD and VMWRITE. Its bits say everything about
-//! the field's shape (SDM Vol. 3C §25.11.2, "VMREAD, VMWRITE, and Encodings of VMCS Fields",
-//! Table 25-21):
+//! the field's shape (SDM Vol. 3C §25.11.2, "VMREAD, VMWRITE, and Encodings of VMCS Fields"):
 //!
-//! | bits  | meaning                                                                  |
-//! |-------|--------------------------------------------------------------------------|
-//! | 0     | access type: 0 = full, 1 = high (the upper 32 bits of a 64-bit field)    |
-//! | 9:1   | index                                                                    |
+//! | bits  | meaning                                                                     |
+//! |-------|-----------------------------------------------------------------------------|
+//! | 0     | access type: 0 = full, 1 = high (the upper 32 bits of a 64-bit field)       |
+//! | 9:1   | index                                                                       |
 //! | 11:10 | type: 0 = control, 1 = VM-exit information, 2 = guest state, 3 = host state |
-//! | 12    | reserved, must be 0                                                      |
-//! | 14:13 | width: 0 = 16-bit, 1 = 64-bit, 2 = 32-bit, 3 = natural width             |
-//! | 31:15 | reserved, must be 0                                                      |
+//! | 12    | reserved, must be 0                                                         |
+//! | 14:13 | width: 0 = 16-bit, 1 = 64-bit, 2 = 32-bit, 3 = natural width                |
+//! | 31:15 | reserved, must be 0                                                         |
 //!
 //! so [`VmcsField::width`], [`VmcsField::kind`] and [`VmcsField::index`] are computed from the
-//! discriminant, never tabulated. The list is the union of Appendix B over the editions of the
-//! SDM up to the one with FRED (2025–2026): the December 2024 edition (325462-086) adds nothing
-//! that is missing here, and the later editions add the FRED, MSR-list and SEAM fields. Names are
-//! the familiar ones of the 2024 edition; where a later edition renamed a field (the FRED
-//! editions call the interruption-information fields "event identification"), the variant's
-//! documentation gives both. Section numbers are those of the 2023–2024 editions; later editions
-//! renumber the VMX chapters by two, so every citation also names the section.
+//! discriminant, never tabulated.
+//!
+//! The list is the union of Appendix B over SDM editions: every field of the December 2024
+//! edition (order number 325462-086), plus the fields that later editions add (FRED state,
+//! injected- and original-event data, MSR data for the MSR-list instructions, SEAM-guest KeyID).
+//! The ENCLV-exiting bitmap, listed from 2019 to 2024, is kept although the newest edition no
+//! longer lists it. Names are the familiar ones of the 2024 edition; where a later edition renamed
+//! a field (the FRED editions call the interruption-information fields "event identification"),
+//! the variant's documentation gives both. Section numbers are those of the 2023–2024 editions;
+//! later editions renumber the VMX chapters by two, so every citation also names the section.
 //!
 //! Read-only fields (the VM-exit information fields) have no write path in the types: a VMWRITE
 //! implementation must obtain a [`WritableField`] through [`VmcsEncoding::writable`], which
@@ -451,6 +453,12 @@ impl VmcsField {
             (VmwriteScope::ExceptExitInformation, true) => None,
             _ => Some(WritableField(self)),
         }
+    }
+}
+
+impl core::fmt::Display for VmcsField {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} ({:#06x})", self.name(), self.encoding())
     }
 }
 
