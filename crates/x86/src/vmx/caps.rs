@@ -14,12 +14,15 @@
 //! - [`EptVpidCap`]: IA32_VMX_EPT_VPID_CAP (§A.10, "VPID and EPT Capabilities"), with the
 //!   INVEPT and INVVPID types (SDM Vol. 3C §31.3, INVEPT/INVVPID).
 //! - [`VmFuncCap`]: IA32_VMX_VMFUNC (§A.11, "VM Functions").
+//! - [`VmxCapabilities`]: the whole set, answering which controls and VMCS fields a processor
+//!   supports.
 //!
 //! Every type wraps the raw MSR value (`pub` field, as the hardware stores it) and offers
 //! decoding methods and `with_*` builders, so the hardware model builds the values it reports
 //! and the hypervisor decodes what it reads with the same code.
 
-use crate::vmx::fields::VmwriteScope;
+use crate::vmx::controls::{exit, primary_proc, secondary_proc};
+use crate::vmx::fields::{Capability, VmcsField, VmwriteScope, highest_index};
 
 /// IA32_VMX_BASIC (SDM Vol. 3D §A.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -521,6 +524,109 @@ impl VmFuncCap {
     }
 }
 
+/// Every VMX capability MSR of one processor, as a VMM reads them or as a processor model
+/// reports them, plus the non-VMX features that decide whether some VMCS fields exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VmxCapabilities {
+    /// IA32_VMX_BASIC.
+    pub basic: VmxBasic,
+    /// IA32_VMX_PINBASED_CTLS (or its TRUE form; allowed-1 settings are the same).
+    pub pin_based: AllowedControls,
+    /// IA32_VMX_PROCBASED_CTLS (or its TRUE form).
+    pub primary_proc: AllowedControls,
+    /// IA32_VMX_PROCBASED_CTLS2.
+    pub secondary_proc: AllowedControls,
+    /// IA32_VMX_PROCBASED_CTLS3.
+    pub tertiary_proc: AllowedControls64,
+    /// IA32_VMX_EXIT_CTLS (or its TRUE form).
+    pub exit: AllowedControls,
+    /// IA32_VMX_EXIT_CTLS2.
+    pub secondary_exit: AllowedControls64,
+    /// IA32_VMX_ENTRY_CTLS (or its TRUE form).
+    pub entry: AllowedControls,
+    /// IA32_VMX_MISC.
+    pub misc: VmxMisc,
+    /// IA32_VMX_EPT_VPID_CAP.
+    pub ept_vpid: EptVpidCap,
+    /// IA32_VMX_VMFUNC.
+    pub vmfunc: VmFuncCap,
+    /// The processor supports FRED transitions.
+    pub fred: bool,
+    /// The processor supports SEAM.
+    pub seam: bool,
+}
+
+impl VmxCapabilities {
+    /// Whether the processor has `capability`. Secondary and tertiary controls, secondary
+    /// VM-exit controls and VM functions count only if the control that activates their class
+    /// may be 1 (SDM Vol. 3D §A.3.3, §A.3.4, §A.4.2, §A.11).
+    pub const fn supports(&self, capability: Capability) -> bool {
+        let secondary = self
+            .primary_proc
+            .allows_one(primary_proc::ACTIVATE_SECONDARY_CONTROLS);
+        match capability {
+            Capability::PinBased(bits) => self.pin_based.allows_one(bits),
+            Capability::PrimaryProc(bits) => self.primary_proc.allows_one(bits),
+            Capability::SecondaryProc(bits) => secondary && self.secondary_proc.allows_one(bits),
+            Capability::TertiaryProc(bits) => {
+                self.primary_proc
+                    .allows_one(primary_proc::ACTIVATE_TERTIARY_CONTROLS)
+                    && self.tertiary_proc.allows_one(bits)
+            }
+            Capability::Exit(bits) => self.exit.allows_one(bits),
+            Capability::SecondaryExit(bits) => {
+                self.exit.allows_one(exit::ACTIVATE_SECONDARY_CONTROLS)
+                    && self.secondary_exit.allows_one(bits)
+            }
+            Capability::Entry(bits) => self.entry.allows_one(bits),
+            Capability::VmFunction(bits) => {
+                secondary
+                    && self
+                        .secondary_proc
+                        .allows_one(secondary_proc::ENABLE_VM_FUNCTIONS)
+                    && self.vmfunc.allowed().allows_one(bits)
+            }
+            Capability::Fred => self.fred,
+            Capability::Seam => self.seam,
+        }
+    }
+
+    /// Whether the processor supports `field`: it needs no capability, or the processor has at
+    /// least one of those it lists.
+    pub const fn supports_field(&self, field: VmcsField) -> bool {
+        let requirements = field.requirements();
+        if requirements.is_empty() {
+            return true;
+        }
+        let mut i = 0;
+        while i < requirements.len() {
+            if self.supports(requirements[i]) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    /// The value of IA32_VMX_VMCS_ENUM for this processor: the highest index among the fields
+    /// it supports.
+    pub const fn vmcs_enum(&self) -> VmcsEnum {
+        let mut highest = 0;
+        let mut i = 0;
+        while i < VmcsField::ALL.len() {
+            let field = VmcsField::ALL[i];
+            if self.supports_field(field) {
+                let index = highest_index(&[field]);
+                if index > highest {
+                    highest = index;
+                }
+            }
+            i += 1;
+        }
+        VmcsEnum::new(highest)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,6 +818,69 @@ mod tests {
         let unrestricted = cr0_fixed.without(cr0::PE | cr0::PG);
         assert_eq!(unrestricted.check(cr0::NE), Ok(()));
         assert!(unrestricted.check(0).is_err());
+    }
+
+    #[test]
+    fn supported_fields_follow_the_controls() {
+        use crate::vmx::controls::{entry, pin_based};
+        let mut caps = VmxCapabilities::default();
+        assert!(caps.supports_field(VmcsField::GuestRip));
+        assert!(!caps.supports_field(VmcsField::EptPointer));
+        assert!(!caps.supports_field(VmcsField::VmxPreemptionTimerValue));
+        // Without optional features, the highest index is that of the guest IA32_SYSENTER_CS
+        // (0x482a, index 0x15).
+        assert_eq!(caps.vmcs_enum().highest_index(), 0x15);
+
+        // "Enable EPT" allowed but "activate secondary controls" not: EPT fields still absent.
+        caps.secondary_proc.allowed1 = secondary_proc::ENABLE_EPT;
+        assert!(!caps.supports_field(VmcsField::EptPointer));
+        caps.primary_proc.allowed1 = primary_proc::ACTIVATE_SECONDARY_CONTROLS;
+        assert!(caps.supports_field(VmcsField::EptPointer));
+        assert!(caps.supports_field(VmcsField::GuestPdpte3));
+        assert!(!caps.supports_field(VmcsField::VmFunctionControls));
+
+        // Either of two controls makes the guest IA32_EFER field exist.
+        assert!(!caps.supports_field(VmcsField::GuestIa32Efer));
+        caps.exit.allowed1 = exit::SAVE_IA32_EFER;
+        assert!(caps.supports_field(VmcsField::GuestIa32Efer));
+        assert!(!caps.supports_field(VmcsField::HostIa32Efer));
+
+        caps.pin_based.allowed1 = pin_based::ACTIVATE_PREEMPTION_TIMER;
+        assert_eq!(caps.vmcs_enum().highest_index(), 0x17);
+        caps.entry.allowed1 = entry::LOAD_CET_STATE;
+        assert!(caps.supports_field(VmcsField::GuestSsp));
+
+        // EPTP switching needs VM functions enabled.
+        caps.vmfunc = VmFuncCap(VmFuncCap::EPTP_SWITCHING);
+        assert!(!caps.supports_field(VmcsField::EptpListAddress));
+        caps.secondary_proc.allowed1 |= secondary_proc::ENABLE_VM_FUNCTIONS;
+        assert!(caps.supports_field(VmcsField::EptpListAddress));
+
+        // Everything allowed: every field but the SEAM ones exists, and the enum reports the
+        // highest index of Appendix B.
+        let all = VmxCapabilities {
+            pin_based: AllowedControls::from_msr(u64::MAX),
+            primary_proc: AllowedControls::from_msr(u64::MAX),
+            secondary_proc: AllowedControls::from_msr(u64::MAX),
+            tertiary_proc: AllowedControls64::from_msr(u64::MAX),
+            exit: AllowedControls::from_msr(u64::MAX),
+            secondary_exit: AllowedControls64::from_msr(u64::MAX),
+            entry: AllowedControls::from_msr(u64::MAX),
+            vmfunc: VmFuncCap(u64::MAX),
+            fred: true,
+            ..VmxCapabilities::default()
+        };
+        for &field in VmcsField::ALL {
+            let seam = matches!(
+                field,
+                VmcsField::SharedEptPointer | VmcsField::SeamGuestKeyId
+            );
+            assert_eq!(all.supports_field(field), !seam, "{field:?}");
+        }
+        assert_eq!(
+            all.vmcs_enum().highest_index(),
+            highest_index(VmcsField::ALL)
+        );
     }
 
     #[test]

@@ -456,6 +456,159 @@ impl VmcsField {
     }
 }
 
+/// A processor capability on which the existence of a VMCS field depends (the footnotes of the
+/// Appendix B tables): support for the 1-setting of a control, or a feature outside VMX.
+///
+/// A processor supports a field if the field has no requirement or if it has any of the
+/// capabilities [`VmcsField::requirements`] lists; VMREAD and VMWRITE of an unsupported field fail
+/// with VM-instruction error 12 like those of an unknown encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// The 1-setting of a pin-based VM-execution control ([`crate::vmx::controls::pin_based`]).
+    PinBased(u32),
+    /// The 1-setting of a primary processor-based control ([`crate::vmx::controls::primary_proc`]).
+    PrimaryProc(u32),
+    /// The 1-setting of a secondary processor-based control ([`crate::vmx::controls::secondary_proc`]).
+    SecondaryProc(u32),
+    /// The 1-setting of a tertiary processor-based control ([`crate::vmx::controls::tertiary_proc`]).
+    TertiaryProc(u64),
+    /// The 1-setting of a primary VM-exit control ([`crate::vmx::controls::exit`]).
+    Exit(u32),
+    /// The 1-setting of a secondary VM-exit control ([`crate::vmx::controls::secondary_exit`]).
+    SecondaryExit(u64),
+    /// The 1-setting of a VM-entry control ([`crate::vmx::controls::entry`]).
+    Entry(u32),
+    /// The 1-setting of a VM-function control (bit `n` of IA32_VMX_VMFUNC).
+    VmFunction(u64),
+    /// FRED transitions (`CPUID.(EAX=7,ECX=1):EAX[17]`).
+    Fred,
+    /// SEAM (Intel TDX module) operation, through the "SEAM guest-physical address width"
+    /// control, which this crate does not otherwise describe.
+    Seam,
+}
+
+impl VmcsField {
+    /// The capabilities of which the processor must have at least one to support this field;
+    /// empty for the fields every VMX processor has (SDM Vol. 3D Appendix B, table footnotes).
+    pub const fn requirements(self) -> &'static [Capability] {
+        use crate::vmx::controls::{
+            entry, exit, pin_based, primary_proc, secondary_exit, secondary_proc, tertiary_proc,
+        };
+        use Capability::*;
+        match self {
+            Self::Vpid => &[SecondaryProc(secondary_proc::ENABLE_VPID)],
+            Self::PostedInterruptNotificationVector | Self::PostedInterruptDescriptorAddress => {
+                &[PinBased(pin_based::PROCESS_POSTED_INTERRUPTS)]
+            }
+            Self::EptpIndex | Self::VirtualizationExceptionInfoAddress => {
+                &[SecondaryProc(secondary_proc::EPT_VIOLATION_VE)]
+            }
+            Self::HlatPrefixSize | Self::HlatPointer => &[TertiaryProc(tertiary_proc::ENABLE_HLAT)],
+            Self::LastPidPointerIndex | Self::PidPointerTableAddress => {
+                &[TertiaryProc(tertiary_proc::IPI_VIRTUALIZATION)]
+            }
+            Self::GuestInterruptStatus
+            | Self::EoiExitBitmap0
+            | Self::EoiExitBitmap1
+            | Self::EoiExitBitmap2
+            | Self::EoiExitBitmap3 => &[SecondaryProc(secondary_proc::VIRTUAL_INTERRUPT_DELIVERY)],
+            Self::PmlIndex | Self::PmlAddress => &[SecondaryProc(secondary_proc::ENABLE_PML)],
+            Self::GuestUinv => &[Exit(exit::CLEAR_UINV), Entry(entry::LOAD_UINV)],
+            Self::MsrBitmaps => &[PrimaryProc(primary_proc::USE_MSR_BITMAPS)],
+            Self::VirtualApicAddress | Self::TprThreshold => {
+                &[PrimaryProc(primary_proc::USE_TPR_SHADOW)]
+            }
+            Self::ApicAccessAddress => &[SecondaryProc(secondary_proc::VIRTUALIZE_APIC_ACCESSES)],
+            Self::VmFunctionControls => &[SecondaryProc(secondary_proc::ENABLE_VM_FUNCTIONS)],
+            Self::EptPointer
+            | Self::GuestPhysicalAddress
+            | Self::GuestPdpte0
+            | Self::GuestPdpte1
+            | Self::GuestPdpte2
+            | Self::GuestPdpte3 => &[SecondaryProc(secondary_proc::ENABLE_EPT)],
+            Self::EptpListAddress => &[VmFunction(1 << 0)],
+            Self::VmreadBitmapAddress | Self::VmwriteBitmapAddress => {
+                &[SecondaryProc(secondary_proc::VMCS_SHADOWING)]
+            }
+            Self::XssExitingBitmap => &[SecondaryProc(secondary_proc::ENABLE_XSAVES_XRSTORS)],
+            Self::EnclsExitingBitmap => &[SecondaryProc(secondary_proc::ENABLE_ENCLS_EXITING)],
+            Self::SubPagePermissionTablePointer => {
+                &[SecondaryProc(secondary_proc::SUB_PAGE_WRITE_PERMISSIONS)]
+            }
+            Self::TscMultiplier => &[SecondaryProc(secondary_proc::USE_TSC_SCALING)],
+            Self::TertiaryProcBasedControls => {
+                &[PrimaryProc(primary_proc::ACTIVATE_TERTIARY_CONTROLS)]
+            }
+            Self::EnclvExitingBitmap => &[SecondaryProc(secondary_proc::ENABLE_ENCLV_EXITING)],
+            Self::LowPasidDirectoryAddress | Self::HighPasidDirectoryAddress => {
+                &[SecondaryProc(secondary_proc::PASID_TRANSLATION)]
+            }
+            Self::SharedEptPointer | Self::SeamGuestKeyId => &[Seam],
+            Self::PconfigExitingBitmap => &[SecondaryProc(secondary_proc::ENABLE_PCONFIG)],
+            Self::SecondaryVmExitControls => &[Exit(exit::ACTIVATE_SECONDARY_CONTROLS)],
+            Self::SpecCtrlMask | Self::SpecCtrlShadow => {
+                &[TertiaryProc(tertiary_proc::VIRTUALIZE_IA32_SPEC_CTRL)]
+            }
+            Self::InjectedEventData | Self::OriginalEventData => &[Fred],
+            Self::MsrData => &[TertiaryProc(tertiary_proc::ENABLE_MSR_LIST_INSTRUCTIONS)],
+            Self::GuestIa32Pat => &[Entry(entry::LOAD_IA32_PAT), Exit(exit::SAVE_IA32_PAT)],
+            Self::GuestIa32Efer => &[Entry(entry::LOAD_IA32_EFER), Exit(exit::SAVE_IA32_EFER)],
+            Self::GuestIa32PerfGlobalCtrl => &[Entry(entry::LOAD_IA32_PERF_GLOBAL_CTRL)],
+            Self::GuestIa32Bndcfgs => &[
+                Entry(entry::LOAD_IA32_BNDCFGS),
+                Exit(exit::CLEAR_IA32_BNDCFGS),
+            ],
+            Self::GuestIa32RtitCtl => &[
+                Entry(entry::LOAD_IA32_RTIT_CTL),
+                Exit(exit::CLEAR_IA32_RTIT_CTL),
+            ],
+            Self::GuestIa32LbrCtl => &[
+                Entry(entry::LOAD_IA32_LBR_CTL),
+                Exit(exit::CLEAR_IA32_LBR_CTL),
+            ],
+            Self::GuestIa32Pkrs => &[Entry(entry::LOAD_PKRS)],
+            Self::GuestIa32FredConfig
+            | Self::GuestIa32FredRsp1
+            | Self::GuestIa32FredRsp2
+            | Self::GuestIa32FredRsp3
+            | Self::GuestIa32FredStklvls
+            | Self::GuestIa32FredSsp1
+            | Self::GuestIa32FredSsp2
+            | Self::GuestIa32FredSsp3 => &[
+                Entry(entry::LOAD_FRED),
+                SecondaryExit(secondary_exit::SAVE_FRED),
+            ],
+            Self::HostIa32Pat => &[Exit(exit::LOAD_IA32_PAT)],
+            Self::HostIa32Efer => &[Exit(exit::LOAD_IA32_EFER)],
+            Self::HostIa32PerfGlobalCtrl => &[Exit(exit::LOAD_IA32_PERF_GLOBAL_CTRL)],
+            Self::HostIa32Pkrs => &[Exit(exit::LOAD_PKRS)],
+            Self::HostIa32FredConfig
+            | Self::HostIa32FredRsp1
+            | Self::HostIa32FredRsp2
+            | Self::HostIa32FredRsp3
+            | Self::HostIa32FredStklvls
+            | Self::HostIa32FredSsp1
+            | Self::HostIa32FredSsp2
+            | Self::HostIa32FredSsp3 => &[SecondaryExit(secondary_exit::LOAD_FRED)],
+            Self::SecondaryProcBasedControls => {
+                &[PrimaryProc(primary_proc::ACTIVATE_SECONDARY_CONTROLS)]
+            }
+            Self::PleGap | Self::PleWindow => &[SecondaryProc(secondary_proc::PAUSE_LOOP_EXITING)],
+            Self::InstructionTimeoutControl => {
+                &[SecondaryProc(secondary_proc::INSTRUCTION_TIMEOUT)]
+            }
+            Self::VmxPreemptionTimerValue => &[PinBased(pin_based::ACTIVATE_PREEMPTION_TIMER)],
+            Self::GuestIa32SCet | Self::GuestSsp | Self::GuestIa32InterruptSspTableAddr => {
+                &[Entry(entry::LOAD_CET_STATE)]
+            }
+            Self::HostIa32SCet | Self::HostSsp | Self::HostIa32InterruptSspTableAddr => {
+                &[Exit(exit::LOAD_CET_STATE)]
+            }
+            _ => &[],
+        }
+    }
+}
+
 impl core::fmt::Display for VmcsField {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{} ({:#06x})", self.name(), self.encoding())
@@ -1128,6 +1281,73 @@ mod tests {
             .writable(scope)
             .unwrap();
         assert_eq!(limit.merge(0, u64::MAX), 0xffff_ffff);
+    }
+
+    #[test]
+    fn base_fields_need_no_capability() {
+        // A processor with no optional VMX feature still has every field of these kinds.
+        let base: &[VmcsField] = &[
+            GuestEsSelector,
+            IoBitmapA,
+            TscOffset,
+            VmcsLinkPointer,
+            GuestIa32Debugctl,
+            PinBasedControls,
+            ExitReason,
+            ExitQualification,
+            GuestRip,
+            HostRip,
+            Cr3TargetValue3,
+            GuestIa32SysenterCs,
+            HostIa32SysenterCs,
+        ];
+        for field in base {
+            assert!(field.requirements().is_empty(), "{field:?}");
+        }
+        // No exit-information field except the EPT, FRED and MSR-list ones depends on a feature.
+        for &field in VmcsField::ALL {
+            if field.kind() == ExitInformation {
+                let optional = matches!(field, GuestPhysicalAddress | MsrData | OriginalEventData);
+                assert_eq!(!field.requirements().is_empty(), optional, "{field:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn requirements_follow_appendix_b_footnotes() {
+        use crate::vmx::controls::{entry, exit, secondary_proc};
+        assert_eq!(
+            EptPointer.requirements(),
+            &[Capability::SecondaryProc(secondary_proc::ENABLE_EPT)]
+        );
+        assert_eq!(
+            GuestIa32Efer.requirements(),
+            &[
+                Capability::Entry(entry::LOAD_IA32_EFER),
+                Capability::Exit(exit::SAVE_IA32_EFER)
+            ]
+        );
+        assert_eq!(
+            HostIa32Efer.requirements(),
+            &[Capability::Exit(exit::LOAD_IA32_EFER)]
+        );
+        // Every capability names exactly one control bit.
+        for &field in VmcsField::ALL {
+            for cap in field.requirements() {
+                let bits = match *cap {
+                    Capability::PinBased(b)
+                    | Capability::PrimaryProc(b)
+                    | Capability::SecondaryProc(b)
+                    | Capability::Exit(b)
+                    | Capability::Entry(b) => u64::from(b),
+                    Capability::TertiaryProc(b)
+                    | Capability::SecondaryExit(b)
+                    | Capability::VmFunction(b) => b,
+                    Capability::Fred | Capability::Seam => 1,
+                };
+                assert_eq!(bits.count_ones(), 1, "{field:?}");
+            }
+        }
     }
 
     #[test]

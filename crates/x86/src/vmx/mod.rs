@@ -22,11 +22,12 @@ pub mod exit;
 pub mod fields;
 
 pub use caps::{
-    AllowedControls, AllowedControls64, EptVpidCap, FixedBits, VmcsEnum, VmxBasic, VmxMisc,
+    AllowedControls, AllowedControls64, EptVpidCap, FixedBits, VmcsEnum, VmxBasic, VmxCapabilities,
+    VmxMisc,
 };
 pub use error::VmInstructionError;
 pub use exit::{ExitReason, ExitReasonField, InterruptionInfo, InterruptionType};
 pub use fields::{
-    VmcsAccess, VmcsEncoding, VmcsField, VmcsFieldKind, VmcsFieldWidth, VmwriteScope,
+    Capability, VmcsAccess, VmcsEncoding, VmcsField, VmcsFieldKind, VmcsFieldWidth, VmwriteScope,
     WritableEncoding, WritableField,
 };
