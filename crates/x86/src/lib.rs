@@ -15,7 +15,7 @@
 //! - [`paging`]: paging-structure entry formats for every paging mode and EPT (SDM Vol. 3A §4,
 //!   Vol. 3C §29.3).
 //! - [`vmx`]: VMCS field encodings, exit reasons, VM-instruction errors, VMX controls and
-//!   capability MSR layouts (SDM Vol. 3C §24–§27, Appendices A–C).
+//!   capability MSR layouts (SDM Vol. 3C §24–§31, Appendices A–C).
 
 #![no_std]
 
