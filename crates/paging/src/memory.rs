@@ -130,13 +130,41 @@ pub trait TableMemory<A: Address> {
     ) -> Result<(u64, Self::Slot), Self::Error>;
     /// Checks, before any flag is written, that the entry read through `slot` may be written.
     fn check_write(&mut self, slot: Self::Slot) -> Result<(), Self::Error>;
-    /// Writes `value` to the entry read through `slot`.
-    fn write_entry(
+    /// Sets `flags` in the entry read through `slot`, as a read-modify-write of its current
+    /// value (like the processor's locked update), writing only if a flag was clear.
+    fn set_flags(
         &mut self,
         slot: Self::Slot,
         width: EntryWidth,
-        value: u64,
+        flags: u64,
     ) -> Result<(), Self::Error>;
+}
+
+/// Sets `flags` in the entry at `addr` of `memory` by read-modify-write.
+pub(crate) fn set_flags_at<A: Address, M: Memory<A> + ?Sized>(
+    memory: &mut M,
+    addr: A,
+    width: EntryWidth,
+    flags: u64,
+) -> Result<(), MemoryError<A>> {
+    match width {
+        EntryWidth::U32 => {
+            let old = memory.read_u32(addr)?;
+            // Flags of 4-byte entries are in the low 32 bits: the truncation is exact.
+            let new = old | flags as u32;
+            if new != old {
+                memory.write_u32(addr, new)?;
+            }
+        }
+        EntryWidth::U64 => {
+            let old = memory.read_u64(addr)?;
+            let new = old | flags;
+            if new != old {
+                memory.write_u64(addr, new)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// [`TableMemory`] over plain [`Memory`]: entries are read and written where they are.
@@ -167,16 +195,7 @@ impl<A: Address, M: Memory<A> + ?Sized> TableMemory<A> for Direct<'_, M> {
     }
 
     #[inline]
-    fn write_entry(
-        &mut self,
-        slot: A,
-        width: EntryWidth,
-        value: u64,
-    ) -> Result<(), MemoryError<A>> {
-        match width {
-            // A 4-byte entry only ever holds 32 bits: the truncation is exact.
-            EntryWidth::U32 => self.0.write_u32(slot, value as u32),
-            EntryWidth::U64 => self.0.write_u64(slot, value),
-        }
+    fn set_flags(&mut self, slot: A, width: EntryWidth, flags: u64) -> Result<(), MemoryError<A>> {
+        set_flags_at(&mut *self.0, slot, width, flags)
     }
 }

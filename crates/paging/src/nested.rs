@@ -22,7 +22,7 @@ use x86::Gva;
 
 use crate::ept::{Ept, EptAccess, EptFault, EptOrigin, EptRights, EptViolation};
 use crate::guest::{Access, AccessKind, PageFault, PageRights};
-use crate::memory::{Address, EntryWidth, Memory, MemoryError, TableMemory};
+use crate::memory::{Address, EntryWidth, Memory, MemoryError, TableMemory, set_flags_at};
 use crate::walk::{Level, PagingFormat, Translation, WalkError, translate, walk};
 
 /// Which guest-physical access an EPT fault of a two-dimensional walk belongs to.
@@ -164,18 +164,13 @@ impl<I: Address, O: Address, M: Memory<O> + ?Sized> TableMemory<I> for EptTables
         })
     }
 
-    fn write_entry(
+    fn set_flags(
         &mut self,
         slot: Self::Slot,
         width: EntryWidth,
-        value: u64,
+        flags: u64,
     ) -> Result<(), Self::Error> {
-        match width {
-            // A 4-byte entry only ever holds 32 bits: the truncation is exact.
-            EntryWidth::U32 => self.memory.write_u32(slot.addr, value as u32),
-            EntryWidth::U64 => self.memory.write_u64(slot.addr, value),
-        }
-        .map_err(NestedFault::Memory)
+        set_flags_at(&mut *self.memory, slot.addr, width, flags).map_err(NestedFault::Memory)
     }
 }
 

@@ -270,7 +270,7 @@ pub type TranslateResult<F> = Result<
 #[derive(Clone, Copy, Debug)]
 struct Update<S> {
     slot: S,
-    value: u64,
+    flags: u64,
 }
 
 /// A walk that found a permitted translation, with its accessed/dirty flag updates not yet
@@ -301,14 +301,15 @@ impl<F: PagingFormat, S: Copy> Walked<F, S> {
         Ok(())
     }
 
-    /// Checks and then writes the flag updates, top level first, and returns the translation.
+    /// Checks and then sets the flags, top level first (each by read-modify-write of the
+    /// entry's current value), and returns the translation.
     pub fn commit<T>(self, tables: &mut T) -> Result<Translation<F>, T::Error>
     where
         T: TableMemory<F::Output, Slot = S>,
     {
         self.check_updates(tables)?;
         for update in self.updates.iter().flatten() {
-            tables.write_entry(update.slot, F::WIDTH, update.value)?;
+            tables.set_flags(update.slot, F::WIDTH, update.flags)?;
         }
         Ok(self.translation)
     }
@@ -384,14 +385,17 @@ where
                 let mut leaf_value = entry;
                 let last = path.steps().len() - 1;
                 for (i, step) in path.steps().iter().enumerate() {
-                    let value = step.entry | format.flags_to_set(access, i == last);
+                    let flags = format.flags_to_set(access, i == last);
                     if i == last {
-                        leaf_value = value;
+                        leaf_value = step.entry | flags;
                     }
-                    if value != step.entry
+                    if flags & !step.entry != 0
                         && let (Some(update), Some(Some(slot))) = (updates.get_mut(i), slots.get(i))
                     {
-                        *update = Some(Update { slot: *slot, value });
+                        *update = Some(Update {
+                            slot: *slot,
+                            flags: flags & !step.entry,
+                        });
                     }
                 }
                 let offset = input.to_raw() & size.offset_mask();
