@@ -1,10 +1,447 @@
 //! The software x86-64 CPU: decode (iced-x86), execute, flags, exceptions and interrupts, the
-//! real, protected and long modes, the TLB, and the VMX silicon (VMX instructions, VMCS, VM-entry
-//! checks, non-root operation, EPT, VPID). Deterministic: time advances with retired
-//! instructions, never with the host clock.
+//! real, protected and long modes, paging with a TLB, and (in a later issue) the VMX silicon.
+//! Deterministic: time advances with retired instructions, never with the host clock.
 //!
-//! (Being built; the board interface, [`bus`], is final.)
+//! The CPU is generic over the board it sits on ([`Bus`]): RAM, MMIO, ports, interrupt
+//! controllers and board MSRs. [`Cpu::run`] executes up to a budget of instructions and says why
+//! it stopped ([`StopReason`]); an instruction the model does not implement ends the run with a
+//! [`CpuError`] naming it. Architectural faults never leave the CPU: they are delivered through
+//! the IDT, up to a triple fault ([`StopReason::Shutdown`]).
+//!
+//! Modules and the SDM sections they implement:
+//! - [`bus`]: the board interface.
+//! - `exec` and `ops/*`: instruction semantics (SDM Vol. 2), one file per family.
+//! - `flags`: lazily computed arithmetic flags (Vol. 1 §3.4.3, Appendix A).
+//! - `mmu`, `tlb`: segmentation (Vol. 3A §3, §5) and paging with the TLB (Vol. 3A §4).
+//! - `icache`: decoded instructions cached per physical page (self-modifying code: Vol. 3A
+//!   §11.6).
+//! - `interrupt`: exception and interrupt delivery, #DF and triple fault (Vol. 3A §6).
+//! - `cpuid`, `msr`: identification and model-specific registers (Vol. 2A CPUID, Vol. 4).
+//!
+//! VMX is not implemented yet and not advertised (CPUID.1:ECX.VMX = 0): VMX instructions raise
+//! #UD as on a processor without VMX. The silicon is meant to come as a `vmx` module that owns
+//! the VMCS storage, checks VM entries and turns non-root events into VM exits; the TLB entries
+//! already carry a tag word for VPID/EPTP.
 
 pub mod bus;
+mod cpuid;
+pub mod error;
+mod exec;
+pub mod fault;
+mod flags;
+mod icache;
+mod interrupt;
+mod mmu;
+mod msr;
+mod ops;
+mod regs;
+mod seg;
+pub mod state;
+#[cfg(test)]
+pub(crate) mod test_utils;
+mod tlb;
 
 pub use bus::{Bus, MsrAccess, TSC_PER_TICK, VirtualTime};
+pub use error::{CpuError, StopReason};
+pub use fault::Fault;
+pub use regs::Gpr;
+pub use state::{DescriptorTable, Mode, Seg, Segment};
+
+use fault::Exc;
+use flags::Flags;
+use icache::ICache;
+use tlb::Tlb;
+use x86::reg::{cr0, efer, rflags};
+
+/// Counters of the model's own machinery (not architectural state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// TLB lookups that hit.
+    pub tlb_hits: u64,
+    /// TLB lookups that missed and walked the page tables.
+    pub tlb_misses: u64,
+    /// TLB flushes of any kind (full, by PCID, single page).
+    pub tlb_flushes: u64,
+    /// Instructions found in the decode cache.
+    pub decode_hits: u64,
+    /// Instructions decoded.
+    pub decode_misses: u64,
+    /// Exceptions and interrupts delivered.
+    pub events_delivered: u64,
+}
+
+/// Model-specific registers kept by the CPU itself (SDM Vol. 4).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MsrState {
+    pub star: u64,
+    pub lstar: u64,
+    pub cstar: u64,
+    pub fmask: u64,
+    pub kernel_gs_base: u64,
+    pub sysenter_cs: u64,
+    pub sysenter_esp: u64,
+    pub sysenter_eip: u64,
+    pub tsc_aux: u64,
+    /// TSC = virtual time + this offset (WRMSR IA32_TSC sets it).
+    pub tsc_offset: u64,
+    pub pat: u64,
+    pub feature_control: u64,
+    pub misc_enable: u64,
+    pub mtrr_def_type: u64,
+    pub mtrr_fixed: [u64; 11],
+    pub mtrr_var: [u64; 16],
+}
+
+/// One x86-64 logical processor.
+#[derive(Debug)]
+pub struct Cpu {
+    pub(crate) gpr: [u64; 16],
+    pub(crate) rip: u64,
+    pub(crate) flags: Flags,
+    pub(crate) seg: [Segment; 6],
+    pub(crate) ldtr: Segment,
+    pub(crate) tr: Segment,
+    pub(crate) gdtr: DescriptorTable,
+    pub(crate) idtr: DescriptorTable,
+    pub(crate) cr0: u64,
+    pub(crate) cr2: u64,
+    pub(crate) cr3: u64,
+    pub(crate) cr4: u64,
+    pub(crate) cr8: u64,
+    pub(crate) efer: u64,
+    pub(crate) dr: [u64; 8],
+    pub(crate) msr: MsrState,
+    /// Current privilege level (SDM Vol. 3A §5.5).
+    pub(crate) cpl: u8,
+    pub(crate) mode: Mode,
+    /// Default operand/address size of the code segment: 16, 32 or 64.
+    pub(crate) code_bits: u32,
+    /// Interrupts are inhibited at the next instruction boundary (STI / MOV SS shadow,
+    /// SDM Vol. 3A §6.8.3).
+    pub(crate) shadow: bool,
+    pub(crate) halted: bool,
+    pub(crate) retired: u64,
+    pub(crate) idle_ticks: u64,
+    /// RIP of the instruction after the one executing.
+    pub(crate) next_rip: u64,
+    /// The executing instruction touched a port or MMIO (check for a stop request).
+    pub(crate) touched_device: bool,
+    pub(crate) tlb: Tlb,
+    pub(crate) icache: ICache,
+    pub(crate) counters: Counters,
+}
+
+impl Default for Cpu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cpu {
+    /// A processor in its power-up state (SDM Vol. 3A §9.1.1, Table 9-1): real mode at
+    /// F000:FFF0 with CS.base = 0xFFFF0000.
+    pub fn new() -> Self {
+        let mut cpu = Cpu {
+            gpr: [0; 16],
+            rip: 0,
+            flags: Flags::new(rflags::FIXED1),
+            seg: [Segment::default(); 6],
+            ldtr: Segment::default(),
+            tr: Segment::default(),
+            gdtr: DescriptorTable::default(),
+            idtr: DescriptorTable::default(),
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            cr8: 0,
+            efer: 0,
+            dr: [0; 8],
+            msr: MsrState::default(),
+            cpl: 0,
+            mode: Mode::Real,
+            code_bits: 16,
+            shadow: false,
+            halted: false,
+            retired: 0,
+            idle_ticks: 0,
+            next_rip: 0,
+            touched_device: false,
+            tlb: Tlb::new(),
+            icache: ICache::new(),
+            counters: Counters::default(),
+        };
+        cpu.reset();
+        cpu
+    }
+
+    /// RESET (SDM Vol. 3A §9.1.1, Table 9-1). Virtual time keeps running.
+    pub fn reset(&mut self) {
+        self.gpr = [0; 16];
+        // EDX holds the processor signature after reset.
+        self.gpr[Gpr::Rdx as usize] = u64::from(cpuid::SIGNATURE);
+        self.rip = 0xfff0;
+        self.flags = Flags::new(rflags::FIXED1);
+        for s in Seg::ALL {
+            self.seg[s as usize] = Segment::real(0, s == Seg::Cs);
+        }
+        self.seg[Seg::Cs as usize] = Segment {
+            base: 0xffff_0000,
+            ..Segment::real(0xf000, true)
+        };
+        self.ldtr = Segment {
+            ar: state::ar::P | 2,
+            limit: 0xffff,
+            ..Segment::default()
+        };
+        self.tr = Segment {
+            ar: state::ar::P | 0xb,
+            limit: 0xffff,
+            ..Segment::default()
+        };
+        self.gdtr = DescriptorTable {
+            base: 0,
+            limit: 0xffff,
+        };
+        self.idtr = DescriptorTable {
+            base: 0,
+            limit: 0xffff,
+        };
+        self.cr0 = cr0::ET | cr0::CD | cr0::NW;
+        self.cr2 = 0;
+        self.cr3 = 0;
+        self.cr4 = 0;
+        self.cr8 = 0;
+        self.efer = 0;
+        self.dr = [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400];
+        self.msr = MsrState {
+            pat: msr::PAT_RESET,
+            ..MsrState::default()
+        };
+        self.cpl = 0;
+        self.shadow = false;
+        self.halted = false;
+        self.tlb.flush_all();
+        self.icache.flush();
+        self.update_mode();
+    }
+
+    /// The machine state a multiboot1 loader promises at the OS entry point (Multiboot
+    /// Specification 0.6.96 §3.2): 32-bit protected mode without paging, CS a flat 32-bit
+    /// execute/read segment (selector 0x08), DS/ES/FS/GS/SS flat read/write (0x10),
+    /// EFLAGS.IF = EFLAGS.VM = 0, EAX = `magic`, EBX = `info`, EIP = `entry`. GDTR and IDTR are
+    /// left empty: the kernel must load its own before reloading a segment register.
+    pub fn set_multiboot_entry(&mut self, entry: u32, magic: u32, info: u32) {
+        self.cr0 = cr0::ET | cr0::PE;
+        self.efer = 0;
+        self.cr4 = 0;
+        for s in Seg::ALL {
+            self.seg[s as usize] =
+                Segment::flat32(if s == Seg::Cs { 0x08 } else { 0x10 }, s == Seg::Cs, 0);
+        }
+        self.ldtr = Segment {
+            ar: state::ar::UNUSABLE,
+            ..Segment::default()
+        };
+        self.gdtr = DescriptorTable::default();
+        self.idtr = DescriptorTable::default();
+        self.flags = Flags::new(rflags::FIXED1);
+        self.gpr[Gpr::Rax as usize] = u64::from(magic);
+        self.gpr[Gpr::Rbx as usize] = u64::from(info);
+        self.rip = u64::from(entry);
+        self.cpl = 0;
+        self.halted = false;
+        self.shadow = false;
+        self.tlb.flush_all();
+        self.update_mode();
+    }
+
+    /// Runs up to `max_insns` instructions (faulting instructions do not retire and do not
+    /// count; delivering an event does not count either).
+    pub fn run<B: Bus>(&mut self, bus: &mut B, max_insns: u64) -> Result<StopReason, CpuError> {
+        self.icache.attach(bus);
+        let end = self.retired.saturating_add(max_insns);
+        loop {
+            // Maskable interrupts are recognised at instruction boundaries (SDM Vol. 3A §6.9).
+            if self.flags.bits() & rflags::IF != 0 && !self.shadow && bus.has_interrupt(self.now())
+            {
+                self.halted = false;
+                if let Some(vector) = bus.acknowledge_interrupt(self.now()) {
+                    match self.deliver_interrupt(bus, vector) {
+                        Ok(()) => {}
+                        Err(Exc::Error(e)) => return Err(*e),
+                        Err(Exc::Fault(f)) => {
+                            if let Err(stop) = self.deliver_fault(bus, f) {
+                                return stop;
+                            }
+                        }
+                    }
+                }
+            }
+            if self.halted {
+                return Ok(StopReason::Halted);
+            }
+            if self.retired >= end {
+                return Ok(StopReason::BudgetExhausted);
+            }
+            self.shadow = false;
+            match self.step(bus) {
+                Ok(()) => {}
+                Err(Exc::Fault(f)) => {
+                    if let Err(stop) = self.deliver_fault(bus, f) {
+                        return stop;
+                    }
+                }
+                Err(Exc::Error(e)) => return Err(*e),
+            }
+            if self.touched_device {
+                self.touched_device = false;
+                if bus.stop_requested() {
+                    return Ok(StopReason::BusStop);
+                }
+            }
+        }
+    }
+
+    /// Virtual time now: retired instructions plus skipped idle ticks.
+    pub fn now(&self) -> VirtualTime {
+        VirtualTime::from_ticks(self.retired.wrapping_add(self.idle_ticks))
+    }
+
+    /// Instructions retired since creation.
+    pub fn instructions_retired(&self) -> u64 {
+        self.retired
+    }
+
+    /// Lets `ticks` of virtual time pass while the CPU is halted (the board skips to its next
+    /// timer deadline).
+    pub fn skip_idle_ticks(&mut self, ticks: u64) {
+        self.idle_ticks = self.idle_ticks.wrapping_add(ticks);
+    }
+
+    /// Whether the CPU is in the HLT state.
+    pub fn is_halted(&self) -> bool {
+        self.halted
+    }
+
+    /// Counters of the TLB, decode cache and event delivery.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Forgets every decoded instruction: a board that writes RAM behind the CPU's back (a
+    /// loader, DMA) must call this before running again.
+    pub fn flush_decode_cache(&mut self) {
+        self.icache.flush();
+    }
+
+    /// A general-purpose register.
+    pub fn gpr(&self, r: Gpr) -> u64 {
+        self.gpr[r as usize]
+    }
+
+    /// Sets a general-purpose register.
+    pub fn set_gpr(&mut self, r: Gpr, value: u64) {
+        self.gpr[r as usize] = value;
+    }
+
+    /// RIP.
+    pub fn rip(&self) -> u64 {
+        self.rip
+    }
+
+    /// Sets RIP.
+    pub fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+    }
+
+    /// RFLAGS, with the arithmetic flags evaluated.
+    pub fn rflags(&self) -> u64 {
+        self.flags.bits()
+    }
+
+    /// Sets RFLAGS (bit 1 reads as 1, reserved bits as 0).
+    pub fn set_rflags(&mut self, value: u64) {
+        self.flags = Flags::new((value & rflags::DEFINED) | rflags::FIXED1);
+    }
+
+    /// A segment register.
+    pub fn segment(&self, s: Seg) -> Segment {
+        self.seg[s as usize]
+    }
+
+    /// Loads a segment register's selector and hidden cache directly (a loader's or a test's
+    /// privilege; guests use MOV/POP/far transfers).
+    pub fn set_segment(&mut self, s: Seg, value: Segment) {
+        self.seg[s as usize] = value;
+        if s == Seg::Cs {
+            self.cpl = value.dpl();
+        }
+        self.update_mode();
+    }
+
+    /// GDTR.
+    pub fn gdtr(&self) -> DescriptorTable {
+        self.gdtr
+    }
+
+    /// IDTR.
+    pub fn idtr(&self) -> DescriptorTable {
+        self.idtr
+    }
+
+    /// CR0.
+    pub fn cr0(&self) -> u64 {
+        self.cr0
+    }
+
+    /// CR2.
+    pub fn cr2(&self) -> u64 {
+        self.cr2
+    }
+
+    /// CR3.
+    pub fn cr3(&self) -> u64 {
+        self.cr3
+    }
+
+    /// CR4.
+    pub fn cr4(&self) -> u64 {
+        self.cr4
+    }
+
+    /// IA32_EFER.
+    pub fn efer(&self) -> u64 {
+        self.efer
+    }
+
+    /// The current privilege level.
+    pub fn cpl(&self) -> u8 {
+        self.cpl
+    }
+
+    /// The operating mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Recomputes the mode and default code size after CR0, EFER or CS changed.
+    pub(crate) fn update_mode(&mut self) {
+        let cs = self.seg[Seg::Cs as usize].ar;
+        self.mode = if self.cr0 & cr0::PE == 0 {
+            Mode::Real
+        } else if self.efer & efer::LMA == 0 {
+            Mode::Protected
+        } else if cs & state::ar::L != 0 {
+            Mode::Long64
+        } else {
+            Mode::Compatibility
+        };
+        self.code_bits = match self.mode {
+            Mode::Long64 => 64,
+            Mode::Real => 16,
+            _ if cs & state::ar::DB != 0 => 32,
+            _ => 16,
+        };
+    }
+}

@@ -1,0 +1,180 @@
+//! RFLAGS with lazily evaluated arithmetic flags (SDM Vol. 1 §3.4.3, Appendix A "EFLAGS Cross
+//! Reference").
+//!
+//! The common flag producers (ADD/ADC/SUB/SBB/CMP/NEG/INC/DEC and the logic group) record their
+//! operands and result; CF, PF, AF, ZF, SF and OF are computed only when something reads them.
+//! Everything else (shifts, multiplies, POPF, …) sets the status flags eagerly.
+
+use x86::reg::rflags::{AF, CF, OF, PF, SF, STATUS, ZF};
+
+/// The operation whose flags are pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlagOp {
+    /// The status flags are in `bits`.
+    None,
+    /// `res = a + b + carry`.
+    Add,
+    /// `res = a - b - carry`.
+    Sub,
+    /// `res = a + 1`, CF in `carry`.
+    Inc,
+    /// `res = a - 1`, CF in `carry`.
+    Dec,
+    /// AND/OR/XOR/TEST: CF = OF = 0, AF undefined (0 here, as Intel hardware leaves it).
+    Logic,
+}
+
+/// RFLAGS.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Flags {
+    bits: u64,
+    op: FlagOp,
+    /// Operand width in bits: 8, 16, 32 or 64.
+    width: u32,
+    a: u64,
+    b: u64,
+    res: u64,
+    carry: bool,
+}
+
+#[inline]
+pub(crate) const fn mask(width: u32) -> u64 {
+    if width >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    }
+}
+
+#[inline]
+pub(crate) const fn sign(width: u32) -> u64 {
+    1u64 << (width - 1)
+}
+
+/// PF: set when the low byte has an even number of one bits.
+#[inline]
+pub(crate) const fn parity(v: u64) -> bool {
+    (v as u8).count_ones().is_multiple_of(2)
+}
+
+impl Flags {
+    /// RFLAGS = `bits`, nothing pending.
+    pub const fn new(bits: u64) -> Self {
+        Self {
+            bits,
+            op: FlagOp::None,
+            width: 8,
+            a: 0,
+            b: 0,
+            res: 0,
+            carry: false,
+        }
+    }
+
+    /// Records an arithmetic result whose flags are computed when read.
+    #[inline]
+    pub fn set_lazy(&mut self, op: FlagOp, width: u32, a: u64, b: u64, res: u64, carry: bool) {
+        self.op = op;
+        self.width = width;
+        let m = mask(width);
+        self.a = a & m;
+        self.b = b & m;
+        self.res = res & m;
+        self.carry = carry;
+    }
+
+    /// The whole register.
+    #[inline]
+    pub fn bits(&self) -> u64 {
+        if self.op == FlagOp::None {
+            self.bits
+        } else {
+            (self.bits & !STATUS) | self.status()
+        }
+    }
+
+    /// Replaces the whole register (the caller has applied the reserved-bit rules).
+    #[inline]
+    pub fn set_bits(&mut self, bits: u64) {
+        self.bits = bits;
+        self.op = FlagOp::None;
+    }
+
+    /// Sets the six status flags from `status` (other bits ignored), eagerly.
+    #[inline]
+    pub fn set_status(&mut self, status: u64) {
+        let b = self.bits();
+        self.set_bits((b & !STATUS) | (status & STATUS));
+    }
+
+    /// Sets or clears the flags in `mask`.
+    #[inline]
+    pub fn set(&mut self, flag: u64, on: bool) {
+        let b = self.bits();
+        self.set_bits(if on { b | flag } else { b & !flag });
+    }
+
+    /// Whether `flag` is set.
+    #[inline]
+    pub fn get(&self, flag: u64) -> bool {
+        if flag & STATUS == 0 || self.op == FlagOp::None {
+            return self.bits & flag != 0;
+        }
+        match flag {
+            CF => self.cf(),
+            ZF => self.res == 0,
+            SF => self.res & sign(self.width) != 0,
+            _ => self.status() & flag != 0,
+        }
+    }
+
+    /// The carry flag.
+    #[inline]
+    pub fn cf(&self) -> bool {
+        match self.op {
+            FlagOp::None => self.bits & CF != 0,
+            FlagOp::Add => self.res < self.a || (self.carry && self.res == self.a),
+            FlagOp::Sub => self.a < self.b || (self.carry && self.a == self.b),
+            FlagOp::Inc | FlagOp::Dec => self.carry,
+            FlagOp::Logic => false,
+        }
+    }
+
+    fn status(&self) -> u64 {
+        let s = sign(self.width);
+        let (a, b, r) = (self.a, self.b, self.res);
+        let of = match self.op {
+            FlagOp::None => return self.bits & STATUS,
+            FlagOp::Add => (a ^ r) & (b ^ r) & s != 0,
+            FlagOp::Sub => (a ^ b) & (a ^ r) & s != 0,
+            FlagOp::Inc => r == s,
+            FlagOp::Dec => a == s,
+            FlagOp::Logic => false,
+        };
+        let af = match self.op {
+            FlagOp::Add | FlagOp::Sub => (a ^ b ^ r) & 0x10 != 0,
+            FlagOp::Inc | FlagOp::Dec => (a ^ 1 ^ r) & 0x10 != 0,
+            _ => false,
+        };
+        let mut f = 0;
+        if self.cf() {
+            f |= CF;
+        }
+        if parity(r) {
+            f |= PF;
+        }
+        if af {
+            f |= AF;
+        }
+        if r == 0 {
+            f |= ZF;
+        }
+        if r & s != 0 {
+            f |= SF;
+        }
+        if of {
+            f |= OF;
+        }
+        f
+    }
+}

@@ -1,0 +1,108 @@
+//! The decode cache: instructions decoded once per physical location and reused until their
+//! page is written (SDM Vol. 3A §11.6 "Self-Modifying Code": a write to a code page takes
+//! effect for the next instruction fetched from it).
+//!
+//! Direct-mapped by RAM offset and decoder width. Each RAM page has a generation number and a
+//! "holds cached code" bit; the first write to such a page bumps its generation, which
+//! invalidates every entry decoded from it at once. Instructions that cross a page boundary,
+//! or live outside RAM, are not cached.
+
+use iced_x86::Instruction;
+
+use crate::bus::Bus;
+
+const ENTRIES: usize = 1 << 14;
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// (RAM offset << 2 | width code) + 1; 0 = empty.
+    key: u64,
+    generation: u32,
+    instr: Instruction,
+}
+
+/// The cache.
+#[derive(Debug)]
+pub(crate) struct ICache {
+    slots: Vec<Slot>,
+    generation: Vec<u32>,
+    has_code: Vec<bool>,
+}
+
+#[inline]
+fn key(off: usize, bits: u32) -> u64 {
+    (((off as u64) << 2) | u64::from(bits >> 5)) + 1
+}
+
+impl ICache {
+    pub fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            generation: Vec::new(),
+            has_code: Vec::new(),
+        }
+    }
+
+    /// Sizes the per-page tables for the bus's RAM (once; not on the hot path).
+    pub fn attach<B: Bus>(&mut self, bus: &B) {
+        let pages = bus.ram().len().div_ceil(4096);
+        if self.generation.len() != pages {
+            self.generation = vec![0; pages];
+            self.has_code = vec![false; pages];
+            self.slots = vec![
+                Slot {
+                    key: 0,
+                    generation: 0,
+                    instr: Instruction::default()
+                };
+                ENTRIES
+            ];
+        }
+    }
+
+    /// Drops everything.
+    pub fn flush(&mut self) {
+        for s in &mut self.slots {
+            s.key = 0;
+        }
+    }
+
+    /// The instruction decoded at RAM offset `off` for a `bits`-bit decoder, if still valid.
+    #[inline]
+    pub fn lookup(&self, off: usize, bits: u32) -> Option<&Instruction> {
+        let slot = self.slots.get(off & (ENTRIES - 1))?;
+        let page_gen = *self.generation.get(off >> 12)?;
+        (slot.key == key(off, bits) && slot.generation == page_gen).then_some(&slot.instr)
+    }
+
+    /// Caches `instr`, which lies entirely in the page of `off`.
+    #[inline]
+    pub fn insert(&mut self, off: usize, bits: u32, instr: &Instruction) {
+        let page = off >> 12;
+        let (Some(&generation), Some(code)) =
+            (self.generation.get(page), self.has_code.get_mut(page))
+        else {
+            return;
+        };
+        *code = true;
+        if let Some(slot) = self.slots.get_mut(off & (ENTRIES - 1)) {
+            *slot = Slot {
+                key: key(off, bits),
+                generation,
+                instr: *instr,
+            };
+        }
+    }
+
+    /// A write to RAM at `off`: the page's decoded instructions are stale.
+    #[inline]
+    pub fn note_write(&mut self, off: usize) {
+        let page = off >> 12;
+        if let Some(code) = self.has_code.get_mut(page)
+            && *code
+        {
+            *code = false;
+            self.generation[page] = self.generation[page].wrapping_add(1);
+        }
+    }
+}

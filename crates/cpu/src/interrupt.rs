@@ -1,0 +1,255 @@
+//! Exception and interrupt delivery (SDM Vol. 3A §6): the real-mode IVT (§20.1.4), protected-mode
+//! interrupt and trap gates with the privilege checks and stack switch (§6.12.1), IA-32e gates
+//! with IST and the 16-byte-aligned 64-bit frame (§6.14), error codes with the EXT bit
+//! (§6.13), and double fault / triple fault by exception class (§6.15, Tables 6-4 and 6-5).
+
+use iced_x86::{Instruction, Mnemonic as M};
+
+use crate::Cpu;
+use crate::bus::Bus;
+use crate::error::{CpuError, StopReason};
+use crate::fault::{Class, Ex, Exc, Fault, vector};
+use crate::mmu::canonical;
+use crate::regs::Gpr;
+use crate::seg::{desc, sel_err};
+use crate::state::{Mode, Seg, Segment};
+use x86::reg::{efer, rflags};
+
+/// Where an event comes from: decides the EXT bit, the gate DPL check and the return address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// An external interrupt (INTR) or an exception detected by the processor: EXT = 1, no DPL
+    /// check.
+    Hardware,
+    /// INT n, INT3, INTO: the gate's DPL must be ≥ CPL, EXT = 0.
+    Software,
+    /// INT1 (ICEBP): no DPL check, EXT = 0.
+    Icebp,
+}
+
+impl Cpu {
+    /// Delivers an exception raised by an instruction (RIP = the faulting instruction), with
+    /// the double-fault rules. `Err` ends the run (shutdown or a model error).
+    pub(crate) fn deliver_fault<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        first: Fault,
+    ) -> Result<(), Result<StopReason, CpuError>> {
+        let mut cur = first;
+        loop {
+            if cur.vector == vector::PF {
+                self.cr2 = cur.address;
+            }
+            let ret = self.rip;
+            match self.deliver_event(bus, cur.vector, cur.error_code, Source::Hardware, ret) {
+                Ok(()) => return Ok(()),
+                Err(Exc::Fault(second)) => {
+                    cur = match (cur.class(), second.class()) {
+                        (Class::DoubleFault, Class::Contributory | Class::PageFault) => {
+                            return Err(Ok(StopReason::Shutdown));
+                        }
+                        (Class::Contributory, Class::Contributory)
+                        | (Class::PageFault, Class::Contributory | Class::PageFault) => {
+                            Fault::with_code(vector::DF, 0)
+                        }
+                        _ => second,
+                    };
+                }
+                Err(Exc::Error(e)) => return Err(Err(*e)),
+            }
+        }
+    }
+
+    /// Delivers an external interrupt at an instruction boundary.
+    pub(crate) fn deliver_interrupt<B: Bus>(&mut self, bus: &mut B, v: u8) -> Ex<()> {
+        let ret = self.rip;
+        self.deliver_event(bus, v, None, Source::Hardware, ret)
+    }
+
+    /// INT n, INT3, INTO, INT1: traps whose return address is the next instruction.
+    pub(crate) fn soft_int<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
+        let (v, src) = match ins.mnemonic() {
+            M::Int3 => (vector::BP, Source::Software),
+            M::Into => {
+                if !self.flags.get(rflags::OF) {
+                    return Ok(());
+                }
+                (vector::OF, Source::Software)
+            }
+            M::Int1 => (vector::DB, Source::Icebp),
+            _ => (ins.immediate(0) as u8, Source::Software),
+        };
+        let ret = self.next_rip;
+        self.deliver_event(bus, v, None, src, ret)?;
+        // The handler's first instruction is the next one executed.
+        self.next_rip = self.rip;
+        Ok(())
+    }
+
+    /// Delivers vector `v` through the IDT, returning to `ret`.
+    pub(crate) fn deliver_event<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        v: u8,
+        error: Option<u32>,
+        src: Source,
+        ret: u64,
+    ) -> Ex<()> {
+        self.counters.events_delivered += 1;
+        self.halted = false;
+        let ext = u32::from(src == Source::Hardware);
+        let idt_err = u32::from(v) * 8 + 2 + ext;
+        if self.mode == Mode::Real {
+            return self.deliver_real(bus, v, ret);
+        }
+        let long = self.efer & efer::LMA != 0;
+        let entry = if long { 16 } else { 8 };
+        if u64::from(v) * entry + entry - 1 > u64::from(self.idtr.limit) {
+            return Err(Fault::gp(idt_err).into());
+        }
+        let gate_lin = self.idtr.base.wrapping_add(u64::from(v) * entry);
+        let gate = self.read_lin(bus, gate_lin, 8, true)?;
+        let typ = ((gate >> 40) & 0x1f) as u8;
+        let trap = match (long, typ) {
+            (true, 0xe) | (false, 0xe | 0x6) => false,
+            (true, 0xf) | (false, 0xf | 0x7) => true,
+            (false, 0x5) => {
+                let rip = self.seg[Seg::Cs as usize].base.wrapping_add(self.rip);
+                return Err(Exc::Error(Box::new(CpuError::Unsupported {
+                    rip,
+                    what: "task gate in the IDT (hardware task switch)",
+                })));
+            }
+            _ => return Err(Fault::gp(idt_err).into()),
+        };
+        let gate_dpl = desc::dpl(gate);
+        if src == Source::Software && gate_dpl < self.cpl {
+            return Err(Fault::gp(idt_err).into());
+        }
+        if !desc::present(gate) {
+            return Err(Fault::with_code(vector::NP, idt_err).into());
+        }
+        let sel = (gate >> 16) as u16;
+        let mut off = (gate & 0xffff) | ((gate >> 32) & 0xffff_0000);
+        let gate32 = typ & 8 != 0;
+        if !long && !gate32 {
+            off &= 0xffff;
+        }
+        let ist = if long { ((gate >> 32) & 7) as u8 } else { 0 };
+        if long {
+            let hi = self.read_lin(bus, gate_lin + 8, 8, true)?;
+            off |= (hi & 0xffff_ffff) << 32;
+        }
+        if sel & 0xfffc == 0 {
+            return Err(Fault::gp(ext).into());
+        }
+        let d = self
+            .read_desc(bus, sel)
+            .map_err(|_| Exc::Fault(Fault::gp(sel_err(sel) + ext)))?;
+        let dpl = desc::dpl(d);
+        if !desc::code(d) || dpl > self.cpl || (long && (d & (1 << 53) == 0 || d & (1 << 54) != 0))
+        {
+            return Err(Fault::gp(sel_err(sel) + ext).into());
+        }
+        if !desc::present(d) {
+            return Err(Fault::with_code(vector::NP, sel_err(sel) + ext).into());
+        }
+        if long && !canonical(off) {
+            return Err(Fault::gp(ext).into());
+        }
+
+        let snapshot = self.snapshot();
+        let old_ss = self.seg[Seg::Ss as usize].selector;
+        let old_rsp = self.gpr[Gpr::Rsp as usize];
+        let old_cs = self.seg[Seg::Cs as usize].selector;
+        let image = self.flags.bits();
+        let r = (|| {
+            let inner = !desc::conforming(d) && dpl < self.cpl;
+            if long {
+                if inner || ist != 0 {
+                    let target = if inner { dpl } else { self.cpl };
+                    self.switch_stack(bus, target, ist)?;
+                } else {
+                    let rsp = self.gpr[Gpr::Rsp as usize] & !0xf;
+                    self.gpr[Gpr::Rsp as usize] = rsp;
+                }
+                // The 64-bit frame: SS, RSP, RFLAGS, CS, RIP, error code, 8 bytes each.
+                let cpl = if inner { dpl } else { snapshot.cpl };
+                self.cpl = cpl;
+                self.push(bus, u64::from(old_ss), 8)?;
+                self.push(bus, old_rsp, 8)?;
+                self.push(bus, image, 8)?;
+                self.push(bus, u64::from(old_cs), 8)?;
+                self.push(bus, ret, 8)?;
+                if let Some(e) = error {
+                    self.push(bus, u64::from(e), 8)?;
+                }
+            } else {
+                let b = if gate32 { 4 } else { 2 };
+                if inner {
+                    self.switch_stack(bus, dpl, 0)?;
+                    self.push(bus, u64::from(old_ss), b)?;
+                    self.push(bus, old_rsp & crate::flags::mask(8 * b as u32), b)?;
+                } else if !desc::conforming(d) && dpl != self.cpl {
+                    return Err(Fault::gp(sel_err(sel) + ext).into());
+                }
+                self.push(bus, image & crate::flags::mask(8 * b as u32), b)?;
+                self.push(bus, u64::from(old_cs), b)?;
+                self.push(bus, ret & crate::flags::mask(8 * b as u32), b)?;
+                if let Some(e) = error {
+                    self.push(bus, u64::from(e), b)?;
+                }
+            }
+            let cpl = self.cpl;
+            let cs = Cpu::seg_from_desc((sel & !3) | u16::from(cpl), d);
+            if !long && off > u64::from(cs.limit) {
+                return Err(Fault::gp(ext).into());
+            }
+            self.seg[Seg::Cs as usize] = cs;
+            self.update_mode();
+            let mut f = self.flags.bits() & !(rflags::TF | rflags::NT | rflags::RF | rflags::VM);
+            if !trap {
+                f &= !rflags::IF;
+            }
+            self.flags.set_bits(f);
+            self.rip = off;
+            Ok(())
+        })();
+        if r.is_err() {
+            self.restore(snapshot);
+        }
+        r
+    }
+
+    /// Real-address-mode delivery through the interrupt vector table (SDM Vol. 3A §20.1.4).
+    fn deliver_real<B: Bus>(&mut self, bus: &mut B, v: u8, ret: u64) -> Ex<()> {
+        let off = u64::from(v) * 4;
+        if off + 3 > u64::from(self.idtr.limit) {
+            return Err(Fault::gp(0).into());
+        }
+        let entry = self.read_lin(bus, self.idtr.base.wrapping_add(off), 4, true)?;
+        let saved = self.gpr[Gpr::Rsp as usize];
+        let image = self.flags.bits() & 0xffff;
+        let cs = self.seg[Seg::Cs as usize].selector;
+        let r = (|| {
+            self.push(bus, image, 2)?;
+            self.push(bus, u64::from(cs), 2)?;
+            self.push(bus, ret & 0xffff, 2)
+        })();
+        if let Err(e) = r {
+            self.gpr[Gpr::Rsp as usize] = saved;
+            return Err(e);
+        }
+        let sel = (entry >> 16) as u16;
+        let c = &mut self.seg[Seg::Cs as usize];
+        *c = Segment {
+            selector: sel,
+            base: u64::from(sel) << 4,
+            ..*c
+        };
+        let f = self.flags.bits() & !(rflags::IF | rflags::TF | rflags::AC | rflags::RF);
+        self.flags.set_bits(f);
+        self.rip = entry & 0xffff;
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! Model-specific registers the CPU keeps itself (SDM Vol. 4 Table 2-2 "IA-32 Architectural
+//! MSRs"), RDMSR/WRMSR with their #GP(0) rules, and RDTSC/RDTSCP (Vol. 2B). The board's MSRs
+//! (APIC base, x2APIC, TSC deadline) are asked first through [`crate::Bus::rdmsr`]; anything
+//! nobody implements raises #GP(0).
+
+use iced_x86::{Instruction, Mnemonic as M};
+
+use crate::Cpu;
+use crate::bus::{Bus, MsrAccess};
+use crate::fault::{Ex, Fault};
+use crate::mmu::{MAXPHYADDR, canonical};
+use crate::regs::Gpr;
+use crate::state::Seg;
+use x86::reg::{cr4, efer};
+
+#[allow(missing_docs)]
+pub(crate) mod index {
+    pub const TSC: u32 = 0x10;
+    pub const FEATURE_CONTROL: u32 = 0x3a;
+    pub const MTRRCAP: u32 = 0xfe;
+    pub const SYSENTER_CS: u32 = 0x174;
+    pub const SYSENTER_ESP: u32 = 0x175;
+    pub const SYSENTER_EIP: u32 = 0x176;
+    pub const MISC_ENABLE: u32 = 0x1a0;
+    pub const MTRR_PHYSBASE0: u32 = 0x200;
+    pub const MTRR_FIX64K: u32 = 0x250;
+    pub const MTRR_FIX16K_80000: u32 = 0x258;
+    pub const MTRR_FIX16K_A0000: u32 = 0x259;
+    pub const MTRR_FIX4K_C0000: u32 = 0x268;
+    pub const PAT: u32 = 0x277;
+    pub const MTRR_DEF_TYPE: u32 = 0x2ff;
+    pub const EFER: u32 = 0xc000_0080;
+    pub const STAR: u32 = 0xc000_0081;
+    pub const LSTAR: u32 = 0xc000_0082;
+    pub const CSTAR: u32 = 0xc000_0083;
+    pub const FMASK: u32 = 0xc000_0084;
+    pub const FS_BASE: u32 = 0xc000_0100;
+    pub const GS_BASE: u32 = 0xc000_0101;
+    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    pub const TSC_AUX: u32 = 0xc000_0103;
+}
+
+/// IA32_PAT after reset (SDM Vol. 3A §13.12.4).
+pub(crate) const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+/// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining (Vol. 3A §13.11.2.1).
+const MTRRCAP_VALUE: u64 = 8 | (1 << 8) | (1 << 10);
+/// IA32_FEATURE_CONTROL bits this model accepts: lock only (no VMX, no SMX yet).
+const FEATURE_CONTROL_LOCK: u64 = 1;
+
+fn valid_mem_type(t: u8) -> bool {
+    matches!(t, 0 | 1 | 4 | 5 | 6)
+}
+
+impl Cpu {
+    /// RDMSR of a CPU MSR, or #GP(0).
+    pub(crate) fn read_msr(&self, msr: u32) -> Result<u64, Fault> {
+        use index::*;
+        let m = &self.msr;
+        Ok(match msr {
+            TSC => self.now().tsc().wrapping_add(m.tsc_offset),
+            FEATURE_CONTROL => m.feature_control,
+            MTRRCAP => MTRRCAP_VALUE,
+            SYSENTER_CS => m.sysenter_cs,
+            SYSENTER_ESP => m.sysenter_esp,
+            SYSENTER_EIP => m.sysenter_eip,
+            MISC_ENABLE => m.misc_enable,
+            0x200..=0x20f => m.mtrr_var[(msr - MTRR_PHYSBASE0) as usize],
+            MTRR_FIX64K => m.mtrr_fixed[0],
+            MTRR_FIX16K_80000 | MTRR_FIX16K_A0000 => m.mtrr_fixed[(msr - 0x257) as usize],
+            0x268..=0x26f => m.mtrr_fixed[(msr - MTRR_FIX4K_C0000 + 3) as usize],
+            PAT => m.pat,
+            MTRR_DEF_TYPE => m.mtrr_def_type,
+            EFER => self.efer,
+            STAR => m.star,
+            LSTAR => m.lstar,
+            CSTAR => m.cstar,
+            FMASK => m.fmask,
+            FS_BASE => self.seg[Seg::Fs as usize].base,
+            GS_BASE => self.seg[Seg::Gs as usize].base,
+            KERNEL_GS_BASE => m.kernel_gs_base,
+            TSC_AUX => m.tsc_aux,
+            _ => return Err(Fault::gp(0)),
+        })
+    }
+
+    /// WRMSR of a CPU MSR, with the reserved-bit and canonical checks; #GP(0) otherwise.
+    pub(crate) fn write_msr(&mut self, msr: u32, v: u64) -> Result<(), Fault> {
+        use index::*;
+        let gp = Err(Fault::gp(0));
+        let phys_high = !((1u64 << MAXPHYADDR) - 1);
+        match msr {
+            TSC => self.msr.tsc_offset = v.wrapping_sub(self.now().tsc()),
+            FEATURE_CONTROL => {
+                if self.msr.feature_control & FEATURE_CONTROL_LOCK != 0
+                    || v & !FEATURE_CONTROL_LOCK != 0
+                {
+                    return gp;
+                }
+                self.msr.feature_control = v;
+            }
+            SYSENTER_CS => self.msr.sysenter_cs = v & 0xffff_ffff,
+            SYSENTER_ESP | SYSENTER_EIP | LSTAR | CSTAR | FS_BASE | GS_BASE | KERNEL_GS_BASE => {
+                if !canonical(v) {
+                    return gp;
+                }
+                match msr {
+                    SYSENTER_ESP => self.msr.sysenter_esp = v,
+                    SYSENTER_EIP => self.msr.sysenter_eip = v,
+                    LSTAR => self.msr.lstar = v,
+                    CSTAR => self.msr.cstar = v,
+                    FS_BASE => self.seg[Seg::Fs as usize].base = v,
+                    GS_BASE => self.seg[Seg::Gs as usize].base = v,
+                    _ => self.msr.kernel_gs_base = v,
+                }
+            }
+            // Fast-strings enable (bit 0) and the few bits OSes write back unchanged.
+            MISC_ENABLE => self.msr.misc_enable = v & 1,
+            0x200..=0x20f => {
+                let base = (msr - MTRR_PHYSBASE0).is_multiple_of(2);
+                let rsvd = if base {
+                    phys_high | 0xf00
+                } else {
+                    phys_high | 0x7ff
+                };
+                if v & rsvd != 0 || (base && !valid_mem_type(v as u8)) {
+                    return gp;
+                }
+                self.msr.mtrr_var[(msr - MTRR_PHYSBASE0) as usize] = v;
+            }
+            MTRR_FIX64K | MTRR_FIX16K_80000 | MTRR_FIX16K_A0000 | 0x268..=0x26f => {
+                if !v.to_le_bytes().iter().all(|&t| valid_mem_type(t)) {
+                    return gp;
+                }
+                let i = match msr {
+                    MTRR_FIX64K => 0,
+                    MTRR_FIX16K_80000 | MTRR_FIX16K_A0000 => (msr - 0x257) as usize,
+                    _ => (msr - MTRR_FIX4K_C0000 + 3) as usize,
+                };
+                self.msr.mtrr_fixed[i] = v;
+            }
+            PAT => {
+                if !v
+                    .to_le_bytes()
+                    .iter()
+                    .all(|&t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+                {
+                    return gp;
+                }
+                self.msr.pat = v;
+            }
+            MTRR_DEF_TYPE => {
+                if v & !0xcff != 0 || !valid_mem_type(v as u8) {
+                    return gp;
+                }
+                self.msr.mtrr_def_type = v;
+            }
+            EFER => {
+                // LMA is read-only (ignored on write); LME cannot change while paging is on.
+                if v & !(efer::SCE | efer::LME | efer::LMA | efer::NXE) != 0 {
+                    return gp;
+                }
+                let paging = self.cr0 & x86::reg::cr0::PG != 0;
+                if paging && (v ^ self.efer) & efer::LME != 0 {
+                    return gp;
+                }
+                let old = self.efer;
+                self.efer = (v & !efer::LMA) | (old & efer::LMA);
+                if (old ^ self.efer) & efer::NXE != 0 {
+                    self.tlb.flush_all();
+                    self.counters.tlb_flushes += 1;
+                }
+            }
+            STAR => self.msr.star = v,
+            FMASK => self.msr.fmask = v & 0xffff_ffff,
+            TSC_AUX => {
+                if v >> 32 != 0 {
+                    return gp;
+                }
+                self.msr.tsc_aux = v;
+            }
+            _ => return gp,
+        }
+        Ok(())
+    }
+
+    pub(crate) fn msr_insn<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
+        if self.cpl != 0 {
+            return Err(Fault::gp(0).into());
+        }
+        let msr = self.gpr[Gpr::Rcx as usize] as u32;
+        let now = self.now();
+        self.touched_device = true;
+        if ins.mnemonic() == M::Rdmsr {
+            let v = match bus.rdmsr(msr, now) {
+                MsrAccess::Done(v) => v,
+                MsrAccess::Fault => return Err(Fault::gp(0).into()),
+                MsrAccess::NotMine => self.read_msr(msr)?,
+            };
+            self.gpr[Gpr::Rax as usize] = v & 0xffff_ffff;
+            self.gpr[Gpr::Rdx as usize] = v >> 32;
+        } else {
+            let v =
+                (self.gpr[Gpr::Rdx as usize] << 32) | (self.gpr[Gpr::Rax as usize] & 0xffff_ffff);
+            match bus.wrmsr(msr, v, now) {
+                MsrAccess::Done(_) => {}
+                MsrAccess::Fault => return Err(Fault::gp(0).into()),
+                MsrAccess::NotMine => self.write_msr(msr, v)?,
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rdtsc(&mut self, ins: &Instruction) -> Ex<()> {
+        if self.cr4 & cr4::TSD != 0 && self.cpl != 0 {
+            return Err(Fault::gp(0).into());
+        }
+        let tsc = self.now().tsc().wrapping_add(self.msr.tsc_offset);
+        self.gpr[Gpr::Rax as usize] = tsc & 0xffff_ffff;
+        self.gpr[Gpr::Rdx as usize] = tsc >> 32;
+        if ins.mnemonic() == M::Rdtscp {
+            self.gpr[Gpr::Rcx as usize] = self.msr.tsc_aux;
+        }
+        Ok(())
+    }
+}

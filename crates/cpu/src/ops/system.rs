@@ -1,0 +1,532 @@
+//! System instructions (SDM Vol. 2 pages; Vol. 3A §2.5 control registers, §2.8 system
+//! instructions, §4.10.4 TLB invalidation, §5.8.8 SYSCALL/SYSRET, §5.8.7 SYSENTER/SYSEXIT,
+//! §9.8.5 entering IA-32e mode): MOV to/from CR0/CR2/CR3/CR4/CR8 and DR0–DR7, CLTS, LMSW, SMSW,
+//! LGDT/LIDT/SGDT/SIDT, LTR/STR/LLDT/SLDT, CLI/STI, HLT, INVLPG, INVPCID, SWAPGS, WBINVD/INVD,
+//! SYSCALL/SYSRET, SYSENTER/SYSEXIT.
+//!
+//! Debug registers are storage only: enabling a breakpoint in DR7 stops the run with
+//! [`crate::CpuError::Unsupported`] rather than silently never firing.
+
+use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
+
+use crate::Cpu;
+use crate::bus::Bus;
+use crate::error::CpuError;
+use crate::exec::Loc;
+use crate::fault::{Ex, Exc, Fault};
+use crate::flags::mask;
+use crate::mmu::{MAXPHYADDR, canonical};
+use crate::regs::Gpr;
+use crate::seg::{desc, sel_err};
+use crate::state::{Mode, Seg, Segment, ar};
+use x86::reg::{cr0, cr4, efer, rflags};
+
+/// CR4 bits this model implements.
+const CR4_SUPPORTED: u64 =
+    cr4::DE | cr4::PSE | cr4::PAE | cr4::PGE | cr4::TSD | cr4::PCIDE | cr4::SMEP | cr4::SMAP;
+/// CR4 bits whose change invalidates the TLB (SDM Vol. 3A §4.10.4.1).
+const CR4_FLUSH: u64 = cr4::PSE | cr4::PAE | cr4::PGE | cr4::PCIDE | cr4::SMEP | cr4::SMAP;
+
+impl Cpu {
+    fn require_cpl0(&self) -> Ex<()> {
+        if self.cpl != 0 {
+            Err(Fault::gp(0).into())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn hlt(&mut self) -> Ex<()> {
+        self.require_cpl0()?;
+        self.halted = true;
+        Ok(())
+    }
+
+    pub(crate) fn cli_sti(&mut self, ins: &Instruction) -> Ex<()> {
+        let iopl = ((self.flags.bits() & rflags::IOPL) >> rflags::IOPL_SHIFT) as u8;
+        if self.mode != Mode::Real && self.cpl > iopl {
+            return Err(Fault::gp(0).into());
+        }
+        if ins.mnemonic() == M::Sti {
+            // STI blocks interrupts for one instruction if IF was clear (§6.8.3).
+            if !self.flags.get(rflags::IF) {
+                self.shadow = true;
+            }
+            self.flags.set(rflags::IF, true);
+        } else {
+            self.flags.set(rflags::IF, false);
+        }
+        Ok(())
+    }
+
+    /// Writes CR0 with the checks of MOV to CR0 (Vol. 2B "MOV—Move to/from Control
+    /// Registers") and IA-32e activation (Vol. 3A §9.8.5).
+    pub(crate) fn write_cr0(&mut self, v: u64) -> Ex<()> {
+        let v = v | cr0::ET;
+        if v >> 32 != 0
+            || (v & cr0::PG != 0 && v & cr0::PE == 0)
+            || (v & cr0::NW != 0 && v & cr0::CD == 0)
+        {
+            return Err(Fault::gp(0).into());
+        }
+        let old = self.cr0;
+        let mut new_efer = self.efer;
+        if (old ^ v) & cr0::PG != 0 {
+            if v & cr0::PG != 0 {
+                if self.efer & efer::LME != 0 {
+                    if self.cr4 & cr4::PAE == 0 || self.seg[Seg::Cs as usize].ar & ar::L != 0 {
+                        return Err(Fault::gp(0).into());
+                    }
+                    new_efer |= efer::LMA;
+                }
+            } else {
+                if self.mode == Mode::Long64 || self.cr4 & cr4::PCIDE != 0 {
+                    return Err(Fault::gp(0).into());
+                }
+                new_efer &= !efer::LMA;
+            }
+        }
+        self.cr0 = v;
+        self.efer = new_efer;
+        if (old ^ v) & (cr0::PG | cr0::PE) != 0 {
+            self.tlb.flush_all();
+            self.counters.tlb_flushes += 1;
+        }
+        self.update_mode();
+        Ok(())
+    }
+
+    fn write_cr3(&mut self, v: u64) -> Ex<()> {
+        let pcide = self.cr4 & cr4::PCIDE != 0;
+        let no_flush = pcide && v & (1 << 63) != 0;
+        let v = if pcide { v & !(1 << 63) } else { v };
+        if self.efer & efer::LMA != 0 && v >> MAXPHYADDR != 0 {
+            return Err(Fault::gp(0).into());
+        }
+        self.cr3 = if self.efer & efer::LMA != 0 {
+            v
+        } else {
+            v & 0xffff_ffff
+        };
+        if !no_flush {
+            if pcide {
+                self.tlb.flush_pcid(self.pcid());
+            } else {
+                self.tlb.flush_non_global();
+            }
+            self.counters.tlb_flushes += 1;
+        }
+        Ok(())
+    }
+
+    fn write_cr4(&mut self, v: u64) -> Ex<()> {
+        let old = self.cr4;
+        let long = self.efer & efer::LMA != 0;
+        if v & !CR4_SUPPORTED != 0
+            || (long && v & cr4::PAE == 0)
+            || (v & cr4::PCIDE != 0 && old & cr4::PCIDE == 0 && (!long || self.cr3 & 0xfff != 0))
+        {
+            return Err(Fault::gp(0).into());
+        }
+        self.cr4 = v;
+        if (old ^ v) & CR4_FLUSH != 0 {
+            self.tlb.flush_all();
+            self.counters.tlb_flushes += 1;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn mov_cr<B: Bus>(&mut self, _bus: &mut B, ins: &Instruction) -> Ex<()> {
+        self.require_cpl0()?;
+        let to_cr = ins.op0_register().is_cr();
+        let (cr, gpr) = if to_cr {
+            (ins.op0_register(), ins.op1_register())
+        } else {
+            (ins.op1_register(), ins.op0_register())
+        };
+        if !to_cr {
+            let v = match cr {
+                Register::CR0 => self.cr0,
+                Register::CR2 => self.cr2,
+                Register::CR3 => self.cr3,
+                Register::CR4 => self.cr4,
+                Register::CR8 => self.cr8,
+                _ => return Err(Fault::ud().into()),
+            };
+            self.set_reg(gpr, v);
+            return Ok(());
+        }
+        let v = self.reg(gpr);
+        match cr {
+            Register::CR0 => self.write_cr0(v),
+            Register::CR2 => {
+                self.cr2 = v;
+                Ok(())
+            }
+            Register::CR3 => self.write_cr3(v),
+            Register::CR4 => self.write_cr4(v),
+            Register::CR8 => {
+                if v >> 4 != 0 {
+                    return Err(Fault::gp(0).into());
+                }
+                self.cr8 = v;
+                Ok(())
+            }
+            _ => Err(Fault::ud().into()),
+        }
+    }
+
+    pub(crate) fn mov_dr(&mut self, ins: &Instruction) -> Ex<()> {
+        self.require_cpl0()?;
+        let to_dr = ins.op0_register().is_dr();
+        let (dr, gpr) = if to_dr {
+            (ins.op0_register(), ins.op1_register())
+        } else {
+            (ins.op1_register(), ins.op0_register())
+        };
+        let mut n = (dr as usize) - (Register::DR0 as usize);
+        if n == 4 || n == 5 {
+            if self.cr4 & cr4::DE != 0 {
+                return Err(Fault::ud().into());
+            }
+            n += 2;
+        }
+        if n > 7 {
+            return Err(Fault::ud().into());
+        }
+        if !to_dr {
+            let v = self.dr[n];
+            self.set_reg(gpr, v);
+            return Ok(());
+        }
+        let v = self.reg(gpr);
+        if (n == 6 || n == 7) && v >> 32 != 0 {
+            return Err(Fault::gp(0).into());
+        }
+        match n {
+            6 => self.dr[6] = v | 0xffff_0ff0,
+            7 => {
+                if v & 0xff != 0 {
+                    let rip = self.seg[Seg::Cs as usize].base.wrapping_add(self.rip);
+                    return Err(Exc::Error(Box::new(CpuError::Unsupported {
+                        rip,
+                        what: "hardware breakpoints (DR7 L0-L3/G0-G3)",
+                    })));
+                }
+                self.dr[7] = (v & !(1 << 11 | 1 << 12 | 1 << 14 | 1 << 15)) | 0x400;
+            }
+            _ => self.dr[n] = v,
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cr0_insn<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
+        match ins.mnemonic() {
+            M::Clts => {
+                self.require_cpl0()?;
+                self.cr0 &= !cr0::TS;
+                Ok(())
+            }
+            M::Lmsw => {
+                self.require_cpl0()?;
+                let l = self.loc(ins, 0);
+                let v = self.get(bus, l, 16)?;
+                // LMSW loads PE, MP, EM, TS and cannot clear PE.
+                let low = (v & 0xf) | (self.cr0 & cr0::PE);
+                self.write_cr0((self.cr0 & !0xf) | low)
+            }
+            _ => {
+                let w = if ins.op0_kind() == OpKind::Memory {
+                    16
+                } else {
+                    self.op_width(ins, 0)
+                };
+                let l = self.loc(ins, 0);
+                self.put(bus, l, w, self.cr0 & mask(w))
+            }
+        }
+    }
+
+    pub(crate) fn desc_table<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
+        let Loc::Mem(seg, off) = self.loc(ins, 0) else {
+            return Err(Fault::ud().into());
+        };
+        let base_bytes = if self.code_bits == 64 { 8 } else { 4 };
+        let o16 = self.code_bits != 64 && ins.memory_size().size() == 6 && self.osize16(ins);
+        match ins.mnemonic() {
+            M::Lgdt | M::Lidt => {
+                self.require_cpl0()?;
+                let limit = self.read_seg(bus, seg, off, 2)? as u16;
+                let mut base = self.read_seg(bus, seg, off.wrapping_add(2), base_bytes)?;
+                if o16 {
+                    base &= 0xff_ffff;
+                }
+                if self.code_bits == 64 && !canonical(base) {
+                    return Err(Fault::gp(0).into());
+                }
+                let t = crate::state::DescriptorTable { base, limit };
+                if ins.mnemonic() == M::Lgdt {
+                    self.gdtr = t;
+                } else {
+                    self.idtr = t;
+                }
+                Ok(())
+            }
+            _ => {
+                let t = if ins.mnemonic() == M::Sgdt {
+                    self.gdtr
+                } else {
+                    self.idtr
+                };
+                self.write_seg(bus, seg, off, 2, u64::from(t.limit))?;
+                self.write_seg(bus, seg, off.wrapping_add(2), base_bytes, t.base)
+            }
+        }
+    }
+
+    /// Whether the instruction has a 16-bit operand size (outside 64-bit mode).
+    fn osize16(&self, ins: &Instruction) -> bool {
+        matches!(
+            ins.code(),
+            iced_x86::Code::Lgdt_m1632_16 | iced_x86::Code::Lidt_m1632_16
+        )
+    }
+
+    pub(crate) fn ltr_lldt<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
+        if self.mode == Mode::Real {
+            return Err(Fault::ud().into());
+        }
+        let long = self.efer & efer::LMA != 0;
+        match ins.mnemonic() {
+            M::Str | M::Sldt => {
+                let sel = if ins.mnemonic() == M::Str {
+                    self.tr.selector
+                } else {
+                    self.ldtr.selector
+                };
+                let w = if ins.op0_kind() == OpKind::Memory {
+                    16
+                } else {
+                    self.op_width(ins, 0)
+                };
+                let l = self.loc(ins, 0);
+                self.put(bus, l, w, u64::from(sel))
+            }
+            m => {
+                self.require_cpl0()?;
+                let l = self.loc(ins, 0);
+                let sel = self.get(bus, l, 16)? as u16;
+                let is_ltr = m == M::Ltr;
+                if sel & 0xfffc == 0 {
+                    if is_ltr {
+                        return Err(Fault::gp(0).into());
+                    }
+                    self.ldtr = Segment {
+                        selector: sel,
+                        ar: ar::UNUSABLE,
+                        ..Segment::default()
+                    };
+                    return Ok(());
+                }
+                if sel & 4 != 0 {
+                    return Err(Fault::gp(sel_err(sel)).into());
+                }
+                let d = self.read_desc(bus, sel)?;
+                let typ = desc::typ(d);
+                let ok_type = if is_ltr {
+                    if long { typ == 9 } else { typ == 9 || typ == 1 }
+                } else {
+                    typ == 2
+                };
+                if desc::code_or_data(d) || !ok_type {
+                    return Err(Fault::gp(sel_err(sel)).into());
+                }
+                if !desc::present(d) {
+                    return Err(Fault::with_code(crate::fault::vector::NP, sel_err(sel)).into());
+                }
+                let mut s = Cpu::seg_from_desc(sel, d);
+                s.ar &= !ar::ACCESSED;
+                s.ar |= u32::from(typ & 1);
+                if long {
+                    let hi_lin = self.gdtr.base.wrapping_add(u64::from(sel & 0xfff8) + 8);
+                    if u64::from(sel & 0xfff8) + 15 > u64::from(self.gdtr.limit) {
+                        return Err(Fault::gp(sel_err(sel)).into());
+                    }
+                    let hi = self.read_lin(bus, hi_lin, 8, true)?;
+                    s.base |= (hi & 0xffff_ffff) << 32;
+                    if !canonical(s.base) {
+                        return Err(Fault::gp(sel_err(sel)).into());
+                    }
+                }
+                if is_ltr {
+                    // Mark the descriptor busy.
+                    let lin = self.gdtr.base.wrapping_add(u64::from(sel & 0xfff8));
+                    self.write_lin(bus, lin + 5, 1, (d >> 40) | 2, true)?;
+                    s.ar |= 2;
+                    self.tr = s;
+                } else {
+                    self.ldtr = s;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn invlpg<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
+        self.require_cpl0()?;
+        if ins.mnemonic() == M::Invlpg {
+            let Loc::Mem(seg, off) = self.loc(ins, 0) else {
+                return Err(Fault::ud().into());
+            };
+            let base = if self.mode == Mode::Long64 && !matches!(seg, Seg::Fs | Seg::Gs) {
+                0
+            } else {
+                self.seg[seg as usize].base
+            };
+            let lin = self.mask_lin(base.wrapping_add(off));
+            self.tlb.flush_page(lin);
+            self.counters.tlb_flushes += 1;
+            return Ok(());
+        }
+        // INVPCID r64, m128 (Vol. 2A "INVPCID").
+        let typ = self.reg(ins.op0_register());
+        let Loc::Mem(seg, off) = self.loc(ins, 1) else {
+            return Err(Fault::ud().into());
+        };
+        let pcid = self.read_seg(bus, seg, off, 8)?;
+        let lin = self.read_seg(bus, seg, off.wrapping_add(8), 8)?;
+        if pcid > 0xfff {
+            return Err(Fault::gp(0).into());
+        }
+        let pcid = pcid as u16;
+        match typ {
+            0 => {
+                if !canonical(lin) || (self.cr4 & cr4::PCIDE == 0 && pcid != 0) {
+                    return Err(Fault::gp(0).into());
+                }
+                self.tlb.flush_page_pcid(lin, pcid);
+            }
+            1 => {
+                if self.cr4 & cr4::PCIDE == 0 && pcid != 0 {
+                    return Err(Fault::gp(0).into());
+                }
+                self.tlb.flush_pcid(pcid);
+            }
+            2 => self.tlb.flush_all(),
+            3 => self.tlb.flush_non_global(),
+            _ => return Err(Fault::gp(0).into()),
+        }
+        self.counters.tlb_flushes += 1;
+        Ok(())
+    }
+
+    pub(crate) fn swapgs(&mut self) -> Ex<()> {
+        if self.mode != Mode::Long64 {
+            return Err(Fault::ud().into());
+        }
+        self.require_cpl0()?;
+        let gs = &mut self.seg[Seg::Gs as usize].base;
+        core::mem::swap(gs, &mut self.msr.kernel_gs_base);
+        Ok(())
+    }
+
+    pub(crate) fn cache_ctl(&mut self) -> Ex<()> {
+        // No caches are modelled: write-back and invalidation have nothing to do.
+        self.require_cpl0()
+    }
+
+    /// Flat segment for SYSCALL/SYSRET/SYSENTER/SYSEXIT (Vol. 3A §5.8.7, §5.8.8).
+    fn flat(sel: u16, code: bool, dpl: u8, long: bool) -> Segment {
+        let mut s = Segment::flat32(sel, code, dpl);
+        if long {
+            s.ar = (s.ar & !ar::DB) | ar::L;
+        }
+        s
+    }
+
+    pub(crate) fn fast_syscall<B: Bus>(&mut self, _bus: &mut B, ins: &Instruction) -> Ex<()> {
+        let long = self.efer & efer::LMA != 0;
+        match ins.mnemonic() {
+            M::Syscall => {
+                if self.mode != Mode::Long64 || self.efer & efer::SCE == 0 {
+                    return Err(Fault::ud().into());
+                }
+                let sel = ((self.msr.star >> 32) & 0xfffc) as u16;
+                self.gpr[Gpr::Rcx as usize] = self.next_rip;
+                self.gpr[Gpr::R11 as usize] = self.flags.bits() & !rflags::RF;
+                let f = self.flags.bits() & !self.msr.fmask & !rflags::RF;
+                self.flags.set_bits(f | rflags::FIXED1);
+                self.seg[Seg::Cs as usize] = Self::flat(sel, true, 0, true);
+                self.seg[Seg::Ss as usize] = Self::flat(sel + 8, false, 0, false);
+                self.cpl = 0;
+                self.update_mode();
+                self.next_rip = self.msr.lstar;
+            }
+            M::Sysret => {
+                if self.mode != Mode::Long64 || self.efer & efer::SCE == 0 {
+                    return Err(Fault::ud().into());
+                }
+                self.require_cpl0()?;
+                let to64 = ins.code() == iced_x86::Code::Sysretq;
+                let rcx = self.gpr[Gpr::Rcx as usize];
+                if to64 && !canonical(rcx) {
+                    return Err(Fault::gp(0).into());
+                }
+                let base = ((self.msr.star >> 48) & 0xffff) as u16;
+                let cs = if to64 { base + 16 } else { base } | 3;
+                self.seg[Seg::Cs as usize] = Self::flat(cs, true, 3, to64);
+                self.seg[Seg::Ss as usize].selector = (base + 8) | 3;
+                let ss = &mut self.seg[Seg::Ss as usize];
+                *ss = Segment {
+                    ar: (Segment::flat32(0, false, 3).ar),
+                    base: 0,
+                    limit: 0xffff_ffff,
+                    selector: ss.selector,
+                };
+                let f = (self.gpr[Gpr::R11 as usize] & 0x3c_7fd7) | rflags::FIXED1;
+                self.flags.set_bits(f);
+                self.cpl = 3;
+                self.update_mode();
+                self.next_rip = if to64 { rcx } else { rcx & 0xffff_ffff };
+            }
+            M::Sysenter => {
+                let cs = (self.msr.sysenter_cs & 0xfffc) as u16;
+                if self.mode == Mode::Real || cs == 0 {
+                    return Err(Fault::gp(0).into());
+                }
+                let f = self.flags.bits() & !(rflags::VM | rflags::IF | rflags::RF);
+                self.flags.set_bits(f);
+                self.seg[Seg::Cs as usize] = Self::flat(cs, true, 0, long);
+                self.seg[Seg::Ss as usize] = Self::flat(cs + 8, false, 0, false);
+                self.cpl = 0;
+                self.update_mode();
+                let (sp, ip) = (self.msr.sysenter_esp, self.msr.sysenter_eip);
+                self.gpr[Gpr::Rsp as usize] = if long { sp } else { sp & 0xffff_ffff };
+                self.next_rip = if long { ip } else { ip & 0xffff_ffff };
+            }
+            _ => {
+                let base = (self.msr.sysenter_cs & 0xfffc) as u16;
+                if self.mode == Mode::Real || base == 0 || self.cpl != 0 {
+                    return Err(Fault::gp(0).into());
+                }
+                let to64 = ins.code() == iced_x86::Code::Sysexitq;
+                let (rip, rsp) = (self.gpr[Gpr::Rdx as usize], self.gpr[Gpr::Rcx as usize]);
+                if to64 && (!canonical(rip) || !canonical(rsp)) {
+                    return Err(Fault::gp(0).into());
+                }
+                let (cs, ss) = if to64 {
+                    (base + 32, base + 40)
+                } else {
+                    (base + 16, base + 24)
+                };
+                self.seg[Seg::Cs as usize] = Self::flat(cs | 3, true, 3, to64);
+                self.seg[Seg::Ss as usize] = Self::flat(ss | 3, false, 3, false);
+                self.cpl = 3;
+                self.update_mode();
+                self.gpr[Gpr::Rsp as usize] = if to64 { rsp } else { rsp & 0xffff_ffff };
+                self.next_rip = if to64 { rip } else { rip & 0xffff_ffff };
+            }
+        }
+        Ok(())
+    }
+}
