@@ -112,6 +112,10 @@ impl IrqLine for LatchedLine {
 pub trait ByteSink {
     /// Takes one byte the device transmitted.
     fn put(&mut self, byte: u8);
+
+    /// Pushes buffered bytes to their destination (the board calls it between run slices
+    /// and at the end of a run). Sinks without a buffer need not implement it.
+    fn flush(&mut self) {}
 }
 
 /// A device operation that this model does not implement. The board stops the run with the

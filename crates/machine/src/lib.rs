@@ -1,2 +1,29 @@
 //! The PC board: RAM, port and MMIO buses, the multiboot1 loader and the bare run loop that
 //! drives the software CPU.
+//!
+//! - [`board`]: RAM, the address and port decoders, interrupt wiring, the [`cpu::Bus`]
+//!   implementation (SDM Vol. 3A §11 for the APIC side, the AT port map for the rest).
+//! - [`multiboot`]: the loader (GNU Multiboot Specification 0.6.96 §3).
+
+pub mod board;
+pub mod multiboot;
+
+pub use board::{Board, BoardStop};
+pub use multiboot::{LoadError, Loaded, Module};
+
+use thiserror::Error;
+
+/// Errors building or loading a machine .
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Error {
+    /// The RAM size is not supported.
+    #[error(
+        "RAM size {0:#x} is not supported (a multiple of 4 KiB from {min} MiB to {max} MiB)",
+        min = board::MIN_RAM >> 20,
+        max = board::MAX_RAM >> 20
+    )]
+    RamSize(u64),
+    /// The image or its modules could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}

@@ -1,0 +1,728 @@
+//! The PC board around the CPU: RAM, the port and MMIO decoders, the interrupt wiring, and the
+//! implementation of [`cpu::Bus`].
+//!
+//! Physical address map: RAM from 0 to its size (at most 3 GiB, so that it never meets the
+//! MMIO window below 4 GiB), the I/O APIC at 0xFEC00000 (82093AA datasheet §3.0), the local
+//! APIC page at IA32_APIC_BASE (default 0xFEE00000, SDM Vol. 3A §11.4.1) while in xAPIC mode.
+//! Other physical addresses are unbacked: reads return all ones, writes are dropped (what a
+//! PC does with a master-aborted access).
+//!
+//! Ports (the AT map): PIC 0x20/0x21 and 0xA0/0xA1, PIT 0x40–0x43, system control port B
+//! 0x61, CMOS/RTC 0x70/0x71, POST 0x80, system control port A 0x92, debug-exit 0xF4–0xF7,
+//! COM1 0x3F8–0x3FF, fw_cfg 0x510/0x511, PCI configuration 0xCF8–0xCFF. Wide accesses to the
+//! 8-bit devices are split into byte accesses to consecutive ports, as the ISA bus does;
+//! unclaimed ports read all ones and ignore writes.
+//!
+//! Interrupt wiring: ISA IRQ *n* goes to 8259 input *n* and to I/O APIC pin *n*, except that
+//! the PIT's IRQ 0 goes to I/O APIC pin 2 (the interrupt source override every PC firmware
+//! and QEMU describe). The 8259's INTR reaches the CPU through LINT0 in ExtINT mode while the
+//! local APIC is globally enabled, directly otherwise. COM1 is IRQ 4.
+//!
+//! Time: one virtual tick (one retired instruction, see [`cpu::VirtualTime`]) is one
+//! nanosecond of device time and one TSC tick ([`cpu::TSC_PER_TICK`] = 1): a 1-GHz machine
+//! that retires one instruction per cycle. The APIC timer counts TSC ticks before its divider.
+//!
+//! A device that reports [`devices::Unimplemented`] stops the run: the board records the
+//! message and answers [`cpu::Bus::stop_requested`] with `true`.
+
+use cpu::bus::AccessSize;
+use cpu::{Bus, MsrAccess, VirtualTime};
+use devices::cmos::{self, Cmos};
+use devices::debug_exit::{self, DebugExit};
+use devices::fw_cfg::{self, FwCfg};
+use devices::ioapic::{self, IoApic};
+use devices::lapic::{self, ApicError, InterruptMessage, Lapic};
+use devices::pci::PciHost;
+use devices::pic::PicPair;
+use devices::pit::{self, Pit};
+use devices::system::{self, SystemEvent, SystemPorts};
+use devices::uart::Uart;
+use devices::{ByteSink, LatchedLine, Ns, Unimplemented};
+use x86::{Gfn, Gpa};
+
+/// COM1's I/O base.
+pub const COM1: u16 = 0x3f8;
+/// COM1's ISA IRQ.
+const COM1_IRQ: u8 = 4;
+/// The PIT's ISA IRQ.
+const PIT_IRQ: u8 = 0;
+/// The I/O APIC pin the PIT is wired to.
+const PIT_IOAPIC_PIN: usize = 2;
+/// IA32_APIC_BASE.
+const MSR_APIC_BASE: u32 = 0x1b;
+/// IA32_TSC_DEADLINE.
+const MSR_TSC_DEADLINE: u32 = 0x6e0;
+/// Largest RAM the board supports: everything stays below the 3-GiB PCI/MMIO hole.
+pub const MAX_RAM: u64 = 3 << 30;
+/// Smallest RAM: the legacy area plus 1 MiB for a kernel.
+pub const MIN_RAM: u64 = 2 << 20;
+/// Physical-address width the board decodes (CPUID.80000008H:EAX[7:0] should agree).
+pub const PHYS_BITS: u8 = 39;
+
+/// Why the board asked the CPU to stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BoardStop {
+    /// The guest wrote the debug-exit port.
+    DebugExit(debug_exit::ExitRequest),
+    /// The guest asked for a reset (port 0x92 bit 0).
+    Reset,
+    /// A device was asked for something it does not implement.
+    Unimplemented(String),
+}
+
+/// The devices and RAM of the board. `S` receives COM1's output.
+#[derive(Debug)]
+pub struct Board<S> {
+    ram: Vec<u8>,
+    uart: Uart<S, LatchedLine>,
+    pit: Pit<LatchedLine>,
+    pic: PicPair,
+    ioapic: IoApic,
+    lapic: Lapic,
+    cmos: Cmos,
+    system: SystemPorts,
+    debug_exit: DebugExit,
+    fw_cfg: FwCfg,
+    pci: PciHost,
+    stop: Option<BoardStop>,
+    /// Device state changed since the interrupt lines were last evaluated.
+    dirty: bool,
+    /// Virtual tick at which a timer next needs attention.
+    next_deadline: u64,
+    /// Whether an interrupt was pending at the last evaluation.
+    irq_pending: bool,
+}
+
+/// Device time (nanoseconds) at virtual time `now`.
+fn ns(now: VirtualTime) -> Ns {
+    Ns::new(now.ticks())
+}
+
+impl<S: ByteSink> Board<S> {
+    /// A board with `ram_size` bytes of RAM (a multiple of 4 KiB between [`MIN_RAM`] and
+    /// [`MAX_RAM`]) whose COM1 writes to `console`. The local APIC is left in virtual-wire
+    /// mode, as firmware leaves it.
+    pub fn new(ram_size: u64, console: S) -> Result<Self, crate::Error> {
+        if !(MIN_RAM..=MAX_RAM).contains(&ram_size)
+            || !ram_size.is_multiple_of(x86::addr::PAGE_SIZE)
+        {
+            return Err(crate::Error::RamSize(ram_size));
+        }
+        let ram_len = usize::try_from(ram_size).map_err(|_| crate::Error::RamSize(ram_size))?;
+        let mut lapic = Lapic::new(0, PHYS_BITS, true);
+        lapic.set_virtual_wire();
+        Ok(Self {
+            pic: firmware_pic(),
+            ram: vec![0; ram_len],
+            uart: Uart::new(console, LatchedLine::default()),
+            pit: Pit::new(LatchedLine::default()),
+            ioapic: IoApic::new(),
+            lapic,
+            cmos: Cmos::new(ram_size),
+            system: SystemPorts::new(),
+            debug_exit: DebugExit::new(),
+            fw_cfg: FwCfg::new(ram_size, 1),
+            pci: PciHost::new(),
+            stop: None,
+            dirty: true,
+            next_deadline: 0,
+            irq_pending: false,
+        })
+    }
+
+    /// RAM size in bytes.
+    pub fn ram_size(&self) -> u64 {
+        self.ram.len() as u64
+    }
+
+    /// Why the board wants the run to stop, if it does.
+    pub fn stop(&self) -> Option<&BoardStop> {
+        self.stop.as_ref()
+    }
+
+    /// COM1's output sink.
+    pub fn console_mut(&mut self) -> &mut S {
+        self.uart.sink_mut()
+    }
+
+    /// Bytes typed on COM1's line (its receiver takes what fits; the rest is returned).
+    pub fn serial_input<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let mut rest = bytes;
+        while let Some((&b, tail)) = rest.split_first() {
+            if !self.uart.can_receive() {
+                break;
+            }
+            self.uart.receive(b);
+            rest = tail;
+        }
+        self.dirty = true;
+        rest
+    }
+
+    fn fail(&mut self, u: Unimplemented) {
+        if self.stop.is_none() {
+            log::warn!("board: {u}");
+            self.stop = Some(BoardStop::Unimplemented(u.0.to_owned()));
+        }
+    }
+
+    /// Delivers I/O APIC messages to the local APIC.
+    fn deliver_all(&mut self, msgs: &[InterruptMessage]) {
+        for m in msgs {
+            if let Err(u) = self.lapic.deliver(m) {
+                self.fail(u);
+            }
+        }
+    }
+
+    /// Propagates one ISA line to the PIC and the I/O APIC.
+    fn sync_isa_line(&mut self, irq: u8, pin: usize, level: bool, edges: u32) {
+        if edges > 0 {
+            self.pic.set_irq(irq, false);
+        }
+        self.pic.set_irq(irq, level);
+        let mut msgs = Vec::new();
+        let mut out = |m| msgs.push(m);
+        let r = if edges == 0 {
+            self.ioapic.set_pin(pin, level, &mut out)
+        } else if level {
+            // Low then high again since the last look: one more rising edge.
+            self.ioapic
+                .set_pin(pin, false, &mut out)
+                .and_then(|()| self.ioapic.set_pin(pin, true, &mut out))
+        } else {
+            // A pulse that is already over: edge-triggered entries still see it.
+            self.ioapic
+                .set_pin(pin, false, &mut out)
+                .and_then(|()| self.ioapic.pulse_pin(pin, &mut out))
+        };
+        if let Err(u) = r {
+            self.fail(u);
+        }
+        self.deliver_all(&msgs);
+    }
+
+    /// Brings the timers to `now` and the interrupt lines up to date.
+    fn refresh(&mut self, now: VirtualTime) {
+        let t = ns(now);
+        self.pit.advance(t);
+        if let Err(u) = self.lapic.advance(now.tsc()) {
+            self.fail(u);
+        }
+        let pit_line = self.pit.irq_line_mut();
+        let (level, edges) = (pit_line.level(), pit_line.take_rising_edges());
+        self.sync_isa_line(PIT_IRQ, PIT_IOAPIC_PIN, level, edges);
+        let uart_line = self.uart.irq_line_mut();
+        let (level, edges) = (uart_line.level(), uart_line.take_rising_edges());
+        self.sync_isa_line(COM1_IRQ, usize::from(COM1_IRQ), level, edges);
+
+        self.irq_pending = self.interrupt_ready();
+        self.next_deadline = self.next_timer_event(now).map_or(u64::MAX, |t| t.ticks());
+        self.dirty = false;
+    }
+
+    fn interrupt_ready(&self) -> bool {
+        if self.lapic.hw_enabled() {
+            self.lapic.pending_vector().is_some()
+                || (self.lapic.accepts_extint() && self.pic.output())
+        } else {
+            self.pic.output()
+        }
+    }
+
+    /// The next virtual time at which a timer (PIT channel 0, local APIC timer) changes
+    /// something, if any is armed.
+    pub fn next_timer_event(&self, now: VirtualTime) -> Option<VirtualTime> {
+        let pit = self.pit.next_irq0_edge(ns(now)).map(|t| t.raw());
+        // TSC = ticks × TSC_PER_TICK (= 1).
+        let apic = self
+            .lapic
+            .next_timer_event()
+            .map(|tsc| tsc / cpu::TSC_PER_TICK.max(1));
+        let next = match (pit, apic) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(VirtualTime::from_ticks(next.max(now.ticks())))
+    }
+
+    /// Whether an interrupt could wake a halted CPU: some timer is armed and the path from it
+    /// to the CPU is not masked at every stage. A timer firing into masks never wakes it.
+    pub fn timer_can_wake(&self, now: VirtualTime) -> bool {
+        let st = self.lapic.state();
+        let apic_timer = self.lapic.next_timer_event().is_some()
+            && self.lapic.sw_enabled()
+            && st.lvt[lapic::lvt::TIMER] & (1 << 16) == 0;
+        let pit_armed = self.pit.next_irq0_edge(ns(now)).is_some();
+        let pic_path = (!self.lapic.hw_enabled() || self.lapic.accepts_extint())
+            && self.pic.state().master.imr & 1 == 0;
+        let ioapic_path = self.lapic.sw_enabled()
+            && self.ioapic.state().redirection[PIT_IOAPIC_PIN] & (1 << 16) == 0;
+        apic_timer || (pit_armed && (pic_path || ioapic_path))
+    }
+
+    fn io_read_byte(&mut self, port: u16, now: VirtualTime) -> u8 {
+        let t = ns(now);
+        match port {
+            COM1..=0x3ff => self.uart.read(port - COM1),
+            0x20 | 0x21 | 0xa0 | 0xa1 => self.pic.read(port),
+            0x40..=0x43 => self.pit.read(port - pit::BASE_PORT, t),
+            system::PORT_B => {
+                let out2 = self.pit.out(2, t);
+                self.system.read(port, t, out2)
+            }
+            system::POST_PORT | system::PORT_A => self.system.read(port, t, false),
+            cmos::INDEX_PORT | cmos::DATA_PORT => self.cmos.read(port, t),
+            _ => 0xff,
+        }
+    }
+
+    fn io_write_byte(&mut self, port: u16, value: u8, now: VirtualTime) {
+        let t = ns(now);
+        let r = match port {
+            COM1..=0x3ff => {
+                self.uart.write(port - COM1, value);
+                Ok(())
+            }
+            0x20 | 0x21 | 0xa0 | 0xa1 => self.pic.write(port, value),
+            0x40..=0x43 => self.pit.write(port - pit::BASE_PORT, value, t),
+            system::POST_PORT | system::PORT_A | system::PORT_B => {
+                match self.system.write(port, value) {
+                    Ok(SystemEvent::Reset) => {
+                        self.stop.get_or_insert(BoardStop::Reset);
+                        Ok(())
+                    }
+                    Ok(SystemEvent::None) => {
+                        self.pit.set_gate2(self.system.gate2(), t);
+                        Ok(())
+                    }
+                    Err(u) => Err(u),
+                }
+            }
+            cmos::INDEX_PORT | cmos::DATA_PORT => self.cmos.write(port, value),
+            _ => Ok(()),
+        };
+        if let Err(u) = r {
+            self.fail(u);
+        }
+    }
+
+    fn apic_eoi(&mut self, vector: Option<u8>) {
+        if let Some(v) = vector {
+            let mut msgs = Vec::new();
+            if let Err(u) = self.ioapic.eoi(v, &mut |m| msgs.push(m)) {
+                self.fail(u);
+            }
+            self.deliver_all(&msgs);
+        }
+    }
+
+    fn check_apic_base(&mut self) {
+        if let Some(base) = self.lapic.mmio_base()
+            && base.raw() < self.ram_size()
+        {
+            self.fail(Unimplemented("relocating the xAPIC page over RAM"));
+        }
+    }
+}
+
+impl<S: ByteSink> Bus for Board<S> {
+    fn ram(&self) -> &[u8] {
+        &self.ram
+    }
+
+    fn ram_mut(&mut self) -> &mut [u8] {
+        &mut self.ram
+    }
+
+    fn ram_offset(&self, frame: Gfn) -> Option<usize> {
+        let addr = frame.addr().raw();
+        if addr < self.ram_size() {
+            usize::try_from(addr).ok()
+        } else {
+            None
+        }
+    }
+
+    fn mmio_read(&mut self, addr: Gpa, size: AccessSize, now: VirtualTime) -> u64 {
+        self.dirty = true;
+        if let Some(base) = self.lapic.mmio_base()
+            && let Some(off) = addr.offset_from(base).filter(|&o| o < lapic::MMIO_SIZE)
+        {
+            return match self.lapic.mmio_read(off, size, now.tsc()) {
+                Ok(v) => u64::from(v),
+                Err(u) => {
+                    self.fail(u);
+                    0
+                }
+            };
+        }
+        if let Some(off) = addr
+            .offset_from(Gpa::new(ioapic::DEFAULT_BASE))
+            .filter(|&o| o < ioapic::MMIO_SIZE)
+        {
+            return match self.ioapic.mmio_read(off, size) {
+                Ok(v) => u64::from(v),
+                Err(u) => {
+                    self.fail(u);
+                    0
+                }
+            };
+        }
+        devices_width_mask(size)
+    }
+
+    fn mmio_write(&mut self, addr: Gpa, size: AccessSize, value: u64, now: VirtualTime) {
+        self.dirty = true;
+        if let Some(base) = self.lapic.mmio_base()
+            && let Some(off) = addr.offset_from(base).filter(|&o| o < lapic::MMIO_SIZE)
+        {
+            match self.lapic.mmio_write(off, size, value as u32, now.tsc()) {
+                Ok(eoi) => self.apic_eoi(eoi),
+                Err(u) => self.fail(u),
+            }
+            return;
+        }
+        if let Some(off) = addr
+            .offset_from(Gpa::new(ioapic::DEFAULT_BASE))
+            .filter(|&o| o < ioapic::MMIO_SIZE)
+        {
+            let mut msgs = Vec::new();
+            if let Err(u) = self
+                .ioapic
+                .mmio_write(off, size, value as u32, &mut |m| msgs.push(m))
+            {
+                self.fail(u);
+            }
+            self.deliver_all(&msgs);
+        }
+    }
+
+    fn io_in(&mut self, port: u16, size: AccessSize, now: VirtualTime) -> u32 {
+        self.dirty = true;
+        match port {
+            debug_exit::PORT..=0xf7 => self.debug_exit.read(port - debug_exit::PORT, size),
+            fw_cfg::SELECTOR_PORT | fw_cfg::DATA_PORT => self.fw_cfg.read(port, size),
+            0xcf8..=0xcff => self.pci.read(port, size),
+            _ => {
+                let mut v = 0u32;
+                for i in 0..u16::from(size.min(4)) {
+                    v |= u32::from(self.io_read_byte(port.wrapping_add(i), now)) << (8 * i);
+                }
+                v
+            }
+        }
+    }
+
+    fn io_out(&mut self, port: u16, size: AccessSize, value: u32, now: VirtualTime) {
+        self.dirty = true;
+        match port {
+            debug_exit::PORT..=0xf7 => {
+                self.debug_exit.write(port - debug_exit::PORT, size, value);
+                if let Some(r) = self.debug_exit.request() {
+                    self.stop.get_or_insert(BoardStop::DebugExit(r));
+                }
+            }
+            fw_cfg::SELECTOR_PORT | fw_cfg::DATA_PORT => self.fw_cfg.write(port, size, value),
+            0xcf8..=0xcff => self.pci.write(port, size, value),
+            _ => {
+                for i in 0..u16::from(size.min(4)) {
+                    self.io_write_byte(port.wrapping_add(i), (value >> (8 * i)) as u8, now);
+                }
+            }
+        }
+    }
+
+    fn has_interrupt(&mut self, now: VirtualTime) -> bool {
+        if self.dirty || now.ticks() >= self.next_deadline {
+            self.refresh(now);
+        }
+        self.irq_pending
+    }
+
+    fn acknowledge_interrupt(&mut self, now: VirtualTime) -> Option<u8> {
+        self.refresh(now);
+        self.dirty = true;
+        if self.lapic.hw_enabled() {
+            if self.lapic.accepts_extint() && self.pic.output() {
+                Some(self.pic.acknowledge())
+            } else if self.lapic.pending_vector().is_some() {
+                Some(self.lapic.acknowledge())
+            } else {
+                None
+            }
+        } else if self.pic.output() {
+            Some(self.pic.acknowledge())
+        } else {
+            None
+        }
+    }
+
+    fn rdmsr(&mut self, msr: u32, now: VirtualTime) -> MsrAccess {
+        match msr {
+            MSR_APIC_BASE => MsrAccess::Done(self.lapic.apic_base()),
+            MSR_TSC_DEADLINE => MsrAccess::Done(self.lapic.tsc_deadline()),
+            lapic::X2APIC_MSR_BASE..=lapic::X2APIC_MSR_LAST => {
+                match self.lapic.rdmsr(msr, now.tsc()) {
+                    Ok(v) => MsrAccess::Done(v),
+                    Err(ApicError::GeneralProtection) => MsrAccess::Fault,
+                    Err(ApicError::Unimplemented(u)) => {
+                        self.fail(u);
+                        MsrAccess::Done(0)
+                    }
+                }
+            }
+            _ => MsrAccess::NotMine,
+        }
+    }
+
+    fn wrmsr(&mut self, msr: u32, value: u64, now: VirtualTime) -> MsrAccess {
+        self.dirty = true;
+        let r = match msr {
+            MSR_APIC_BASE => {
+                let r = self.lapic.set_apic_base(value).map(|()| None);
+                self.check_apic_base();
+                r
+            }
+            MSR_TSC_DEADLINE => self
+                .lapic
+                .set_tsc_deadline(value, now.tsc())
+                .map(|()| None)
+                .map_err(ApicError::from),
+            lapic::X2APIC_MSR_BASE..=lapic::X2APIC_MSR_LAST => {
+                self.lapic.wrmsr(msr, value, now.tsc())
+            }
+            _ => return MsrAccess::NotMine,
+        };
+        match r {
+            Ok(eoi) => {
+                self.apic_eoi(eoi);
+                MsrAccess::Done(0)
+            }
+            Err(ApicError::GeneralProtection) => MsrAccess::Fault,
+            Err(ApicError::Unimplemented(u)) => {
+                self.fail(u);
+                MsrAccess::Done(0)
+            }
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.is_some()
+    }
+}
+
+/// The 8259 pair as PC firmware leaves it: initialized with the BIOS vector bases (0x08 and
+/// 0x70), cascade on IR2, every input masked except the cascade, so that a kernel that never
+/// touches the 8259 gets no stray ExtINT interrupts on exception vectors.
+fn firmware_pic() -> PicPair {
+    let mut pic = PicPair::new();
+    let sequence = [
+        (0x20, 0x11),
+        (0x21, 0x08),
+        (0x21, 0x04),
+        (0x21, 0x01),
+        (0xa0, 0x11),
+        (0xa1, 0x70),
+        (0xa1, 0x02),
+        (0xa1, 0x01),
+        (0x21, 0xfb),
+        (0xa1, 0xff),
+    ];
+    for (port, value) in sequence {
+        // A fixed, valid ICW/OCW sequence: nothing here can be unimplemented.
+        let r = pic.write(port, value);
+        debug_assert!(r.is_ok());
+    }
+    pic
+}
+
+/// All ones of an access of `size` bytes.
+fn devices_width_mask(size: AccessSize) -> u64 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Console(Vec<u8>);
+
+    impl ByteSink for Console {
+        fn put(&mut self, byte: u8) {
+            self.0.push(byte);
+        }
+    }
+
+    fn board() -> Board<Console> {
+        Board::new(16 << 20, Console::default()).unwrap()
+    }
+
+    fn t(ticks: u64) -> VirtualTime {
+        VirtualTime::from_ticks(ticks)
+    }
+
+    #[test]
+    fn ram_size_limits() {
+        assert!(Board::new(1 << 20, Console::default()).is_err());
+        assert!(Board::new((16 << 20) + 1, Console::default()).is_err());
+        assert!(Board::new(4 << 30, Console::default()).is_err());
+        let b = board();
+        assert_eq!(b.ram_offset(Gfn::new(0xfff)), Some(0xfff000));
+        assert_eq!(b.ram_offset(Gfn::new(0x1000)), None);
+    }
+
+    #[test]
+    fn serial_output_and_debug_exit() {
+        let mut b = board();
+        for c in b"hi\n" {
+            b.io_out(COM1, 1, u32::from(*c), t(0));
+        }
+        assert_eq!(b.uart.sink().0, b"hi\n");
+        assert!(!b.stop_requested());
+        b.io_out(0xf4, 4, 0x10, t(1));
+        assert!(b.stop_requested());
+        let Some(BoardStop::DebugExit(r)) = b.stop() else {
+            panic!()
+        };
+        assert_eq!(r.status(), 0x21);
+    }
+
+    #[test]
+    fn unclaimed_ports_pci_fw_cfg() {
+        let mut b = board();
+        assert_eq!(b.io_in(0x2f8, 1, t(0)), 0xff);
+        assert_eq!(b.io_in(0x1234, 4, t(0)), 0xffff_ffff);
+        b.io_out(0xcf8, 4, 0x8000_0000, t(0));
+        assert_eq!(b.io_in(0xcfc, 2, t(0)), 0xffff);
+        b.io_out(0x510, 2, 0, t(0));
+        let sig: Vec<u8> = (0..4).map(|_| b.io_in(0x511, 1, t(0)) as u8).collect();
+        assert_eq!(sig, b"QEMU");
+        b.io_out(0x510, 2, 3, t(0));
+        let ram: Vec<u8> = (0..8).map(|_| b.io_in(0x511, 1, t(0)) as u8).collect();
+        assert_eq!(u64::from_le_bytes(ram.try_into().unwrap()), 16 << 20);
+        b.io_out(0x80, 1, 0x12, t(0));
+        assert!(!b.stop_requested());
+        assert_eq!(b.mmio_read(Gpa::new(0xf000_0000), 4, t(0)), 0xffff_ffff);
+    }
+
+    #[test]
+    fn word_access_to_byte_devices_is_split() {
+        let mut b = board();
+        b.io_out(COM1 + 3, 1, 0x80, t(0)); // DLAB
+        b.io_out(COM1, 2, 0x0201, t(0));
+        assert_eq!(b.io_in(COM1, 2, t(0)), 0x0201);
+    }
+
+    /// Remaps the PIC to 0x20, unmasks IRQ 0 and programs PIT channel 0 in mode 2.
+    fn pic_and_pit(b: &mut Board<Console>, count: u16) {
+        for (p, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0xa0, 0x11),
+            (0xa1, 0x28),
+            (0xa1, 0x02),
+            (0xa1, 0x01),
+        ] {
+            b.io_out(p, 1, v, t(0));
+        }
+        b.io_out(0x21, 1, 0xfe, t(0));
+        b.io_out(0x43, 1, 0x34, t(0));
+        b.io_out(0x40, 1, u32::from(count & 0xff), t(0));
+        b.io_out(0x40, 1, u32::from(count >> 8), t(0));
+    }
+
+    #[test]
+    fn pit_interrupt_through_pic_and_lint0() {
+        let mut b = board();
+        pic_and_pit(&mut b, 1193); // ~1 ms
+        // The mode-2 load raises OUT: that first edge is IRQ 0 at once.
+        assert!(b.has_interrupt(t(10)));
+        assert_eq!(b.acknowledge_interrupt(t(10)), Some(0x20));
+        b.io_out(0x20, 1, 0x20, t(11)); // EOI
+        assert!(!b.has_interrupt(t(12)));
+        let next = b.next_timer_event(t(12)).unwrap();
+        assert!(
+            next.ticks() > 999_000 && next.ticks() < 1_000_100,
+            "{next:?}"
+        );
+        assert!(b.timer_can_wake(next));
+        assert!(!b.has_interrupt(t(next.ticks() - 1)));
+        assert!(b.has_interrupt(next));
+        assert_eq!(b.acknowledge_interrupt(next), Some(0x20));
+        // Masked at the PIC: no wake-up source.
+        b.io_out(0x21, 1, 0xff, next);
+        assert!(!b.timer_can_wake(next));
+    }
+
+    #[test]
+    fn pit_interrupt_through_ioapic() {
+        let mut b = board();
+        pic_and_pit(&mut b, 100);
+        b.io_out(0x21, 1, 0xff, t(0)); // mask the PIC
+        b.io_out(0xa1, 1, 0xff, t(0));
+        b.mmio_write(Gpa::new(0xfec0_0000), 4, 0x14, t(0)); // pin 2 low dword
+        b.mmio_write(Gpa::new(0xfec0_0010), 4, 0x31, t(0)); // vector 0x31, edge, unmasked
+        let next = b.next_timer_event(t(1)).unwrap();
+        assert!(b.has_interrupt(next));
+        assert_eq!(b.acknowledge_interrupt(next), Some(0x31));
+        b.mmio_write(Gpa::new(0xfee0_00b0), 4, 0, next); // EOI
+        assert!(!b.has_interrupt(next));
+    }
+
+    #[test]
+    fn apic_timer_and_msrs() {
+        let mut b = board();
+        assert_eq!(b.rdmsr(MSR_APIC_BASE, t(0)), MsrAccess::Done(0xfee0_0900));
+        assert_eq!(b.rdmsr(0x802, t(0)), MsrAccess::Fault);
+        assert_eq!(
+            b.wrmsr(MSR_APIC_BASE, 0xfee0_0d00, t(0)),
+            MsrAccess::Done(0)
+        );
+        assert_eq!(b.rdmsr(0x802, t(0)), MsrAccess::Done(0));
+        assert_eq!(b.wrmsr(MSR_APIC_BASE, 0xfee0_0900, t(0)), MsrAccess::Fault);
+        b.wrmsr(0x832, 0x4_0040, t(0)); // LVT timer: TSC deadline, vector 0x40
+        b.wrmsr(MSR_TSC_DEADLINE, 5000, t(0));
+        assert_eq!(b.next_timer_event(t(0)), Some(t(5000)));
+        assert!(!b.has_interrupt(t(4999)));
+        assert!(b.has_interrupt(t(5000)));
+        assert_eq!(b.acknowledge_interrupt(t(5000)), Some(0x40));
+        assert_eq!(b.rdmsr(0x1234, t(0)), MsrAccess::NotMine);
+    }
+
+    #[test]
+    fn uart_interrupt_and_input() {
+        let mut b = board();
+        // Route IRQ 4 through the I/O APIC.
+        b.mmio_write(Gpa::new(0xfec0_0000), 4, 0x18, t(0));
+        b.mmio_write(Gpa::new(0xfec0_0010), 4, 0x24, t(0));
+        b.io_out(COM1 + 1, 1, 0x01, t(0)); // RX interrupt
+        assert!(!b.has_interrupt(t(1)));
+        assert!(b.serial_input(b"ab").len() == 1);
+        assert!(b.has_interrupt(t(2)));
+        assert_eq!(b.acknowledge_interrupt(t(2)), Some(0x24));
+        assert_eq!(b.io_in(COM1, 1, t(3)), u32::from(b'a'));
+    }
+
+    #[test]
+    fn unimplemented_device_features_stop_the_run() {
+        let mut b = board();
+        b.io_out(0x43, 1, 0x32, t(0)); // PIT mode 1
+        assert!(b.stop_requested());
+        assert!(matches!(b.stop(), Some(BoardStop::Unimplemented(m)) if m.contains("mode 1")));
+        let mut b = board();
+        b.io_out(0x92, 1, 0x00, t(0));
+        assert!(matches!(b.stop(), Some(BoardStop::Unimplemented(m)) if m.contains("A20")));
+        let mut b = board();
+        b.io_out(0x92, 1, 0x03, t(0));
+        assert_eq!(b.stop(), Some(&BoardStop::Reset));
+    }
+}
