@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 /// Each workload with its smoke-size parameters (a few seconds under QEMU TCG at most).
 const SMOKE: &[(&str, &str)] = &[
-    ("kbuild", "kbuild jobs=6 parallel=3 kib=128"),
+    ("kbuild", "kbuild jobs=4 parallel=2 kib=32"),
     ("memtouch", "memtouch mib=2 passes=2"),
     ("ptchurn", "ptchurn rounds=16 pages=8"),
     ("cpu", "cpu iters=20000"),
-    ("syscall", "syscall calls=2000"),
+    ("syscall", "syscall calls=5000"),
     ("io", "io lines=8 width=48"),
 ];
 
@@ -298,5 +298,18 @@ fn a_faulting_user_program_is_killed_and_the_kernel_carries_on() {
                 "{name} fault={kind}: the workload changed"
             );
         }
+    }
+}
+
+#[test]
+fn running_out_of_memory_kills_the_process_not_the_kernel() {
+    // 100 MiB of first touches in a 64-MiB machine: the page fault that finds no free frame
+    // kills memtouch; init reports it and the run fails with guest status 2.
+    for (name, runner) in runners() {
+        let run = runner(image(), "memtouch mib=100 passes=0", 64);
+        assert_status(&run, (2 << 1) | 1, name);
+        assert!(run.stdout.contains("(memtouch) killed: page fault: write to"), "{name}: {}", run.stdout);
+        assert!(run.stdout.contains("out of memory"), "{name}: {}", run.stdout);
+        assert!(run.stdout.contains("init: memtouch was killed by vector 14"), "{name}: {}", run.stdout);
     }
 }

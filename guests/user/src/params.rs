@@ -7,13 +7,28 @@ use crate::sys::exit;
 /// Status for a malformed or unknown parameter.
 pub const EXIT_USAGE: u32 = 1;
 
-/// One parameter: name, default, smallest and largest accepted value, meaning.
+/// One parameter: its name, default, and the smallest and largest values accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct Param {
     pub name: &'static str,
     pub default: u64,
     pub min: u64,
     pub max: u64,
+}
+
+impl Param {
+    pub const fn new(
+        name: &'static str,
+        default: u64,
+        range: core::ops::RangeInclusive<u64>,
+    ) -> Self {
+        Param {
+            name,
+            default,
+            min: *range.start(),
+            max: *range.end(),
+        }
+    }
 }
 
 fn number(text: &str) -> Option<u64> {

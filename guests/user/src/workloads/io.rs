@@ -12,18 +12,8 @@ pub fn main(args: &str) {
         "io",
         args,
         [
-            Param {
-                name: "lines",
-                default: 2000,
-                min: 1,
-                max: 1 << 32,
-            },
-            Param {
-                name: "width",
-                default: 72,
-                min: 1,
-                max: 200,
-            },
+            Param::new("lines", 2000, 1..=1 << 32),
+            Param::new("width", 72, 1..=200),
         ],
     );
     let mut rng = Rng::new(0x10);

@@ -21,24 +21,9 @@ pub fn main(args: &str) {
         "kbuild",
         args,
         [
-            Param {
-                name: "jobs",
-                default: 64,
-                min: 1,
-                max: MAX_JOBS as u64,
-            },
-            Param {
-                name: "parallel",
-                default: 4,
-                min: 1,
-                max: MAX_PARALLEL as u64,
-            },
-            Param {
-                name: "kib",
-                default: 2048,
-                min: 16,
-                max: 1 << 20,
-            },
+            Param::new("jobs", 32, 1..=MAX_JOBS as u64),
+            Param::new("parallel", 4, 1..=MAX_PARALLEL as u64),
+            Param::new("kib", 1024, 16..=1 << 20),
         ],
     );
     let mut results = [0u32; MAX_JOBS];
@@ -96,18 +81,8 @@ pub fn cc(args: &str) {
         "cc",
         args,
         [
-            Param {
-                name: "job",
-                default: 0,
-                min: 0,
-                max: u32::MAX as u64,
-            },
-            Param {
-                name: "kib",
-                default: 256,
-                min: 16,
-                max: 1 << 20,
-            },
+            Param::new("job", 0, 0..=u32::MAX as u64),
+            Param::new("kib", 256, 16..=1 << 20),
         ],
     );
     let size = kib * 1024;

@@ -10,18 +10,8 @@ pub fn main(args: &str) {
         "memtouch",
         args,
         [
-            Param {
-                name: "mib",
-                default: 64,
-                min: 1,
-                max: 1 << 16,
-            },
-            Param {
-                name: "passes",
-                default: 8,
-                min: 0,
-                max: 1 << 20,
-            },
+            Param::new("mib", 64, 1..=1 << 16),
+            Param::new("passes", 8, 0..=1 << 20),
         ],
     );
     let len = mib << 20;

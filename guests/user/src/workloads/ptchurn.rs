@@ -14,18 +14,8 @@ pub fn main(args: &str) {
         "ptchurn",
         args,
         [
-            Param {
-                name: "rounds",
-                default: 4096,
-                min: 1,
-                max: 1 << 32,
-            },
-            Param {
-                name: "pages",
-                default: 32,
-                min: 2,
-                max: 1 << 16,
-            },
+            Param::new("rounds", 4096, 1..=1 << 32),
+            Param::new("pages", 32, 2..=1 << 16),
         ],
     );
     let len = pages * PAGE;

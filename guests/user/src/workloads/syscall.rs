@@ -11,12 +11,7 @@ pub fn main(args: &str) {
     let [calls] = parse(
         "syscall",
         args,
-        [Param {
-            name: "calls",
-            default: 1_000_000,
-            min: 1,
-            max: 1 << 40,
-        }],
+        [Param::new("calls", 1_000_000, 1..=1 << 40)],
     );
     let pid = sys::getpid();
     let brk = sys::brk(0);
