@@ -308,8 +308,22 @@ fn running_out_of_memory_kills_the_process_not_the_kernel() {
     for (name, runner) in runners() {
         let run = runner(image(), "memtouch mib=100 passes=0", 64);
         assert_status(&run, (2 << 1) | 1, name);
-        assert!(run.stdout.contains("(memtouch) killed: page fault: write to"), "{name}: {}", run.stdout);
-        assert!(run.stdout.contains("out of memory"), "{name}: {}", run.stdout);
-        assert!(run.stdout.contains("init: memtouch was killed by vector 14"), "{name}: {}", run.stdout);
+        assert!(
+            run.stdout
+                .contains("(memtouch) killed: page fault: write to"),
+            "{name}: {}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("out of memory"),
+            "{name}: {}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains("init: memtouch was killed by vector 14"),
+            "{name}: {}",
+            run.stdout
+        );
     }
 }
