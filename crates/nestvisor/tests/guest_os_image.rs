@@ -5,9 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
-#[path = "../src/images.rs"]
-#[allow(dead_code)]
-mod images;
+use nestvisor::images;
 
 const MAGIC: u32 = 0x1BAD_B002;
 const FLAG_AOUT_KLUDGE: u32 = 1 << 16;
