@@ -146,8 +146,25 @@ cputests_probe_resume:
     pop rbx
     ret
 
+    // cputests_enter_user(&UserContext): IRETQ to ring 3 (SDM Vol. 3A §7.14.4) with RDI and
+    // RSI from the context and RFLAGS = 2 (interrupts off). Does not return: the ring-3 code
+    // leaves through an exception or the INT 0x80 gate, which the active probe catches.
+    .global cputests_enter_user
+cputests_enter_user:
+    mov rax, rdi
+    push {user_ds}
+    push qword ptr [rax + 8]
+    push 2
+    push {user_cs}
+    push qword ptr [rax]
+    mov rdi, [rax + 16]
+    mov rsi, [rax + 24]
+    iretq
+
     .section .text
 "#,
+    user_ds = const crate::desc::USER_DS,
+    user_cs = const crate::desc::USER_CS,
     gate = const SYSCALL_GATE,
     trap = sym crate::trap::dispatch,
     probe_rsp = sym PROBE_RSP,
@@ -158,6 +175,27 @@ unsafe extern "C" {
     static cputests_gate_stub: u8;
     static cputests_probe_resume: u8;
     fn cputests_probe(code: unsafe extern "C" fn(u64), arg: u64) -> u64;
+    fn cputests_enter_user(context: u64);
+}
+
+/// Where ring-3 code starts and what it gets: RIP, RSP, and RDI and RSI as arguments.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserContext {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+}
+
+/// Probe body that enters ring 3 as the [`UserContext`] at `context` says.
+///
+/// # Safety
+/// `context` must point at a live `UserContext` whose RIP and RSP are mapped user pages; run it
+/// only inside a probe, which is the way back.
+pub unsafe extern "C" fn enter_user(context: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { cputests_enter_user(context) }
 }
 
 /// Entry stub of exception `vector` (0–31).

@@ -175,3 +175,13 @@ impl Default for AddressSpace {
         AddressSpace::new()
     }
 }
+
+/// Maps the kernel code in `[start, end)` (page aligned, in the image) at `user_va` as
+/// read-only, executable user pages: how a program lends ring 3 the code it wrote for it.
+pub fn map_user_code(space: &AddressSpace, start: u64, end: u64, user_va: u64) {
+    let mut offset = 0;
+    while start + offset < end {
+        space.map(user_va + offset, phys(start + offset), SIZE_4K, US);
+        offset += SIZE_4K;
+    }
+}
