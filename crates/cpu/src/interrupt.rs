@@ -253,3 +253,143 @@ impl Cpu {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::StopReason;
+    use crate::fault::vector;
+    use crate::test_utils::*;
+
+    const HANDLER: u64 = CODE + 0x800;
+
+    #[test]
+    fn ud2_is_delivered_through_a_64_bit_gate() {
+        // ud2
+        let (mut cpu, mut bus) = long_env(&[0x0f, 0x0b]);
+        bus.load(HANDLER, &[0xf4]); // hlt
+        set_gate64(&mut bus, vector::UD, HANDLER, false, 0, 0);
+        cpu.flags.set_bits(0x202);
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        assert_eq!(cpu.rip, HANDLER + 1);
+        let rsp = cpu.gpr[4];
+        assert_eq!(rsp, STACK_TOP - 40);
+        assert_eq!(bus.read_u64(rsp), CODE, "faults push the faulting RIP");
+        assert_eq!(bus.read_u64(rsp + 8), u64::from(KCODE64));
+        assert_eq!(bus.read_u64(rsp + 16), 0x202);
+        assert_eq!(bus.read_u64(rsp + 24), STACK_TOP);
+        assert_eq!(cpu.rflags() & (1 << 9), 0, "interrupt gate clears IF");
+    }
+
+    #[test]
+    fn page_fault_pushes_error_code_and_sets_cr2() {
+        // mov rax, [0x40000000]  (not mapped: PDPT entry 1 is not present)
+        let (mut cpu, mut bus) = long_env(&[0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x00, 0x40]);
+        bus.load(HANDLER, &[0xf4]);
+        set_gate64(&mut bus, vector::PF, HANDLER, false, 0, 0);
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        assert_eq!(cpu.cr2, 0x4000_0000);
+        let rsp = cpu.gpr[4];
+        assert_eq!(bus.read_u64(rsp), 0, "not present, read, supervisor");
+        assert_eq!(bus.read_u64(rsp + 8), CODE);
+    }
+
+    #[test]
+    fn fault_during_page_fault_delivery_is_a_double_fault() {
+        // #PF whose gate is not present -> #NP (contributory) -> #DF (error code 0).
+        let (mut cpu, mut bus) = long_env(&[0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x00, 0x40]);
+        bus.load(HANDLER, &[0xf4]);
+        set_gate64(&mut bus, vector::DF, HANDLER, false, 0, 1);
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        assert_eq!(cpu.rip, HANDLER + 1);
+        let rsp = cpu.gpr[4];
+        assert_eq!(rsp, IST1 - 48, "#DF on IST1");
+        assert_eq!(bus.read_u64(rsp), 0, "#DF error code");
+        assert_eq!(bus.read_u64(rsp + 8), CODE);
+    }
+
+    #[test]
+    fn benign_then_contributory_is_serial_and_no_idt_is_a_triple_fault() {
+        // ud2 with an empty IDT: #UD -> #GP (serial) -> #GP again -> #DF -> #GP: shutdown.
+        let (mut cpu, mut bus) = long_env(&[0x0f, 0x0b]);
+        cpu.idtr.limit = 0;
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Shutdown));
+        // With only a #GP handler, #UD -> #GP(error code = IDT vector 6) is delivered.
+        let (mut cpu, mut bus) = long_env(&[0x0f, 0x0b]);
+        bus.load(HANDLER, &[0xf4]);
+        set_gate64(&mut bus, vector::GP, HANDLER, false, 0, 0);
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        assert_eq!(bus.read_u64(cpu.gpr[4]), 6 * 8 + 2 + 1, "IDT bit and EXT");
+    }
+
+    #[test]
+    fn user_int_switches_to_rsp0_and_iretq_returns() {
+        // Kernel: push SS, RSP, RFLAGS, CS, RIP for user mode, iretq.
+        //   6a 2b                push 0x2b
+        //   68 00 00 17 00       push 0x170000
+        //   6a 02                push 2
+        //   6a 33                push 0x33
+        //   68 00 10 10 00       push 0x101000
+        //   48 cf                iretq
+        let (mut cpu, mut bus) = long_env(&[
+            0x6a, 0x2b, 0x68, 0x00, 0x00, 0x17, 0x00, 0x6a, 0x02, 0x6a, 0x33, 0x68, 0x00, 0x10,
+            0x10, 0x00, 0x48, 0xcf,
+        ]);
+        // User: int 0x80 (gate DPL 3); after the return: int 0x81 (gate DPL 0) -> #GP.
+        bus.load(0x10_1000, &[0xcd, 0x80, 0xcd, 0x81]);
+        // 0x80 handler: iretq.  #GP handler: hlt.
+        bus.load(HANDLER, &[0x48, 0xcf]);
+        bus.load(HANDLER + 0x10, &[0xf4]);
+        set_gate64(&mut bus, 0x80, HANDLER, true, 3, 0);
+        set_gate64(&mut bus, 0x81, HANDLER, true, 0, 0);
+        set_gate64(&mut bus, vector::GP, HANDLER + 0x10, false, 0, 0);
+        // Run to the INT 0x80 handler's first instruction: 6 kernel + 1 user instructions.
+        assert_eq!(cpu.run(&mut bus, 7), Ok(StopReason::BudgetExhausted));
+        assert_eq!((cpu.cpl, cpu.rip), (0, HANDLER));
+        let rsp = cpu.gpr[4];
+        assert_eq!(rsp, RSP0 - 40);
+        assert_eq!(bus.read_u64(rsp), 0x10_1002, "INT pushes the next RIP");
+        assert_eq!(bus.read_u64(rsp + 8), u64::from(UCODE64));
+        assert_eq!(bus.read_u64(rsp + 24), 0x17_0000);
+        assert_eq!(bus.read_u64(rsp + 32), u64::from(UDATA));
+        // iretq back to user, then INT 0x81 faults: #GP(0x81 * 8 + 2) at CPL 0.
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        let rsp = cpu.gpr[4];
+        assert_eq!(bus.read_u64(rsp), 0x81 * 8 + 2);
+        assert_eq!(
+            bus.read_u64(rsp + 8),
+            0x10_1002,
+            "a fault pushes the INT's own RIP"
+        );
+        assert_eq!(bus.read_u64(rsp + 16), u64::from(UCODE64));
+    }
+
+    #[test]
+    fn external_interrupt_waits_for_the_sti_shadow_and_wakes_hlt() {
+        // sti; nop; hlt
+        let (mut cpu, mut bus) = long_env(&[0xfb, 0x90, 0xf4, 0xf4]);
+        bus.load(HANDLER, &[0xf4]);
+        set_gate64(&mut bus, 0x20, HANDLER, false, 0, 0);
+        bus.irqs.push_back(0x20);
+        assert_eq!(cpu.run(&mut bus, 100), Ok(StopReason::Halted));
+        assert_eq!(
+            bus.read_u64(cpu.gpr[4]),
+            CODE + 2,
+            "taken after the instruction after STI"
+        );
+        // A halted CPU with IF = 1 wakes on the next interrupt; the return RIP is after HLT.
+        let (mut cpu, mut bus) = long_env(&[0xfb, 0xf4, 0x90, 0xf4]);
+        bus.load(HANDLER, &[0xf4]);
+        set_gate64(&mut bus, 0x20, HANDLER, false, 0, 0);
+        assert_eq!(cpu.run(&mut bus, 100), Ok(StopReason::Halted));
+        assert_eq!(cpu.rip, CODE + 2);
+        assert_eq!(
+            cpu.run(&mut bus, 100),
+            Ok(StopReason::Halted),
+            "still halted"
+        );
+        bus.irqs.push_back(0x20);
+        assert_eq!(cpu.run(&mut bus, 100), Ok(StopReason::Halted));
+        assert_eq!(cpu.rip, HANDLER + 1);
+        assert_eq!(bus.read_u64(cpu.gpr[4]), CODE + 2);
+    }
+}

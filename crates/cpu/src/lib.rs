@@ -107,6 +107,9 @@ pub struct Cpu {
     pub(crate) cr2: u64,
     pub(crate) cr3: u64,
     pub(crate) cr4: u64,
+    /// The PAE PDPTE registers, loaded by MOV to CR3/CR0/CR4 (SDM Vol. 3A §4.4.1); `None` until
+    /// loaded (state set directly by a loader or a test: loaded at the first walk).
+    pub(crate) pdptes: Option<paging::Pdptes>,
     pub(crate) cr8: u64,
     pub(crate) efer: u64,
     pub(crate) dr: [u64; 8],
@@ -154,6 +157,7 @@ impl Cpu {
             cr2: 0,
             cr3: 0,
             cr4: 0,
+            pdptes: None,
             cr8: 0,
             efer: 0,
             dr: [0; 8],

@@ -6,19 +6,23 @@
 //! Known deviation: with PAE paging the four PDPTEs are read at walk time instead of being
 //! loaded into registers by MOV to CR3 (§4.4.1).
 
-use x86::Gpa;
-use x86::reg::{cr0, cr4, efer, rflags};
+use paging::{
+    AccessKind, Pae, Paging4, Paging32, PagingContext, Privilege, WalkError, load_pdptes,
+};
+use x86::reg::{cr0, cr3, cr4, efer, rflags};
+use x86::{Gpa, Gva};
 
 use crate::Cpu;
 use crate::bus::Bus;
-use crate::fault::{Ex, Fault, pf, vector};
+use crate::bus::VirtualTime;
+use crate::fault::{Ex, Exc, Fault, pf, vector};
+use crate::icache::ICache;
 use crate::state::{Mode, Seg, ar};
 use crate::tlb::{Entry, perm};
 use x86::Gfn;
 
 /// The physical-address width the model implements (CPUID.80000008H:EAX[7:0]).
 pub(crate) const MAXPHYADDR: u32 = 39;
-const PHYS_MASK: u64 = (1 << MAXPHYADDR) - 1;
 
 /// Kind of linear access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +184,9 @@ impl Cpu {
         }
     }
 
-    /// The page walk (§4.3–§4.5) with A/D updates (§4.8); a failed walk is a #PF.
+    /// A TLB miss: the walk of `crates/paging` for the current paging mode (32-bit §4.3, PAE
+    /// §4.4 from the PDPTE registers, 4-level §4.5), with its access-rights checks (§4.6) and
+    /// A/D updates (§4.8); a failed walk is a #PF with the walker's error code (§4.7).
     fn walk<B: Bus>(
         &mut self,
         bus: &mut B,
@@ -189,153 +195,114 @@ impl Cpu {
         user: bool,
         implicit: bool,
     ) -> Ex<Entry> {
-        let nxe = self.efer & efer::NXE != 0;
-        let mut code = 0;
-        if access == Access::Write {
-            code |= pf::W;
-        }
-        if user {
-            code |= pf::U;
-        }
-        if access == Access::Exec && (nxe || self.cr4 & cr4::SMEP != 0) {
-            code |= pf::I;
-        }
-        let not_present = |code: u32| Fault::page(lin, code);
-        let rsvd = |code: u32| Fault::page(lin, code | pf::P | pf::RSVD);
-
-        // (entry physical address, entry value, width 4 or 8) along the walk.
-        let mut path: [(u64, u64, bool); 5] = [(0, 0, false); 5];
-        let mut n = 0;
-        let mut rights = perm::USER | perm::WRITE | perm::EXEC;
-        let (frame_base, page_shift, global);
-
-        let legacy32 = self.cr4 & cr4::PAE == 0;
-        if legacy32 {
-            // 32-bit paging (§4.3).
-            let pde_addr = (self.cr3 & 0xffff_f000) | (((lin >> 22) & 0x3ff) * 4);
-            let pde = u64::from(self.phys_read_u32(bus, pde_addr));
-            if pde & 1 == 0 {
-                return Err(not_present(code).into());
-            }
-            path[n] = (pde_addr, pde, false);
-            n += 1;
-            combine(&mut rights, pde, false);
-            if pde & 0x80 != 0 && self.cr4 & cr4::PSE != 0 {
-                // 4-MiB page: bits 39:32 of the address come from PDE bits 20:13.
-                if pde & (1 << 21) != 0 || (pde >> 13) & 0xff > PHYS_MASK >> 32 {
-                    return Err(rsvd(code).into());
-                }
-                frame_base = (pde & 0xffc0_0000) | (((pde >> 13) & 0xff) << 32);
-                page_shift = 22;
-            } else {
-                let pte_addr = (pde & 0xffff_f000) | (((lin >> 12) & 0x3ff) * 4);
-                let pte = u64::from(self.phys_read_u32(bus, pte_addr));
-                if pte & 1 == 0 {
-                    return Err(not_present(code).into());
-                }
-                path[n] = (pte_addr, pte, false);
-                n += 1;
-                combine(&mut rights, pte, false);
-                frame_base = pte & 0xffff_f000;
-                page_shift = 12;
-            }
-            global = path[n - 1].1 & 0x100 != 0;
+        let ctx = PagingContext::from_registers(
+            self.cr0,
+            self.cr4,
+            self.efer,
+            self.flags.bits(),
+            MAXPHYADDR as u8,
+            true,
+        )
+        .map_err(|_| self.unsupported_paging())?;
+        let kind = match access {
+            Access::Read => AccessKind::Read,
+            Access::Write => AccessKind::Write,
+            Access::Exec => AccessKind::Fetch,
+        };
+        let privilege = if user {
+            Privilege::User
+        } else if implicit {
+            Privilege::Implicit
         } else {
-            let long = self.efer & efer::LMA != 0;
-            let rsvd_high = !PHYS_MASK & 0x000f_ffff_ffff_ffff | if nxe { 0 } else { 1 << 63 };
-            let mut table;
-            let mut level;
-            if long {
-                table = self.cr3 & PHYS_MASK & !0xfff;
-                level = 4;
-            } else {
-                // PAE (§4.4): the PDPTE selected by bits 31:30.
-                let pdpte_addr = (self.cr3 & 0xffff_ffe0) + ((lin >> 30) & 3) * 8;
-                let pdpte = self.phys_read_u64(bus, pdpte_addr);
-                if pdpte & 1 == 0 {
-                    return Err(not_present(code).into());
+            Privilege::Supervisor
+        };
+        let pa = paging::Access::new(kind, privilege);
+        let gva = Gva::new(lin);
+        let now = self.now();
+        let pcid = self.pcid();
+        let mut mem = PhysMem {
+            bus: &mut *bus,
+            icache: &mut self.icache,
+            now,
+            touched: false,
+        };
+        let t = if self.efer & efer::LMA != 0 {
+            let f = Paging4::new(Gpa::new(self.cr3 & cr3::ADDR_MASK), ctx);
+            paging::translate(&f, &mut mem, gva, pa)
+                .map(|t| (t.addr, t.size, t.rights, t.attrs, t.dirty))
+        } else if self.cr4 & cr4::PAE != 0 {
+            let pdptes = match self.pdptes {
+                Some(p) => p,
+                None => {
+                    let p = load_pdptes(&mut paging::Direct(&mut mem), self.cr3, MAXPHYADDR as u8)
+                        .map_err(|_| Fault::gp(0))?;
+                    self.pdptes = Some(p);
+                    p
                 }
-                if pdpte & (0x1e6 | (!PHYS_MASK & 0x000f_ffff_ffff_ffff) | (1 << 63)) != 0 {
-                    return Err(rsvd(code).into());
-                }
-                table = pdpte & PHYS_MASK & !0xfff;
-                level = 2;
-            }
-            loop {
-                let shift = 12 + 9 * (level - 1);
-                let addr = table + ((lin >> shift) & 0x1ff) * 8;
-                let e = self.phys_read_u64(bus, addr);
-                if e & 1 == 0 {
-                    return Err(not_present(code).into());
-                }
-                let ps = e & 0x80 != 0;
-                let bad_ps = ps && (level == 4 || (level == 3 && !long));
-                if e & rsvd_high != 0 || bad_ps {
-                    return Err(rsvd(code).into());
-                }
-                path[n] = (addr, e, true);
-                n += 1;
-                combine(&mut rights, e, nxe);
-                if level == 1 || ps {
-                    if level > 1 {
-                        // Bits 12+..shift-1 (above the PAT bit) of a large-page entry are reserved.
-                        let low = ((1u64 << shift) - 1) & !0x1fff;
-                        if e & low != 0 {
-                            return Err(rsvd(code).into());
-                        }
-                    }
-                    frame_base = e & PHYS_MASK & !((1u64 << shift) - 1);
-                    page_shift = shift as u8;
-                    global = e & 0x100 != 0;
-                    break;
-                }
-                table = e & PHYS_MASK & !0xfff;
-                level -= 1;
-            }
-        }
-
-        // Access rights (§4.6), on the walk's combined rights, before any flag is written.
-        let dirty = path[n - 1].1 & 0x40 != 0;
-        let check = rights
-            | if access == Access::Write {
-                perm::DIRTY
-            } else {
-                0
             };
-        if !self.rights_ok(check, access, user, implicit) {
-            return Err(Fault::page(lin, code | pf::P).into());
+            let f = Pae::new(pdptes, ctx);
+            paging::translate(&f, &mut mem, gva, pa)
+                .map(|t| (t.addr, t.size, t.rights, t.attrs, t.dirty))
+        } else {
+            let f = Paging32::new(Gpa::new(self.cr3), ctx);
+            paging::translate(&f, &mut mem, gva, pa)
+                .map(|t| (t.addr, t.size, t.rights, t.attrs, t.dirty))
+        };
+        self.touched_device |= mem.touched;
+        let (addr, size, rights, attrs, dirty) = match t {
+            Ok(t) => t,
+            Err(WalkError::Fault(f)) => return Err(Fault::page(lin, f.error_code).into()),
+            // `PhysMem` never fails: unbacked table memory reads as all ones.
+            Err(WalkError::Table(_)) => return Err(Fault::page(lin, pf::P | pf::RSVD).into()),
+        };
+        let frame = addr.raw() >> 12;
+        let mut p = 0;
+        if rights.user {
+            p |= perm::USER;
         }
-        // Accessed flags on every entry used, dirty on the final entry for a write (§4.8).
-        for (i, &(addr, e, wide)) in path[..n].iter().enumerate() {
-            let mut new = e | 0x20;
-            if i == n - 1 && access == Access::Write {
-                new |= 0x40;
-            }
-            if new != e {
-                if wide {
-                    self.phys_write_u64(bus, addr, new);
-                } else {
-                    self.phys_write_u32(bus, addr, new as u32);
-                }
-            }
+        if rights.write {
+            p |= perm::WRITE;
         }
-        let pa = frame_base | (lin & ((1u64 << page_shift) - 1) & !0xfff);
-        let frame = pa >> 12;
-        let ram = bus.ram_offset(Gfn::new(frame)).unwrap_or(usize::MAX);
-        let mut p = rights;
-        if dirty || access == Access::Write {
+        if rights.execute {
+            p |= perm::EXEC;
+        }
+        if dirty {
             p |= perm::DIRTY;
         }
         Ok(Entry {
             vpn1: 0,
             frame,
-            ram,
-            pcid: self.pcid(),
+            ram: bus.ram_offset(Gfn::new(frame)).unwrap_or(usize::MAX),
+            pcid,
             tag: 0,
-            global: global && self.cr4 & cr4::PGE != 0,
-            page_shift,
+            global: attrs.global,
+            page_shift: size.shift() as u8,
             perm: p,
         })
+    }
+
+    fn unsupported_paging(&self) -> Exc {
+        let rip = self.seg[Seg::Cs as usize].base.wrapping_add(self.rip);
+        Exc::Error(Box::new(crate::error::CpuError::Unsupported {
+            rip,
+            what: "paging feature (protection keys or CET)",
+        }))
+    }
+
+    /// Loads the PDPTE registers from the table at CR3 (MOV to CR3/CR0/CR4 with PAE paging,
+    /// §4.4.1): a present entry with a reserved bit set is #GP(0).
+    pub(crate) fn load_pdptes<B: Bus>(&mut self, bus: &mut B) -> Ex<()> {
+        let now = self.now();
+        let mut mem = PhysMem {
+            bus,
+            icache: &mut self.icache,
+            now,
+            touched: false,
+        };
+        let p = load_pdptes(&mut paging::Direct(&mut mem), self.cr3, MAXPHYADDR as u8)
+            .map_err(|_| Fault::gp(0))?;
+        self.pdptes = Some(p);
+        Ok(())
     }
 
     // --- physical memory -------------------------------------------------------------------
@@ -379,33 +346,6 @@ impl Cpu {
                 bus.mmio_write(pa, size as u8, mask_bytes(value, size), self.now());
             }
         }
-    }
-
-    fn phys_at<B: Bus>(bus: &B, pa: u64) -> Phys {
-        match bus.ram_offset(Gfn::new(pa >> 12)) {
-            Some(off) => Phys::Ram(off + (pa & 0xfff) as usize),
-            None => Phys::Io(Gpa::new(pa)),
-        }
-    }
-
-    pub(crate) fn phys_read_u32<B: Bus>(&mut self, bus: &mut B, pa: u64) -> u32 {
-        let p = Self::phys_at(bus, pa);
-        self.phys_read(bus, p, 4) as u32
-    }
-
-    pub(crate) fn phys_read_u64<B: Bus>(&mut self, bus: &mut B, pa: u64) -> u64 {
-        let p = Self::phys_at(bus, pa);
-        self.phys_read(bus, p, 8)
-    }
-
-    fn phys_write_u32<B: Bus>(&mut self, bus: &mut B, pa: u64, v: u32) {
-        let p = Self::phys_at(bus, pa);
-        self.phys_write(bus, p, 4, u64::from(v));
-    }
-
-    fn phys_write_u64<B: Bus>(&mut self, bus: &mut B, pa: u64, v: u64) {
-        let p = Self::phys_at(bus, pa);
-        self.phys_write(bus, p, 8, v);
     }
 
     // --- linear memory ---------------------------------------------------------------------
@@ -515,20 +455,6 @@ impl Cpu {
     }
 }
 
-/// Folds one paging-structure entry into the combined rights.
-#[inline]
-fn combine(rights: &mut u8, e: u64, nxe: bool) {
-    if e & 2 == 0 {
-        *rights &= !perm::WRITE;
-    }
-    if e & 4 == 0 {
-        *rights &= !perm::USER;
-    }
-    if nxe && e & (1 << 63) != 0 {
-        *rights &= !perm::EXEC;
-    }
-}
-
 #[inline]
 fn mask_bytes(v: u64, size: usize) -> u64 {
     if size >= 8 {
@@ -542,4 +468,229 @@ fn mask_bytes(v: u64, size: usize) -> u64 {
 #[inline]
 pub(crate) fn canonical(lin: u64) -> bool {
     ((lin << 16) as i64 >> 16) as u64 == lin
+}
+
+/// Physical memory as the page walker sees it: RAM, or MMIO for table reads outside RAM
+/// (unbacked reads are all ones, so a walk never fails for lack of memory). Writes of A/D flags
+/// drop decoded instructions of the page like any other write.
+struct PhysMem<'a, B> {
+    bus: &'a mut B,
+    icache: &'a mut ICache,
+    now: VirtualTime,
+    touched: bool,
+}
+
+impl<B: Bus> PhysMem<'_, B> {
+    fn read(&mut self, addr: Gpa, size: usize) -> u64 {
+        let off = self
+            .bus
+            .ram_offset(addr.frame())
+            .map(|o| o + addr.page_offset() as usize);
+        match off.and_then(|o| self.bus.ram().get(o..o + size)) {
+            Some(bytes) => {
+                let mut b = [0u8; 8];
+                b[..size].copy_from_slice(bytes);
+                u64::from_le_bytes(b)
+            }
+            None => {
+                self.touched = true;
+                mask_bytes(self.bus.mmio_read(addr, size as u8, self.now), size)
+            }
+        }
+    }
+
+    fn write(&mut self, addr: Gpa, size: usize, v: u64) {
+        let off = self
+            .bus
+            .ram_offset(addr.frame())
+            .map(|o| o + addr.page_offset() as usize);
+        if let Some(o) = off {
+            if let Some(bytes) = self.bus.ram_mut().get_mut(o..o + size) {
+                bytes.copy_from_slice(&v.to_le_bytes()[..size]);
+                self.icache.note_write(o);
+                return;
+            }
+        }
+        self.touched = true;
+        self.bus.mmio_write(addr, size as u8, v, self.now);
+    }
+}
+
+impl<B: Bus> paging::Memory<Gpa> for PhysMem<'_, B> {
+    fn read_u32(&mut self, addr: Gpa) -> Result<u32, paging::MemoryError<Gpa>> {
+        Ok(self.read(addr, 4) as u32)
+    }
+    fn read_u64(&mut self, addr: Gpa) -> Result<u64, paging::MemoryError<Gpa>> {
+        Ok(self.read(addr, 8))
+    }
+    fn write_u32(&mut self, addr: Gpa, value: u32) -> Result<(), paging::MemoryError<Gpa>> {
+        self.write(addr, 4, u64::from(value));
+        Ok(())
+    }
+    fn write_u64(&mut self, addr: Gpa, value: u64) -> Result<(), paging::MemoryError<Gpa>> {
+        self.write(addr, 8, value);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StopReason;
+    use crate::test_utils::*;
+
+    /// A 4-KiB page table for 0x400000..0x600000 at 0x4000; PTE 0 maps 0x400000.
+    const PT: u64 = 0x4000;
+    const A: u64 = 0xaaaa_aaaa_aaaa_aaaa;
+    const B: u64 = 0xbbbb_bbbb_bbbb_bbbb;
+
+    fn env(code: &[u8]) -> (Cpu, TestBus) {
+        let (cpu, mut bus) = long_env(code);
+        bus.write_u64(0x3000 + 8 * 2, PT | 7); // PD entry 2 -> PT
+        bus.write_u64(PT, 0x50_0007);
+        bus.write_u64(0x50_0000, A);
+        bus.write_u64(0x51_0000, B);
+        (cpu, bus)
+    }
+
+    #[rustfmt::skip]
+    const STALE: &[u8] = &[
+        0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rax, [0x400000]
+        0x48, 0xc7, 0x04, 0x25, 0x00, 0x40, 0x00, 0x00, 0x07, 0x00, 0x51, 0x00, // mov qword [0x4000], 0x510007
+        0x48, 0x8b, 0x1c, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rbx, [0x400000]
+        0x0f, 0x01, 0x3c, 0x25, 0x00, 0x00, 0x40, 0x00,             // invlpg [0x400000]
+        0x48, 0x8b, 0x0c, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rcx, [0x400000]
+        0x48, 0xc7, 0x04, 0x25, 0x00, 0x40, 0x00, 0x00, 0x07, 0x00, 0x50, 0x00, // mov qword [0x4000], 0x500007
+        0x48, 0x8b, 0x14, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rdx, [0x400000]
+        0x0f, 0x20, 0xdf,                                           // mov rdi, cr3
+        0x0f, 0x22, 0xdf,                                           // mov cr3, rdi
+        0x48, 0x8b, 0x34, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rsi, [0x400000]
+        0xf4,                                                       // hlt
+    ];
+
+    #[test]
+    fn skipped_flush_sees_the_stale_translation() {
+        let (mut cpu, mut bus) = env(STALE);
+        assert_eq!(cpu.run(&mut bus, 100), Ok(StopReason::Halted));
+        assert_eq!(cpu.gpr[0], A);
+        assert_eq!(cpu.gpr[3], A, "no flush: the TLB still maps the old frame");
+        assert_eq!(cpu.gpr[1], B, "INVLPG: fresh translation");
+        assert_eq!(cpu.gpr[2], B, "no flush after remapping back: stale again");
+        assert_eq!(cpu.gpr[6], A, "MOV to CR3 flushes non-global entries");
+        // The walk set the accessed flag of the PTE (it was rewritten without it since).
+        assert_eq!(bus.read_u64(PT) & 0x20, 0x20);
+    }
+
+    #[test]
+    fn global_pages_survive_cr3_but_not_invlpg_and_pcid_no_flush_keeps_entries() {
+        // Global mapping, CR4.PGE: the CR3 reload keeps it.
+        let (mut cpu, mut bus) = env(STALE);
+        bus.write_u64(PT, 0x50_0107);
+        cpu.cr4 |= cr4::PGE;
+        // Patch the two PTE writes to keep G set.
+        bus.ram[CODE as usize + 8 + 9] = 0x01;
+        bus.ram[CODE as usize + 44 + 9] = 0x01;
+        assert_eq!(cpu.run(&mut bus, 100), Ok(StopReason::Halted));
+        assert_eq!((cpu.gpr[3], cpu.gpr[1]), (A, B));
+        assert_eq!(cpu.gpr[6], B, "a global translation survives MOV to CR3");
+
+        // PCIDs: MOV to CR3 with bit 63 set does not flush the PCID's entries.
+        #[rustfmt::skip]
+        let code: &[u8] = &[
+            0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rax, [0x400000]
+            0x48, 0xc7, 0x04, 0x25, 0x00, 0x40, 0x00, 0x00, 0x07, 0x00, 0x51, 0x00, // mov qword [0x4000], 0x510007
+            0x0f, 0x20, 0xdf,                                           // mov rdi, cr3
+            0x48, 0x0f, 0xba, 0xef, 0x3f,                               // bts rdi, 63
+            0x0f, 0x22, 0xdf,                                           // mov cr3, rdi
+            0x48, 0x8b, 0x1c, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rbx, [0x400000]
+            0x48, 0x0f, 0xba, 0xf7, 0x3f,                               // btr rdi, 63
+            0x0f, 0x22, 0xdf,                                           // mov cr3, rdi
+            0x48, 0x8b, 0x0c, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rcx, [0x400000]
+            0xf4,
+        ];
+        let (mut cpu, mut bus) = env(code);
+        cpu.cr4 |= cr4::PCIDE;
+        cpu.cr3 |= 5;
+        assert_eq!(cpu.run(&mut bus, 100), Ok(StopReason::Halted));
+        assert_eq!(cpu.cr3 & (1 << 63), 0, "the no-flush bit is not stored");
+        assert_eq!(cpu.gpr[3], A, "no-flush CR3 load keeps the PCID's entries");
+        assert_eq!(cpu.gpr[1], B, "a flushing CR3 load drops them");
+    }
+
+    #[test]
+    fn write_sets_dirty_and_rights_are_enforced() {
+        // mov qword [0x400000], rax ; then at CPL 3 a supervisor page faults (tested by walk).
+        let (mut cpu, mut bus) = env(&[0x48, 0x89, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00, 0xf4]);
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        assert_eq!(bus.read_u64(PT) & 0x60, 0x60, "A and D set");
+        // Read-only page with CR0.WP = 1: supervisor write faults with P|W.
+        let (mut cpu, mut bus) = env(&[]);
+        bus.write_u64(PT, 0x50_0005);
+        cpu.cr0 |= cr0::WP;
+        cpu.icache.attach(&bus);
+        let e = cpu.write_lin(&mut bus, 0x40_0000, 8, 1, false).unwrap_err();
+        assert_eq!(e, Exc::Fault(Fault::page(0x40_0000, pf::P | pf::W)));
+        // WP = 0: allowed.
+        cpu.cr0 &= !cr0::WP;
+        assert_eq!(cpu.write_lin(&mut bus, 0x40_0000, 8, 1, false), Ok(()));
+        // User access to a supervisor page: P|U.
+        bus.write_u64(PT, 0x50_0003);
+        cpu.tlb.flush_all();
+        cpu.cpl = 3;
+        let e = cpu.read_lin(&mut bus, 0x40_0000, 8, false).unwrap_err();
+        assert_eq!(e, Exc::Fault(Fault::page(0x40_0000, pf::P | pf::U)));
+    }
+
+    /// The TLB hit path re-checks rights with `rights_ok`; it must agree with the walker's
+    /// rules (`PageRights::permit`) for every combination, or a hit would grant what a walk
+    /// refuses.
+    #[test]
+    fn tlb_rights_check_agrees_with_the_walker() {
+        let mut cpu = Cpu::new();
+        for bits in 0..(1u32 << 10) {
+            let b = |i: u32| bits & (1 << i) != 0;
+            let rights = paging::PageRights {
+                user: b(0),
+                write: b(1),
+                execute: b(2),
+            };
+            cpu.cr0 = if b(3) { cr0::WP } else { 0 };
+            cpu.cr4 = if b(4) { cr4::SMEP } else { 0 } | if b(5) { cr4::SMAP } else { 0 };
+            cpu.flags.set_bits(2 | if b(6) { rflags::AC } else { 0 });
+            let (user, implicit) = (b(7), b(8) && !b(7));
+            for access in [Access::Read, Access::Write, Access::Exec] {
+                let ctx =
+                    PagingContext::from_registers(cpu.cr0, cpu.cr4, 0, cpu.flags.bits(), 39, true)
+                        .unwrap();
+                let kind = match access {
+                    Access::Read => AccessKind::Read,
+                    Access::Write => AccessKind::Write,
+                    Access::Exec => AccessKind::Fetch,
+                };
+                let privilege = if user {
+                    Privilege::User
+                } else if implicit {
+                    Privilege::Implicit
+                } else {
+                    Privilege::Supervisor
+                };
+                let want = rights.permit(&ctx, paging::Access::new(kind, privilege));
+                let mut p = perm::DIRTY;
+                if rights.user {
+                    p |= perm::USER;
+                }
+                if rights.write {
+                    p |= perm::WRITE;
+                }
+                if rights.execute {
+                    p |= perm::EXEC;
+                }
+                assert_eq!(
+                    cpu.rights_ok(p, access, user, implicit),
+                    want,
+                    "{bits:#b} {access:?}"
+                );
+            }
+        }
+    }
 }

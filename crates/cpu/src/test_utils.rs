@@ -166,3 +166,79 @@ pub fn first_fault(bytes: &[u8], setup: impl FnOnce(&mut Cpu)) -> Fault {
     }
     panic!("no fault");
 }
+
+/// Where [`install_tables`] puts the GDT, the IDT and the 64-bit TSS.
+pub const GDT: u64 = 0x5000;
+pub const TSS: u64 = 0x6000;
+pub const IDT: u64 = 0x7000;
+/// RSP0 and IST1 in the TSS.
+pub const RSP0: u64 = 0x9000;
+pub const IST1: u64 = 0xa000;
+
+/// Selectors of the standard GDT.
+pub const KCODE64: u16 = 0x08;
+pub const KDATA: u16 = 0x10;
+pub const KCODE32: u16 = 0x18;
+pub const UDATA: u16 = 0x28 | 3;
+pub const UCODE64: u16 = 0x30 | 3;
+pub const TSS_SEL: u16 = 0x38;
+
+/// Writes a GDT (null, 64-bit kernel code, kernel data, 32-bit kernel code, -, user data,
+/// 64-bit user code, 64-bit TSS) and a 64-bit TSS, and loads GDTR, TR and IDTR (256 gates,
+/// all not present).
+pub fn install_tables(cpu: &mut Cpu, bus: &mut TestBus) {
+    let gdt: [u64; 7] = [
+        0,
+        0x00af_9a00_0000_ffff,
+        0x00cf_9200_0000_ffff,
+        0x00cf_9a00_0000_ffff,
+        0,
+        0x00cf_f200_0000_ffff,
+        0x00af_fa00_0000_ffff,
+    ];
+    for (i, d) in gdt.iter().enumerate() {
+        bus.write_u64(GDT + 8 * i as u64, *d);
+    }
+    let tss_low = 0x67 | ((TSS & 0xff_ffff) << 16) | (0x89 << 40) | (((TSS >> 24) & 0xff) << 56);
+    bus.write_u64(GDT + 0x38, tss_low);
+    bus.write_u64(GDT + 0x40, TSS >> 32);
+    bus.write_u64(TSS + 4, RSP0);
+    bus.write_u64(TSS + 0x24, IST1);
+    cpu.gdtr = crate::DescriptorTable {
+        base: GDT,
+        limit: 0x47,
+    };
+    cpu.idtr = crate::DescriptorTable {
+        base: IDT,
+        limit: 256 * 16 - 1,
+    };
+    cpu.tr = Segment {
+        selector: TSS_SEL,
+        base: TSS,
+        limit: 0x67,
+        ar: ar::P | 0xb,
+    };
+}
+
+/// Writes a 64-bit IDT gate: `trap` selects a trap gate, `dpl` the gate DPL, `ist` the IST slot.
+pub fn set_gate64(bus: &mut TestBus, vector: u8, handler: u64, trap: bool, dpl: u8, ist: u8) {
+    let typ: u64 = if trap { 0xf } else { 0xe };
+    let low = (handler & 0xffff)
+        | (u64::from(KCODE64) << 16)
+        | (u64::from(ist) << 32)
+        | ((typ | 0x80 | (u64::from(dpl) << 5)) << 40)
+        | (((handler >> 16) & 0xffff) << 48);
+    let at = IDT + 16 * u64::from(vector);
+    bus.write_u64(at, low);
+    bus.write_u64(at + 8, handler >> 32);
+}
+
+/// A 64-bit environment with tables installed and `code` at [`CODE`] (no HLT appended).
+pub fn long_env(code: &[u8]) -> (Cpu, TestBus) {
+    let mut bus = TestBus::new();
+    bus.load(CODE, code);
+    let mut cpu = long_mode(&mut bus);
+    cpu.seg[Seg::Cs as usize].selector = KCODE64;
+    install_tables(&mut cpu, &mut bus);
+    (cpu, bus)
+}

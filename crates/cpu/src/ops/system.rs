@@ -36,6 +36,11 @@ impl Cpu {
         }
     }
 
+    /// PAE paging (not 4-level): CR0.PG = 1, CR4.PAE = 1, IA32_EFER.LMA = 0.
+    fn pae_paging(&self) -> bool {
+        self.cr0 & cr0::PG != 0 && self.cr4 & cr4::PAE != 0 && self.efer & efer::LMA == 0
+    }
+
     pub(crate) fn hlt(&mut self) -> Ex<()> {
         self.require_cpl0()?;
         self.halted = true;
@@ -61,7 +66,7 @@ impl Cpu {
 
     /// Writes CR0 with the checks of MOV to CR0 (Vol. 2B "MOV—Move to/from Control
     /// Registers") and IA-32e activation (Vol. 3A §9.8.5).
-    pub(crate) fn write_cr0(&mut self, v: u64) -> Ex<()> {
+    pub(crate) fn write_cr0<B: Bus>(&mut self, bus: &mut B, v: u64) -> Ex<()> {
         let v = v | cr0::ET;
         if v >> 32 != 0
             || (v & cr0::PG != 0 && v & cr0::PE == 0)
@@ -86,8 +91,16 @@ impl Cpu {
                 new_efer &= !efer::LMA;
             }
         }
+        let old_efer = self.efer;
         self.cr0 = v;
         self.efer = new_efer;
+        if (old ^ v) & (cr0::PG | cr0::CD | cr0::NW) != 0 && self.pae_paging() {
+            if let Err(e) = self.load_pdptes(bus) {
+                self.cr0 = old;
+                self.efer = old_efer;
+                return Err(e);
+            }
+        }
         if (old ^ v) & (cr0::PG | cr0::PE) != 0 {
             self.tlb.flush_all();
             self.counters.tlb_flushes += 1;
@@ -96,18 +109,25 @@ impl Cpu {
         Ok(())
     }
 
-    fn write_cr3(&mut self, v: u64) -> Ex<()> {
+    fn write_cr3<B: Bus>(&mut self, bus: &mut B, v: u64) -> Ex<()> {
         let pcide = self.cr4 & cr4::PCIDE != 0;
         let no_flush = pcide && v & (1 << 63) != 0;
         let v = if pcide { v & !(1 << 63) } else { v };
         if self.efer & efer::LMA != 0 && v >> MAXPHYADDR != 0 {
             return Err(Fault::gp(0).into());
         }
+        let old = self.cr3;
         self.cr3 = if self.efer & efer::LMA != 0 {
             v
         } else {
             v & 0xffff_ffff
         };
+        if self.pae_paging() {
+            if let Err(e) = self.load_pdptes(bus) {
+                self.cr3 = old;
+                return Err(e);
+            }
+        }
         if !no_flush {
             if pcide {
                 self.tlb.flush_pcid(self.pcid());
@@ -119,7 +139,7 @@ impl Cpu {
         Ok(())
     }
 
-    fn write_cr4(&mut self, v: u64) -> Ex<()> {
+    fn write_cr4<B: Bus>(&mut self, bus: &mut B, v: u64) -> Ex<()> {
         let old = self.cr4;
         let long = self.efer & efer::LMA != 0;
         if v & !CR4_SUPPORTED != 0
@@ -129,6 +149,12 @@ impl Cpu {
             return Err(Fault::gp(0).into());
         }
         self.cr4 = v;
+        if (old ^ v) & (cr4::PAE | cr4::PGE | cr4::PSE | cr4::SMEP) != 0 && self.pae_paging() {
+            if let Err(e) = self.load_pdptes(bus) {
+                self.cr4 = old;
+                return Err(e);
+            }
+        }
         if (old ^ v) & CR4_FLUSH != 0 {
             self.tlb.flush_all();
             self.counters.tlb_flushes += 1;
@@ -136,7 +162,7 @@ impl Cpu {
         Ok(())
     }
 
-    pub(crate) fn mov_cr<B: Bus>(&mut self, _bus: &mut B, ins: &Instruction) -> Ex<()> {
+    pub(crate) fn mov_cr<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.require_cpl0()?;
         let to_cr = ins.op0_register().is_cr();
         let (cr, gpr) = if to_cr {
@@ -158,13 +184,13 @@ impl Cpu {
         }
         let v = self.reg(gpr);
         match cr {
-            Register::CR0 => self.write_cr0(v),
+            Register::CR0 => self.write_cr0(bus, v),
             Register::CR2 => {
                 self.cr2 = v;
                 Ok(())
             }
-            Register::CR3 => self.write_cr3(v),
-            Register::CR4 => self.write_cr4(v),
+            Register::CR3 => self.write_cr3(bus, v),
+            Register::CR4 => self.write_cr4(bus, v),
             Register::CR8 => {
                 if v >> 4 != 0 {
                     return Err(Fault::gp(0).into());
@@ -233,7 +259,7 @@ impl Cpu {
                 let v = self.get(bus, l, 16)?;
                 // LMSW loads PE, MP, EM, TS and cannot clear PE.
                 let low = (v & 0xf) | (self.cr0 & cr0::PE);
-                self.write_cr0((self.cr0 & !0xf) | low)
+                self.write_cr0(bus, (self.cr0 & !0xf) | low)
             }
             _ => {
                 let w = if ins.op0_kind() == OpKind::Memory {
