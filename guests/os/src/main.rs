@@ -36,6 +36,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     trap::init();
     let top = mm::frame::init(boot);
     mm::paging::init(boot, top);
+    proc::init();
     syscall::init();
     apic::init();
 
@@ -48,15 +49,22 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     proc::start_init("init", args.as_bytes())
 }
 
-/// The workload part of the command line. Loaders put the image's path first (GRUB and QEMU
-/// do, like argv[0]); a first word that contains '/' or '.' but no '=' is that path and is
-/// skipped. Whitespace is normalised to single spaces.
+/// The workload part of the command line. Loaders put the image's path first (GRUB, QEMU and
+/// `nestvisor run` do, like argv[0]); the first word is taken for that path, and skipped, when
+/// it looks like a path ('/' or '.' and no '=') or when the word after it names a workload.
 fn workload_args(cmdline: &str) -> &str {
     let cmdline = cmdline.trim();
-    match cmdline.split_once(char::is_whitespace) {
-        Some((first, rest)) if is_path(first) => rest.trim_start(),
-        None if is_path(cmdline) => "",
-        _ => cmdline,
+    let Some((first, rest)) = cmdline.split_once(char::is_whitespace) else {
+        return if is_path(cmdline) { "" } else { cmdline };
+    };
+    let rest = rest.trim_start();
+    let second = rest.split_whitespace().next().unwrap_or("");
+    if is_path(first)
+        || (!programs::WORKLOADS.contains(&first) && programs::WORKLOADS.contains(&second))
+    {
+        rest
+    } else {
+        cmdline
     }
 }
 

@@ -22,7 +22,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use rt::println;
 
 pub const MAX_PROCS: usize = 64;
-const KSTACK_SIZE: usize = 16 * 1024;
+/// Each kernel stack: a guard page (unmapped, so an overflow faults instead of corrupting the
+/// neighbouring stack; the double fault then runs on its own stack) and 16 KiB of stack.
+const KSTACK_SIZE: usize = 20 * 1024;
 /// RFLAGS of a process entering ring 3: IF set, reserved bit 1 set.
 const USER_RFLAGS: u64 = 0x202;
 /// Exit-status bit: the process was killed by an exception (low byte: the vector).
@@ -77,7 +79,7 @@ static TABLE: Global<Table> = Global::new(Table {
     next_pid: 1,
 });
 
-#[repr(C, align(16))]
+#[repr(C, align(4096))]
 struct KernelStacks([[u8; KSTACK_SIZE]; MAX_PROCS]);
 struct Stacks(UnsafeCell<KernelStacks>);
 // SAFETY: each stack is used only by its slot's process, on one CPU.
@@ -86,6 +88,13 @@ static KSTACKS: Stacks = Stacks(UnsafeCell::new(KernelStacks([[0; KSTACK_SIZE]; 
 
 /// Saved kernel RSP of each slot's context; the extra last entry is the boot context.
 static CONTEXTS: [AtomicU64; MAX_PROCS + 1] = [const { AtomicU64::new(0) }; MAX_PROCS + 1];
+
+/// Unmaps the guard page at the bottom of every kernel stack.
+pub fn init() {
+    for slot in 0..MAX_PROCS {
+        paging::unmap_kernel_page(KSTACKS.0.get() as u64 + (slot * KSTACK_SIZE) as u64);
+    }
+}
 
 fn kstack_top(slot: usize) -> u64 {
     KSTACKS.0.get() as u64 + ((slot + 1) * KSTACK_SIZE) as u64

@@ -11,6 +11,9 @@ pub const PROGRAMS: &[&str] = &[
     "init", "kbuild", "cc", "memtouch", "ptchurn", "cpu", "syscall", "io", "fault",
 ];
 
+/// The programs init accepts as the workload on the command line.
+pub const WORKLOADS: &[&str] = &["kbuild", "memtouch", "ptchurn", "cpu", "syscall", "io"];
+
 /// The image of program `name`, if there is such a program.
 pub fn image(name: &str) -> Option<&'static [u8]> {
     PROGRAMS.contains(&name).then_some(USER_ELF)

@@ -181,6 +181,14 @@ pub fn init(boot: &BootInfo, top: u64) {
     }
 }
 
+/// Unmaps one page of the kernel image (a stack guard page): touching it faults.
+pub fn unmap_kernel_page(va: u64) {
+    let root = KERNEL_ROOT.load(Ordering::Relaxed);
+    let e = walk(root, va, 1, false, 0).expect("kernel page without a page table");
+    e.set(0);
+    arch::invlpg(va);
+}
+
 /// Maps one page of device registers, uncached, and returns its kernel address.
 pub fn map_mmio(pa: u64) -> u64 {
     let va = NEXT_MMIO.fetch_add(PAGE_SIZE, Ordering::Relaxed);
