@@ -4,16 +4,20 @@
 //! - [`board`]: RAM, the address and port decoders, interrupt wiring, the [`cpu::Bus`]
 //!   implementation (SDM Vol. 3A §11 for the APIC side, the AT port map for the rest).
 //! - [`multiboot`]: the loader (GNU Multiboot Specification 0.6.96 §3).
+//! - [`run`]: [`Machine`], the bare run loop: the CPU in slices, timers on virtual time, idle
+//!   time skipped while halted with interrupts enabled, and the [`Ending`] of a run.
 
 pub mod board;
 pub mod multiboot;
+pub mod run;
 
 pub use board::{Board, BoardStop};
 pub use multiboot::{LoadError, Loaded, Module};
+pub use run::{Ending, Machine};
 
 use thiserror::Error;
 
-/// Errors building or loading a machine .
+/// Errors building or loading a machine (not endings of a run: see [`Ending`]).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum Error {
     /// The RAM size is not supported.
