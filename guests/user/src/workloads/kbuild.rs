@@ -15,6 +15,7 @@ use core::fmt::Write;
 
 const MAX_JOBS: usize = 4096;
 const MAX_PARALLEL: usize = 32;
+const CANARY: u64 = 0xC0DE_CAFE_F00D_0001;
 
 pub fn main(args: &str) {
     let [jobs, parallel, kib] = parse(
@@ -27,6 +28,12 @@ pub fn main(args: &str) {
         ],
     );
     let mut results = [0u32; MAX_JOBS];
+    // Like a shell between fork and exec, every child writes to memory it shares copy-on-write
+    // with the parent; the parent checks at the end that its own copy never changed.
+    let mut canary = [0u64; 512];
+    for (i, c) in canary.iter_mut().enumerate() {
+        *c = CANARY ^ i as u64;
+    }
     // (pid, job) of the running jobs.
     let mut running = [(0u32, 0usize); MAX_PARALLEL];
     let mut active = 0;
@@ -36,6 +43,9 @@ pub fn main(args: &str) {
         if next < jobs as usize && active < parallel as usize {
             match sys::fork() {
                 Ok(Fork::Child) => {
+                    for c in &mut canary {
+                        *c = core::hint::black_box(!*c);
+                    }
                     let mut buf = [0u8; 64];
                     let mut w = BufWriter::new(&mut buf);
                     let _ = write!(w, "job={next} kib={kib}");
@@ -64,6 +74,14 @@ pub fn main(args: &str) {
             failed = true;
         }
         results[job] = status as u32;
+    }
+    let intact = canary
+        .iter()
+        .enumerate()
+        .all(|(i, &c)| core::hint::black_box(c) == CANARY ^ i as u64);
+    if !intact {
+        println!("kbuild: a child's writes reached the parent's memory (copy-on-write broken)");
+        failed = true;
     }
     if failed {
         exit(EXIT_FAILED);
