@@ -20,11 +20,12 @@ pub struct Trap {
     pub error: u64,
     /// CR2 as read by the handler (meaningful for #PF).
     pub cr2: u64,
-    /// RIP, CS, RFLAGS and RSP saved by the processor.
+    /// RIP, CS, RFLAGS, RSP and SS saved by the processor.
     pub rip: u64,
     pub cs: u64,
     pub rflags: u64,
     pub rsp: u64,
+    pub ss: u64,
     /// Where the processor pushed the frame (the address of the saved RIP's slot minus the
     /// error code): tells which stack the delivery used.
     pub frame_at: u64,
@@ -49,6 +50,7 @@ pub(crate) extern "C" fn dispatch(frame: &mut Frame) {
         cs: frame.cs,
         rflags: frame.rflags,
         rsp: frame.rsp,
+        ss: frame.ss,
         frame_at: &raw const frame.error as u64,
         rax: frame.rax,
     };
