@@ -342,15 +342,36 @@ fn outb(port: u8, value: u8) -> [u8; 4] {
     [0xb0, value, 0xe6, port]
 }
 
-/// `sti; hlt; cmp dword [COUNTER], n; jb (back to sti)`, then exit with the counter.
-fn wait_for_interrupts_then_exit(n: u8) -> Vec<u8> {
-    let mut c = vec![0xfb, 0xf4, 0x83, 0x3d]; // sti; hlt; cmp dword [disp32], imm8
+/// `loop: ARM; sti; hlt; cli; cmp dword [COUNTER], n; jb loop`, then exit with the counter.
+/// Interrupts are enabled only across the HLT (the STI shadow covers it), so each iteration
+/// takes exactly one interrupt however fast the timer runs.
+fn wait_for_interrupts_then_exit(arm: &[u8], n: u8) -> Vec<u8> {
+    let mut c = arm.to_vec();
+    c.extend_from_slice(&[0xfb, 0xf4, 0xfa, 0x83, 0x3d]); // sti; hlt; cli; cmp dword [disp32], imm8
     c.extend_from_slice(&le(Layout::COUNTER));
-    c.extend_from_slice(&[n, 0x72, 0xf5]); // n; jb -11
+    let back = -(i8::try_from(c.len() + 3).unwrap());
+    c.extend_from_slice(&[n, 0x72, back as u8]); // n; jb loop
     c.extend_from_slice(&[0x66, 0xba, 0xf4, 0x00, 0xa1]); // mov dx, 0xf4; mov eax, [disp32]
     c.extend_from_slice(&le(Layout::COUNTER));
     c.push(0xef); // out dx, eax
     c
+}
+
+/// A kernel that arms the local APIC timer (one-shot, vector 0x40, divide by 1, 50000 ticks)
+/// three times and prints a T from each interrupt.
+fn apic_timer_kernel() -> Vec<u8> {
+    let mut l = Layout::new(0x40);
+    let mut code = prologue();
+    code.extend(store(0xfee0_00f0, 0x1ff)); // SVR: software enable, spurious vector 0xff
+    code.extend(store(0xfee0_03e0, 0xb)); // divide by 1
+    code.extend(store(0xfee0_0320, 0x40)); // LVT timer: one-shot, vector 0x40
+    code.extend(wait_for_interrupts_then_exit(
+        &store(0xfee0_0380, 50_000),
+        3,
+    ));
+    l.put(Layout::ENTRY, &code);
+    l.put(Layout::HANDLER, &handler(b'T', &store(0xfee0_00b0, 0)));
+    l.0
 }
 
 /// Prints `ch`, increments the counter, signals EOI with `eoi`, IRETD.
@@ -365,16 +386,7 @@ fn handler(ch: u8, eoi: &[u8]) -> Vec<u8> {
 
 #[test]
 fn apic_timer_wakes_a_halted_cpu() {
-    let mut l = Layout::new(0x40);
-    let mut code = prologue();
-    code.extend(store(0xfee0_00f0, 0x1ff)); // SVR: software enable
-    code.extend(store(0xfee0_03e0, 0xb)); // divide by 1
-    code.extend(store(0xfee0_0320, 0x2_0040)); // LVT timer: periodic, vector 0x40
-    code.extend(store(0xfee0_0380, 50_000)); // initial count
-    code.extend(wait_for_interrupts_then_exit(3));
-    l.put(Layout::ENTRY, &code);
-    l.put(Layout::HANDLER, &handler(b'T', &store(0xfee0_00b0, 0)));
-    let o = run_image("apic-timer", &l.0, &[]);
+    let o = run_image("apic-timer", &apic_timer_kernel(), &[]);
     assert_eq!(o.stdout, b"TTT", "stderr: {}", stderr(&o));
     assert_eq!(o.status.code(), Some((3 << 1) | 1));
 }
@@ -398,10 +410,80 @@ fn pit_through_the_8259_wakes_a_halted_cpu() {
     for (port, value) in [(0x43, 0x34), (0x40, 0xa9), (0x40, 0x04)] {
         code.extend(outb(port, value));
     }
-    code.extend(wait_for_interrupts_then_exit(4));
+    code.extend(wait_for_interrupts_then_exit(&[], 4));
     l.put(Layout::ENTRY, &code);
     l.put(Layout::HANDLER, &handler(b'P', &outb(0x20, 0x20)));
     let o = run_image("pit-pic", &l.0, &[]);
     assert_eq!(o.stdout, b"PPPP", "stderr: {}", stderr(&o));
     assert_eq!(o.status.code(), Some((4 << 1) | 1));
+}
+
+/// Runs `image` under QEMU (TCG, the isa-debug-exit device at 0xF4 as on the board) with
+/// `args` after `-kernel IMAGE`.
+fn qemu(image: &std::path::Path, args: &[&str]) -> Output {
+    let qemu = "qemu-system-x86_64";
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-accel", "tcg", "-kernel"])
+        .arg(image)
+        .args([
+            "-serial",
+            "stdio",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
+        .args([
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-m",
+            "32",
+        ])
+        .args(args);
+    cmd.output().unwrap_or_else(|e| {
+        panic!("{qemu} not found ({e}): install qemu-system-x86 to run this test")
+    })
+}
+
+/// The same image gives the same serial output and the same exit status under QEMU and under
+/// `nestvisor run --bare` (issue 3, item 6).
+#[test]
+fn kernels_behave_the_same_under_qemu() {
+    let module = write_temp("parity-module", b"MODULE-DATA\0");
+    let module_arg = format!("{} modarg", module.display());
+    let kernels: [(&str, Vec<u8>); 4] = [
+        ("parity-aout", aout_kernel(HI_THEN_EXIT)),
+        ("parity-elf", elf32_kernel(HI_THEN_EXIT)),
+        ("parity-bootinfo", aout_kernel(PRINT_BOOT_INFO)),
+        ("parity-apic", apic_timer_kernel()),
+    ];
+    for (name, bytes) in kernels {
+        let image = write_temp(name, &bytes);
+        let extra = ["-append", "console=ttyS0", "-initrd", &module_arg];
+        let q = qemu(&image, &extra);
+        let n = nestvisor(&[
+            "run",
+            "--bare",
+            image.to_str().unwrap(),
+            "--append",
+            "console=ttyS0",
+            "--module",
+            &module_arg,
+            "--mem",
+            "32",
+            "--max-insns",
+            "1000000",
+        ]);
+        std::fs::remove_file(&image).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&n.stdout),
+            String::from_utf8_lossy(&q.stdout),
+            "{name}: nestvisor stderr: {}; qemu stderr: {}",
+            stderr(&n),
+            stderr(&q)
+        );
+        assert_eq!(n.status.code(), q.status.code(), "{name}");
+    }
+    std::fs::remove_file(&module).unwrap();
 }
