@@ -353,7 +353,9 @@ impl Cpu {
             M::Swapgs => self.swapgs(),
             M::Wbinvd | M::Invd => self.cache_ctl(),
             M::Clts | M::Lmsw | M::Smsw => self.cr0_insn(bus, ins),
-            M::Syscall | M::Sysret | M::Sysenter | M::Sysexit => self.fast_syscall(bus, ins),
+            M::Syscall | M::Sysret | M::Sysretq | M::Sysenter | M::Sysexit | M::Sysexitq => {
+                self.fast_syscall(bus, ins)
+            }
             m if is_jcc(m) => self.jcc(ins),
             m if is_setcc(m) => self.setcc(bus, ins),
             m if is_cmovcc(m) => self.cmovcc(bus, ins),

@@ -106,3 +106,29 @@ impl ICache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_utils::run_bytes64;
+
+    #[test]
+    fn self_modifying_code_sees_its_own_write() {
+        #[rustfmt::skip]
+        let code = [
+            0xb9, 0x02, 0x00, 0x00, 0x00,                   // mov ecx, 2
+            0xb8, 0x01, 0x00, 0x00, 0x00,                   // l: mov eax, 1
+            0xc6, 0x04, 0x25, 0x06, 0x00, 0x10, 0x00, 0x07, // mov byte [0x100006], 7
+            0xff, 0xc9,                                     // dec ecx
+            0x75, 0xef,                                     // jnz l
+        ];
+        let (cpu, _) = run_bytes64(&code, |_| {});
+        assert_eq!(
+            cpu.gpr[0], 7,
+            "the second pass decodes the patched immediate"
+        );
+        assert!(
+            cpu.counters.decode_misses > 6,
+            "the patched instruction was decoded again"
+        );
+    }
+}

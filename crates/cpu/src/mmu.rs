@@ -504,12 +504,12 @@ impl<B: Bus> PhysMem<'_, B> {
             .bus
             .ram_offset(addr.frame())
             .map(|o| o + addr.page_offset() as usize);
-        if let Some(o) = off {
-            if let Some(bytes) = self.bus.ram_mut().get_mut(o..o + size) {
-                bytes.copy_from_slice(&v.to_le_bytes()[..size]);
-                self.icache.note_write(o);
-                return;
-            }
+        if let Some(o) = off
+            && let Some(bytes) = self.bus.ram_mut().get_mut(o..o + size)
+        {
+            bytes.copy_from_slice(&v.to_le_bytes()[..size]);
+            self.icache.note_write(o);
+            return;
         }
         self.touched = true;
         self.bus.mmio_write(addr, size as u8, v, self.now);

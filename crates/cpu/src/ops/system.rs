@@ -94,12 +94,13 @@ impl Cpu {
         let old_efer = self.efer;
         self.cr0 = v;
         self.efer = new_efer;
-        if (old ^ v) & (cr0::PG | cr0::CD | cr0::NW) != 0 && self.pae_paging() {
-            if let Err(e) = self.load_pdptes(bus) {
-                self.cr0 = old;
-                self.efer = old_efer;
-                return Err(e);
-            }
+        if (old ^ v) & (cr0::PG | cr0::CD | cr0::NW) != 0
+            && self.pae_paging()
+            && let Err(e) = self.load_pdptes(bus)
+        {
+            self.cr0 = old;
+            self.efer = old_efer;
+            return Err(e);
         }
         if (old ^ v) & (cr0::PG | cr0::PE) != 0 {
             self.tlb.flush_all();
@@ -122,11 +123,11 @@ impl Cpu {
         } else {
             v & 0xffff_ffff
         };
-        if self.pae_paging() {
-            if let Err(e) = self.load_pdptes(bus) {
-                self.cr3 = old;
-                return Err(e);
-            }
+        if self.pae_paging()
+            && let Err(e) = self.load_pdptes(bus)
+        {
+            self.cr3 = old;
+            return Err(e);
         }
         if !no_flush {
             if pcide {
@@ -149,11 +150,12 @@ impl Cpu {
             return Err(Fault::gp(0).into());
         }
         self.cr4 = v;
-        if (old ^ v) & (cr4::PAE | cr4::PGE | cr4::PSE | cr4::SMEP) != 0 && self.pae_paging() {
-            if let Err(e) = self.load_pdptes(bus) {
-                self.cr4 = old;
-                return Err(e);
-            }
+        if (old ^ v) & (cr4::PAE | cr4::PGE | cr4::PSE | cr4::SMEP) != 0
+            && self.pae_paging()
+            && let Err(e) = self.load_pdptes(bus)
+        {
+            self.cr4 = old;
+            return Err(e);
         }
         if (old ^ v) & CR4_FLUSH != 0 {
             self.tlb.flush_all();
@@ -488,12 +490,12 @@ impl Cpu {
                 self.update_mode();
                 self.next_rip = self.msr.lstar;
             }
-            M::Sysret => {
+            M::Sysret | M::Sysretq => {
                 if self.mode != Mode::Long64 || self.efer & efer::SCE == 0 {
                     return Err(Fault::ud().into());
                 }
                 self.require_cpl0()?;
-                let to64 = ins.code() == iced_x86::Code::Sysretq;
+                let to64 = ins.mnemonic() == M::Sysretq;
                 let rcx = self.gpr[Gpr::Rcx as usize];
                 if to64 && !canonical(rcx) {
                     return Err(Fault::gp(0).into());
@@ -535,7 +537,7 @@ impl Cpu {
                 if self.mode == Mode::Real || base == 0 || self.cpl != 0 {
                     return Err(Fault::gp(0).into());
                 }
-                let to64 = ins.code() == iced_x86::Code::Sysexitq;
+                let to64 = ins.mnemonic() == M::Sysexitq;
                 let (rip, rsp) = (self.gpr[Gpr::Rdx as usize], self.gpr[Gpr::Rcx as usize]);
                 if to64 && (!canonical(rip) || !canonical(rsp)) {
                     return Err(Fault::gp(0).into());
@@ -554,5 +556,195 @@ impl Cpu {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fault::{Exc, Fault};
+    use crate::state::{Mode, Seg, Segment};
+    use crate::test_utils::*;
+    use crate::{Cpu, StopReason};
+    use x86::reg::{cr0, efer};
+
+    /// Real mode -> 32-bit protected mode -> long mode, as a boot loader does it.
+    #[rustfmt::skip]
+    const BOOT16: &[u8] = &[
+        0x0f, 0x01, 0x16, 0x00, 0x81,               // lgdt [0x8100]
+        0x0f, 0x20, 0xc0,                           // mov eax, cr0
+        0x66, 0x83, 0xc8, 0x01,                     // or eax, 1
+        0x0f, 0x22, 0xc0,                           // mov cr0, eax
+        0x66, 0xea, 0x20, 0x80, 0x00, 0x00, 0x18, 0x00, // jmp dword 0x18:0x8020
+    ];
+    #[rustfmt::skip]
+    const BOOT32: &[u8] = &[
+        0x66, 0xb8, 0x10, 0x00,                     // mov ax, 0x10
+        0x8e, 0xd8,                                 // mov ds, ax
+        0x8e, 0xd0,                                 // mov ss, ax
+        0x0f, 0x20, 0xe0,                           // mov eax, cr4
+        0x83, 0xc8, 0x20,                           // or eax, 0x20 (PAE)
+        0x0f, 0x22, 0xe0,                           // mov cr4, eax
+        0xb8, 0x00, 0x10, 0x00, 0x00,               // mov eax, 0x1000
+        0x0f, 0x22, 0xd8,                           // mov cr3, eax
+        0xb9, 0x80, 0x00, 0x00, 0xc0,               // mov ecx, 0xc0000080 (EFER)
+        0x0f, 0x32,                                 // rdmsr
+        0x0d, 0x00, 0x01, 0x00, 0x00,               // or eax, 0x100 (LME)
+        0x0f, 0x30,                                 // wrmsr
+        0x0f, 0x20, 0xc0,                           // mov eax, cr0
+        0x0d, 0x00, 0x00, 0x00, 0x80,               // or eax, 0x80000000 (PG)
+        0x0f, 0x22, 0xc0,                           // mov cr0, eax
+        0xea, 0x60, 0x80, 0x00, 0x00, 0x08, 0x00,   // jmp 0x08:0x8060
+    ];
+    #[rustfmt::skip]
+    const BOOT64: &[u8] = &[
+        0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // mov rax, 0x1122334455667788
+        0xf4,                                                       // hlt
+    ];
+
+    #[test]
+    fn real_to_protected_to_long_mode() {
+        let mut bus = TestBus::new();
+        let mut cpu = Cpu::new();
+        identity_map(&mut bus);
+        install_tables(&mut cpu, &mut bus);
+        cpu.gdtr = Default::default();
+        bus.load(0x8000, BOOT16);
+        bus.load(0x8020, BOOT32);
+        bus.load(0x8060, BOOT64);
+        bus.load(0x8100, &[0x47, 0x00, 0x00, 0x50, 0x00, 0x00]);
+        cpu.set_segment(Seg::Cs, Segment::real(0, true));
+        cpu.rip = 0x8000;
+        assert_eq!(cpu.mode(), Mode::Real);
+        assert_eq!(cpu.run(&mut bus, 4), Ok(StopReason::BudgetExhausted));
+        assert_eq!(
+            (cpu.mode(), cpu.code_bits),
+            (Mode::Protected, 16),
+            "PE=1, still 16-bit CS"
+        );
+        assert_eq!(cpu.run(&mut bus, 1), Ok(StopReason::BudgetExhausted));
+        assert_eq!(
+            (cpu.code_bits, cpu.segment(Seg::Cs).selector),
+            (32, KCODE32)
+        );
+        assert_eq!(cpu.run(&mut bus, 100), Ok(StopReason::Halted));
+        assert_eq!(cpu.mode(), Mode::Long64);
+        assert_eq!(cpu.efer() & (efer::LME | efer::LMA), efer::LME | efer::LMA);
+        assert_eq!(cpu.gpr(crate::Gpr::Rax), 0x1122_3344_5566_7788);
+        assert_eq!(cpu.segment(Seg::Ds).selector, KDATA);
+    }
+
+    fn fault_of(cpu: &mut Cpu, bus: &mut TestBus) -> Fault {
+        cpu.icache.attach(bus);
+        loop {
+            match cpu.step(bus) {
+                Ok(()) => assert!(!cpu.halted, "expected a fault"),
+                Err(Exc::Fault(f)) => return f,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn illegal_mode_transitions_fault() {
+        // 64-bit mode: clearing CR0.PG is #GP(0).  mov rax, cr0; btr eax, 31; mov cr0, rax
+        assert_eq!(
+            first_fault(
+                &[0x0f, 0x20, 0xc0, 0x0f, 0xba, 0xf0, 0x1f, 0x0f, 0x22, 0xc0],
+                |_| {}
+            ),
+            Fault::gp(0)
+        );
+        // Clearing CR4.PAE while IA-32e mode is active: #GP(0).  mov rax, cr4; and al, 0xdf; mov cr4, rax
+        assert_eq!(
+            first_fault(&[0x0f, 0x20, 0xe0, 0x24, 0xdf, 0x0f, 0x22, 0xe0], |_| {}),
+            Fault::gp(0)
+        );
+        // Protected mode, EFER.LME = 1, CR4.PAE = 0: setting CR0.PG is #GP(0).
+        let mut bus = TestBus::new();
+        let mut cpu = Cpu::new();
+        cpu.set_multiboot_entry(0x10_0000, 0, 0);
+        cpu.efer = efer::LME;
+        // mov eax, cr0; or eax, 0x80000000; mov cr0, eax
+        bus.load(
+            0x10_0000,
+            &[
+                0x0f, 0x20, 0xc0, 0x0d, 0x00, 0x00, 0x00, 0x80, 0x0f, 0x22, 0xc0,
+            ],
+        );
+        assert_eq!(fault_of(&mut cpu, &mut bus), Fault::gp(0));
+        assert_eq!(cpu.cr0 & cr0::PG, 0);
+        // CR0.PG without CR0.PE: #GP(0).  mov eax, 0x80000010; mov cr0, eax
+        let mut cpu = Cpu::new();
+        cpu.set_multiboot_entry(0x10_0000, 0, 0);
+        bus.load(0x10_0000, &[0xb8, 0x10, 0x00, 0x00, 0x80, 0x0f, 0x22, 0xc0]);
+        assert_eq!(fault_of(&mut cpu, &mut bus), Fault::gp(0));
+        // MOV to CR0 at CPL 3 is #GP(0) (64-bit user mode).
+        assert_eq!(
+            first_fault(&[0x0f, 0x22, 0xc0], |c| {
+                c.cpl = 3;
+            }),
+            Fault::gp(0)
+        );
+    }
+
+    #[test]
+    fn syscall_sysret_round_trip() {
+        let handler = CODE + 0x800;
+        #[rustfmt::skip]
+        let kernel: &[u8] = &[
+            0xb9, 0x80, 0x00, 0x00, 0xc0, 0x0f, 0x32, 0x83, 0xc8, 0x01, 0x0f, 0x30, // EFER.SCE = 1
+            0xb9, 0x81, 0x00, 0x00, 0xc0, 0x31, 0xc0, 0xba, 0x08, 0x00, 0x20, 0x00, 0x0f, 0x30, // STAR
+            0xb9, 0x82, 0x00, 0x00, 0xc0, 0xb8, 0x00, 0x08, 0x10, 0x00, 0x31, 0xd2, 0x0f, 0x30, // LSTAR
+            0xb9, 0x00, 0x10, 0x10, 0x00,                   // mov ecx, 0x101000
+            0x41, 0xbb, 0x02, 0x02, 0x00, 0x00,             // mov r11d, 0x202
+            0x48, 0x0f, 0x07,                               // sysretq
+        ];
+        let (mut cpu, mut bus) = long_env(kernel);
+        bus.load(0x10_1000, &[0x0f, 0x05]); // syscall
+        bus.load(handler, &[0xf4]);
+        assert_eq!(cpu.run(&mut bus, 15), Ok(StopReason::BudgetExhausted));
+        assert_eq!(
+            (cpu.cpl, cpu.rip, cpu.segment(Seg::Cs).selector),
+            (3, 0x10_1000, UCODE64)
+        );
+        assert_eq!(cpu.segment(Seg::Ss).selector, UDATA);
+        assert_eq!(cpu.rflags() & 0x202, 0x202);
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        assert_eq!((cpu.cpl, cpu.segment(Seg::Cs).selector), (0, KCODE64));
+        assert_eq!(cpu.gpr[1], 0x10_1002, "RCX = return RIP");
+        assert_eq!(cpu.gpr[11], 0x202, "R11 = RFLAGS");
+    }
+
+    #[test]
+    fn real_mode_int_and_iret() {
+        let mut bus = TestBus::new();
+        let mut cpu = Cpu::new();
+        cpu.set_segment(Seg::Cs, Segment::real(0, true));
+        cpu.gpr[4] = 0x7000;
+        cpu.rip = 0x7000;
+        bus.load(0x40, &[0x00, 0x71, 0x00, 0x00]); // IVT[0x10] = 0000:7100
+        bus.load(0x7000, &[0xcd, 0x10, 0xf4]); // int 0x10; hlt
+        bus.load(0x7100, &[0xb8, 0x34, 0x12, 0xcf]); // mov ax, 0x1234; iret
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        assert_eq!((cpu.gpr[0], cpu.gpr[4], cpu.rip), (0x1234, 0x7000, 0x7003));
+    }
+
+    #[test]
+    fn port_io_and_iopl() {
+        // mov dx, 0x3f8; mov al, 'A'; out dx, al; in al, 0x60
+        let (c, bus) = run_bytes64(
+            &[0x66, 0xba, 0xf8, 0x03, 0xb0, 0x41, 0xee, 0xe4, 0x60],
+            |_| {},
+        );
+        assert_eq!(bus.port_writes, vec![(0x3f8, 0x41)]);
+        assert_eq!(c.gpr[0] & 0xff, 0x60);
+        // CPL 3 with IOPL 0 and an I/O bitmap beyond the TSS limit: #GP(0).
+        let mut bus = TestBus::new();
+        let mut cpu = long_mode(&mut bus);
+        install_tables(&mut cpu, &mut bus);
+        bus.load(CODE, &[0xe6, 0x80]); // out 0x80, al
+        bus.load(TSS + 0x66, &[0x68, 0x00]); // I/O bitmap base beyond the TSS limit
+        cpu.cpl = 3;
+        assert_eq!(fault_of(&mut cpu, &mut bus), Fault::gp(0));
     }
 }
