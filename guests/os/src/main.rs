@@ -21,6 +21,7 @@ mod global;
 mod mm;
 mod proc;
 mod programs;
+mod regions;
 mod syscall;
 mod trap;
 mod vm;

@@ -12,6 +12,7 @@ use crate::errno::{EFAULT, EINVAL, ENOMEM, Errno};
 use crate::mm::paging::{self, AddressSpace, Entry, USER_END, pte};
 use crate::mm::{PAGE_SIZE, frame, page_align_down, page_align_up, phys_to_virt};
 use crate::proc;
+use crate::regions::{RegionError, Regions};
 use crate::trap::pf;
 use core::fmt;
 
@@ -25,17 +26,8 @@ pub const MMAP_BASE: u64 = 0x0000_1000_0000_0000;
 pub const STACK_TOP: u64 = 0x0000_7FFF_FFFF_F000;
 pub const STACK_SIZE: u64 = 8 << 20;
 
-const MAX_VMAS: usize = 64;
 /// Above this many single-page invalidations, reload CR3 instead.
 const INVLPG_LIMIT: usize = 32;
-
-/// A region of the user half, `[start, end)` with `PROT_*` rights.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Vma {
-    start: u64,
-    end: u64,
-    prot: u64,
-}
 
 /// Why a user access could not be satisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +63,7 @@ pub enum Access {
 #[derive(Debug)]
 pub struct Mm {
     space: AddressSpace,
-    vmas: [Vma; MAX_VMAS],
-    count: usize,
+    regions: Regions,
     heap_start: u64,
     brk: u64,
     /// The PCID this address space is loaded with.
@@ -133,8 +124,7 @@ impl Mm {
     pub fn new() -> Option<Mm> {
         Some(Mm {
             space: AddressSpace::new()?,
-            vmas: [Vma::default(); MAX_VMAS],
-            count: 0,
+            regions: Regions::new(),
             heap_start: 0,
             brk: 0,
             pcid: 0,
@@ -151,8 +141,7 @@ impl Mm {
     pub fn fork(&self) -> Option<Mm> {
         Some(Mm {
             space: self.space.fork()?,
-            vmas: self.vmas,
-            count: self.count,
+            regions: self.regions,
             heap_start: self.heap_start,
             brk: self.brk,
             pcid: 0,
@@ -170,65 +159,9 @@ impl Mm {
         self.brk = start;
     }
 
-    fn vmas(&self) -> &[Vma] {
-        &self.vmas[..self.count]
-    }
-
-    fn find(&self, va: u64) -> Option<&Vma> {
-        self.vmas().iter().find(|v| v.start <= va && va < v.end)
-    }
-
-    fn overlaps(&self, start: u64, end: u64) -> bool {
-        self.vmas().iter().any(|v| v.start < end && start < v.end)
-    }
-
-    /// Adds a region over unmapped addresses, merging it with equal neighbours.
+    /// Adds a region over unmapped addresses.
     pub fn add_region(&mut self, start: u64, end: u64, prot: u64) -> Result<(), Errno> {
-        if start >= end || self.overlaps(start, end) {
-            return Err(EINVAL);
-        }
-        if self.count == MAX_VMAS {
-            return Err(ENOMEM);
-        }
-        let at = self
-            .vmas()
-            .iter()
-            .position(|v| v.start > start)
-            .unwrap_or(self.count);
-        self.vmas.copy_within(at..self.count, at + 1);
-        self.vmas[at] = Vma { start, end, prot };
-        self.count += 1;
-        self.merge();
-        Ok(())
-    }
-
-    fn merge(&mut self) {
-        let mut i = 0;
-        while i + 1 < self.count {
-            let (a, b) = (self.vmas[i], self.vmas[i + 1]);
-            if a.end == b.start && a.prot == b.prot {
-                self.vmas[i].end = b.end;
-                self.vmas.copy_within(i + 2..self.count, i + 1);
-                self.count -= 1;
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    /// Splits the region containing `at` (if `at` is strictly inside one) in two.
-    fn split(&mut self, at: u64) -> Result<(), Errno> {
-        let Some(i) = self.vmas().iter().position(|v| v.start < at && at < v.end) else {
-            return Ok(());
-        };
-        if self.count == MAX_VMAS {
-            return Err(ENOMEM);
-        }
-        self.vmas.copy_within(i..self.count, i + 1);
-        self.vmas[i].end = at;
-        self.vmas[i + 1].start = at;
-        self.count += 1;
-        Ok(())
+        self.regions.insert(start, end, prot).map_err(errno)
     }
 
     fn flush(&self, inv: &Invalidation) {
@@ -243,17 +176,7 @@ impl Mm {
 
     /// Unmaps `[start, end)`: regions shrink or go, pages are freed.
     fn unmap_range(&mut self, start: u64, end: u64) -> Result<(), Errno> {
-        self.split(start)?;
-        self.split(end)?;
-        let mut kept = 0;
-        for i in 0..self.count {
-            let v = self.vmas[i];
-            if !(start <= v.start && v.end <= end) {
-                self.vmas[kept] = v;
-                kept += 1;
-            }
-        }
-        self.count = kept;
+        self.regions.remove(start, end).map_err(errno)?;
         let mut inv = Invalidation::new();
         self.space.for_each_leaf(start, end, |va, e| {
             frame::release(e.frame());
@@ -275,20 +198,11 @@ impl Mm {
     pub fn mmap(&mut self, len: u64, prot: u64) -> Result<u64, Errno> {
         check_prot(prot)?;
         let len = page_align_up(len).filter(|&l| l > 0).ok_or(EINVAL)?;
-        let mut at = MMAP_BASE;
-        for v in self.vmas() {
-            if v.end <= at {
-                continue;
-            }
-            if v.start >= at.checked_add(len).ok_or(ENOMEM)? {
-                break;
-            }
-            at = v.end;
-        }
-        let end = at
-            .checked_add(len)
-            .filter(|&e| e <= STACK_TOP - STACK_SIZE)
+        let at = self
+            .regions
+            .first_fit(MMAP_BASE, len, STACK_TOP - STACK_SIZE)
             .ok_or(ENOMEM)?;
+        let end = at + len;
         self.add_region(at, end, prot)?;
         Ok(at)
     }
@@ -298,28 +212,7 @@ impl Mm {
         check_prot(prot)?;
         let (start, end) = user_range(start, len, true)?;
         let end = page_align_up(end).ok_or(EINVAL)?;
-        // The range must be covered without holes.
-        let mut cursor = start;
-        for v in self.vmas() {
-            if v.end <= cursor || v.start >= end {
-                continue;
-            }
-            if v.start > cursor {
-                return Err(ENOMEM);
-            }
-            cursor = v.end;
-        }
-        if cursor < end {
-            return Err(ENOMEM);
-        }
-        self.split(start)?;
-        self.split(end)?;
-        for v in &mut self.vmas[..self.count] {
-            if start <= v.start && v.end <= end {
-                v.prot = prot;
-            }
-        }
-        self.merge();
+        self.regions.protect(start, end, prot).map_err(errno)?;
         let flags = leaf_flags(prot);
         let mut inv = Invalidation::new();
         self.space.for_each_leaf(start, end, |va, e| {
@@ -363,7 +256,7 @@ impl Mm {
     /// Makes `va` accessible for `access`, as the page-fault handler does: a zeroed frame for a
     /// first touch, a private copy for a write to a shared page.
     pub fn resolve(&mut self, va: u64, access: Access) -> Result<(), FaultError> {
-        let vma = *self.find(va).ok_or(FaultError::NoMapping)?;
+        let vma = self.regions.find(va).ok_or(FaultError::NoMapping)?;
         match access {
             Access::Write if vma.prot & PROT_WRITE == 0 => return Err(FaultError::NotWritable),
             Access::Execute if vma.prot & PROT_EXEC == 0 => return Err(FaultError::NotExecutable),
@@ -490,6 +383,14 @@ impl Mm {
         };
         e.set(frame | leaf_flags(prot));
         Ok(())
+    }
+}
+
+fn errno(e: RegionError) -> Errno {
+    match e {
+        RegionError::Invalid => EINVAL,
+        // Linux: ENOMEM for too many mappings and for ranges that are not mapped.
+        RegionError::Full | RegionError::Unmapped => ENOMEM,
     }
 }
 
