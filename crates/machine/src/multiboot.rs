@@ -669,6 +669,46 @@ pub(crate) mod tests {
         v
     }
 
+    /// A minimal ELF64 (EM_X86_64) executable with one PT_LOAD at `paddr` (vaddr `vaddr`).
+    pub fn elf64_image(vaddr: u64, paddr: u64, code: &[u8]) -> Vec<u8> {
+        let flags = FLAG_MEMORY_INFO;
+        let mut seg = Vec::new();
+        for w in [
+            HEADER_MAGIC,
+            flags,
+            0u32.wrapping_sub(HEADER_MAGIC.wrapping_add(flags)),
+        ] {
+            seg.extend_from_slice(&w.to_le_bytes());
+        }
+        seg.extend_from_slice(code);
+        let mut v = Vec::new();
+        v.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+        v.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        v.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        v.extend_from_slice(&1u32.to_le_bytes());
+        v.extend_from_slice(&(vaddr + 12).to_le_bytes()); // e_entry
+        v.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+        v.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+        v.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+        for h in [64u16, 56, 1, 64, 0, 0] {
+            v.extend_from_slice(&h.to_le_bytes());
+        }
+        v.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        v.extend_from_slice(&7u32.to_le_bytes()); // RWX
+        for w in [
+            120u64,
+            vaddr,
+            paddr,
+            seg.len() as u64,
+            seg.len() as u64 + 0x40,
+            0x1000,
+        ] {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        v.extend_from_slice(&seg);
+        v
+    }
+
     fn ram() -> Vec<u8> {
         vec![0xcc; 4 << 20]
     }
@@ -738,6 +778,30 @@ pub(crate) mod tests {
         assert_eq!(ram[0x20_000c], 0xf4);
         assert!(ram[0x20_000d..0x20_010d].iter().all(|&b| b == 0));
         assert!(l.info.raw() >= 0x20_010d);
+    }
+
+    #[test]
+    fn elf64_loads_at_physical_addresses() {
+        let img = elf64_image(0xffff_ffff_8010_0000, 0x10_0000, &[0x90, 0xf4]);
+        let mut ram = ram();
+        let l = load(&mut ram, &img, &[], "").unwrap();
+        assert_eq!(l.entry, 0x10_000c);
+        assert_eq!(&ram[0x10_000c..0x10_000e], &[0x90, 0xf4]);
+        assert!(ram[0x10_000e..0x10_004e].iter().all(|&b| b == 0));
+        // An entry point that maps to no segment and lies above 4 GiB is refused.
+        let mut img = elf64_image(0x10_0000, 0x10_0000, &[0xf4]);
+        img[24..32].copy_from_slice(&0x1_0000_0000u64.to_le_bytes());
+        assert_eq!(
+            load(&mut ram, &img, &[], ""),
+            Err(LoadError::BadEntry(0x1_0000_0000))
+        );
+        // Wrong machine.
+        let mut img = elf64_image(0x10_0000, 0x10_0000, &[0xf4]);
+        img[18] = 3;
+        assert!(matches!(
+            load(&mut ram, &img, &[], ""),
+            Err(LoadError::BadElf(_))
+        ));
     }
 
     #[test]
@@ -861,8 +925,12 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn truncated_images_fail_cleanly(cut in 0usize..200, elf in any::<bool>()) {
-            let img = if elf { elf32_image(0x10_0000, 0x10_0000, &[0xf4; 40]) } else { aout_image(0x10_0000, &[0xf4; 40], 16) };
+        fn truncated_images_fail_cleanly(cut in 0usize..250, kind in 0u8..3) {
+            let img = match kind {
+                0 => elf32_image(0x10_0000, 0x10_0000, &[0xf4; 40]),
+                1 => elf64_image(0x10_0000, 0x10_0000, &[0xf4; 40]),
+                _ => aout_image(0x10_0000, &[0xf4; 40], 16),
+            };
             let cut = cut.min(img.len());
             let mut ram = vec![0u8; 2 << 20];
             let r = load(&mut ram, &img[..cut], &[], "");
