@@ -574,3 +574,30 @@ mod tests {
         assert_eq!(p.acknowledge(), 0x24);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Random port traffic and IRQ lines never panic, and an acknowledged vector always
+        /// comes from one of the two vector bases.
+        #[test]
+        fn random_traffic(ops in proptest::collection::vec((0u8..4, any::<u8>(), any::<bool>()), 0..128)) {
+            let mut p = PicPair::new();
+            for (kind, v, flag) in ops {
+                match kind {
+                    0 => { let _ = p.write([MASTER_CMD, MASTER_DATA, SLAVE_CMD, SLAVE_DATA][usize::from(v & 3)], v); }
+                    1 => { let _ = p.read([MASTER_CMD, MASTER_DATA, SLAVE_CMD, SLAVE_DATA][usize::from(v & 3)]); }
+                    2 => p.set_irq(v & 15, flag),
+                    _ => {
+                        let s = p.state();
+                        let vec = p.acknowledge();
+                        prop_assert!(vec & 0xf8 == s.master.vector_base || vec & 0xf8 == s.slave.vector_base);
+                    }
+                }
+            }
+        }
+    }
+}

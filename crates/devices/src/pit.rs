@@ -511,3 +511,29 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::LatchedLine;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Random programming and time never panic; the next edge is never in the past.
+        #[test]
+        fn random_traffic(ops in proptest::collection::vec((0u16..4, any::<u8>(), any::<bool>(), 0u32..100_000), 0..64)) {
+            let mut p = Pit::new(LatchedLine::default());
+            let mut now = 0u64;
+            for (offset, value, write, dt) in ops {
+                now += u64::from(dt);
+                let t = Ns::new(now);
+                if write { let _ = p.write(offset, value, t); } else { let _ = p.read(offset, t); }
+                p.set_gate2(value & 1 != 0, t);
+                p.advance(t);
+                if let Some(next) = p.next_irq0_edge(t) {
+                    prop_assert!(next >= t);
+                }
+            }
+        }
+    }
+}

@@ -564,3 +564,31 @@ mod tests {
         assert_eq!(v.read(reg::DATA), 7);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::LatchedLine;
+    use crate::test_utils::VecSink;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Random register traffic never panics; the INTR pin is high exactly when IIR says an
+        /// interrupt is pending; THR is always empty (transmission is instantaneous).
+        #[test]
+        fn random_traffic(ops in proptest::collection::vec((0u16..9, any::<u8>(), 0u8..3), 0..128)) {
+            let mut u = Uart::new(VecSink::default(), LatchedLine::default());
+            for (offset, value, kind) in ops {
+                match kind {
+                    0 => u.write(offset, value),
+                    1 => { let _ = u.read(offset); }
+                    _ => u.receive(value),
+                }
+                let pending = u.iir_id() != IIR_NONE;
+                prop_assert_eq!(u.irq_line().level(), pending);
+                prop_assert_eq!(u.lsr() & (LSR_THRE | LSR_TEMT), LSR_THRE | LSR_TEMT);
+                prop_assert!(usize::from(u.state().rx_len) <= FIFO_DEPTH);
+            }
+        }
+    }
+}

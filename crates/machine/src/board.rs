@@ -725,4 +725,98 @@ mod tests {
         b.io_out(0x92, 1, 0x03, t(0));
         assert_eq!(b.stop(), Some(&BoardStop::Reset));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One bus transaction a guest can cause.
+        #[derive(Clone, Debug)]
+        enum Op {
+            In(u16, u8),
+            Out(u16, u8, u32),
+            MmioRead(u64, u8),
+            MmioWrite(u64, u8, u64),
+            Rdmsr(u32),
+            Wrmsr(u32, u64),
+            Interrupt,
+        }
+
+        fn size() -> impl Strategy<Value = u8> {
+            prop_oneof![Just(1u8), Just(2), Just(4), Just(8)]
+        }
+
+        fn port() -> impl Strategy<Value = u16> {
+            prop_oneof![
+                0x20u16..0x22,
+                0x40u16..0x44,
+                Just(0x61u16),
+                0x70u16..0x72,
+                Just(0x80u16),
+                Just(0x92u16),
+                0xa0u16..0xa2,
+                0x3f8u16..0x400,
+                0x510u16..0x512,
+                0xcf8u16..0xd00,
+                any::<u16>(),
+            ]
+        }
+
+        fn mmio() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                (0u64..0x100).prop_map(|o| 0xfec0_0000 + o),
+                (0u64..0x400).prop_map(|o| 0xfee0_0000 + o),
+                any::<u64>()
+            ]
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (port(), size()).prop_map(|(p, s)| Op::In(p, s)),
+                (port(), size(), any::<u32>()).prop_map(|(p, s, v)| Op::Out(p, s, v)),
+                (mmio(), size()).prop_map(|(a, s)| Op::MmioRead(a, s)),
+                (mmio(), size(), any::<u64>()).prop_map(|(a, s, v)| Op::MmioWrite(a, s, v)),
+                prop_oneof![Just(0x1bu32), Just(0x6e0), 0x800u32..0x840, any::<u32>()]
+                    .prop_map(Op::Rdmsr),
+                (
+                    prop_oneof![Just(0x1bu32), Just(0x6e0), 0x800u32..0x840],
+                    any::<u64>()
+                )
+                    .prop_map(|(m, v)| Op::Wrmsr(m, v)),
+                Just(Op::Interrupt),
+            ]
+        }
+
+        proptest! {
+            /// Nothing a guest does on the bus panics the host; a stop, once requested, stays.
+            #[test]
+            fn random_bus_traffic_never_panics(ops in proptest::collection::vec((op(), 0u64..5000), 0..64)) {
+                let mut b = board();
+                let mut now = 0u64;
+                let mut stopped = false;
+                for (op, dt) in ops {
+                    now += dt;
+                    let t = t(now);
+                    match op {
+                        Op::In(p, s) => { let _ = b.io_in(p, s, t); }
+                        Op::Out(p, s, v) => b.io_out(p, s, v, t),
+                        Op::MmioRead(a, s) => { let _ = b.mmio_read(Gpa::new(a), s, t); }
+                        Op::MmioWrite(a, s, v) => b.mmio_write(Gpa::new(a), s, v, t),
+                        Op::Rdmsr(m) => { let _ = b.rdmsr(m, t); }
+                        Op::Wrmsr(m, v) => { let _ = b.wrmsr(m, v, t); }
+                        Op::Interrupt => {
+                            if b.has_interrupt(t) {
+                                let _ = b.acknowledge_interrupt(t);
+                            }
+                        }
+                    }
+                    if let Some(next) = b.next_timer_event(t) {
+                        prop_assert!(next >= t);
+                    }
+                    prop_assert!(!stopped || b.stop_requested());
+                    stopped = b.stop_requested();
+                }
+            }
+        }
+    }
 }
