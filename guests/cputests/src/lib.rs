@@ -19,7 +19,8 @@ pub mod paging;
 pub mod report;
 pub mod trap;
 
-/// Sets up what every program needs: the GDT and TSS, the IDT.
+/// Sets up what every program needs: the GDT and TSS, the IDT, the paging helpers.
 pub fn init() {
     desc::init();
+    paging::init();
 }

@@ -6,7 +6,7 @@
 //! `KERNEL_VMA + p`.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use rt::arch::KERNEL_VMA;
 
 /// Present.
@@ -49,6 +49,13 @@ unsafe impl Sync for Pool {}
 
 static POOL: Pool = Pool(UnsafeCell::new([const { Frame([0; 4096]) }; POOL_FRAMES]));
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// The runtime's CR3 at boot, recorded by [`init`]: what every new hierarchy starts from.
+static BOOT_CR3: AtomicU64 = AtomicU64::new(0);
+
+/// Records the runtime's hierarchy. Called once by [`crate::init`], before any CR3 load.
+pub fn init() {
+    BOOT_CR3.store(rt::arch::read_cr3(), Ordering::Relaxed);
+}
 
 /// The physical address of a kernel virtual address in the image.
 pub fn phys(va: u64) -> u64 {
@@ -96,10 +103,11 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
-    /// A new hierarchy with the runtime's mappings (the top-level entries of the current CR3).
+    /// A new hierarchy with the runtime's mappings (the top-level entries of the boot CR3) and
+    /// nothing else: test regions of other hierarchies are not shared.
     pub fn new() -> AddressSpace {
         let pml4 = alloc_frame();
-        let current = rt::arch::read_cr3() & ADDR_MASK;
+        let current = BOOT_CR3.load(Ordering::Relaxed) & ADDR_MASK;
         for i in 0..512 {
             // SAFETY: both are page-table frames below 1 GiB, mapped at KERNEL_VMA.
             unsafe { *virt(pml4).add(i) = *virt(current).add(i) };
