@@ -155,6 +155,9 @@ pub struct EptAttrs {
     pub suppress_ve: bool,
 }
 
+/// An EPT translation.
+pub type EptTranslation<O> = crate::walk::Translation<O, EptRights, EptAttrs>;
+
 /// An EPT violation (SDM Vol. 3C §29.3.3.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EptViolation {
@@ -453,7 +456,7 @@ mod tests {
 
     use super::*;
     use crate::test_utils::SparseMemory;
-    use crate::walk::{Translation, WalkError, translate};
+    use crate::walk::{WalkError, translate};
 
     const R: u64 = ept::READ;
     const W: u64 = ept::WRITE;
@@ -491,7 +494,7 @@ mod tests {
         m
     }
 
-    type Res = Result<Translation<Ept<Gpa, Hpa>>, WalkError<EptFault, crate::MemoryError<Hpa>>>;
+    type Res = Result<EptTranslation<Hpa>, WalkError<EptFault, crate::MemoryError<Hpa>>>;
 
     fn go(f: &Ept<Gpa, Hpa>, m: &mut SparseMemory, kind: AccessKind, origin: EptOrigin) -> Res {
         translate(f, m, Gpa::new(GPA), EptAccess::new(kind, origin))

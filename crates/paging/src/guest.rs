@@ -213,6 +213,9 @@ impl PageAttrs {
     }
 }
 
+/// A translation by any guest-paging format.
+pub type GuestTranslation<P> = crate::walk::Translation<P, PageRights, PageAttrs>;
+
 /// A page-fault exception (#PF) raised by a walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PageFault {

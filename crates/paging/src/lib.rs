@@ -40,6 +40,9 @@
 //!   access and the final guest-physical address go through EPT, and a failure says which
 //!   dimension, which level, which guest-physical address and which kind of access
 //!   ([`NestedFault`], [`EptStage`]).
+//! - **Run-time mode.** [`PagingMode::from_registers`] says which mode CR0, CR4 and
+//!   IA32_EFER select (SDM Vol. 3A Table 4-1); [`GuestPaging`] holds the format of that mode
+//!   and dispatches once per walk to the monomorphised walker of the mode.
 //! - **PAE.** The four PDPTEs are registers: [`load_pdptes`] reads and checks them (a reserved
 //!   bit is #GP at load time, SDM Vol. 3A §4.4.1) and [`Pdptes::new`] checks the VMCS guest
 //!   PDPTE fields; the [`Pae`] walk only reads them.
@@ -56,6 +59,7 @@ mod guest;
 mod legacy;
 mod long;
 mod memory;
+mod mode;
 mod nested;
 mod pae;
 mod walk;
@@ -64,14 +68,17 @@ mod walk;
 mod test_utils;
 
 pub use ept::{
-    Ept, EptAccess, EptAttrs, EptCaps, EptFault, EptOrigin, EptRights, EptViolation, InvalidEptp,
+    Ept, EptAccess, EptAttrs, EptCaps, EptFault, EptOrigin, EptRights, EptTranslation,
+    EptViolation, InvalidEptp,
 };
 pub use guest::{
-    Access, AccessKind, PageAttrs, PageFault, PageRights, PagingContext, Privilege, Unsupported,
+    Access, AccessKind, GuestTranslation, PageAttrs, PageFault, PageRights, PagingContext,
+    Privilege, Unsupported,
 };
 pub use legacy::Paging32;
 pub use long::{LongMode, Paging4, Paging5};
 pub use memory::{Address, Direct, EntryWidth, Memory, MemoryError, TableMemory};
+pub use mode::{GuestPaging, NoGuestPaging, PagingMode};
 pub use nested::{EptSlot, EptStage, EptTables, NestedFault, NestedTranslation, translate_nested};
 pub use pae::{Pae, PdpteLoadError, Pdptes, ReservedPdpte, load_pdptes};
 pub use walk::{

@@ -182,7 +182,7 @@ mod tests {
     use super::*;
     use crate::guest::{AccessKind, Privilege};
     use crate::test_utils::{SparseMemory, plain_ctx};
-    use crate::walk::{Translation, WalkError, translate};
+    use crate::walk::{WalkError, translate};
 
     const P: u64 = pte::PRESENT;
     const W: u64 = pte::WRITABLE;
@@ -219,13 +219,13 @@ mod tests {
         ctx: PagingContext,
         kind: AccessKind,
         privilege: Privilege,
-    ) -> Result<Translation<Paging4<Gpa>>, WalkError<PageFault, crate::MemoryError<Gpa>>> {
+    ) -> Result<crate::GuestTranslation<Gpa>, WalkError<PageFault, crate::MemoryError<Gpa>>> {
         let f = Paging4::new(Gpa::new(PML4), ctx);
         translate(&f, m, Gva::new(VA), Access::new(kind, privilege))
     }
 
     fn pf(
-        r: Result<Translation<Paging4<Gpa>>, WalkError<PageFault, crate::MemoryError<Gpa>>>,
+        r: Result<crate::GuestTranslation<Gpa>, WalkError<PageFault, crate::MemoryError<Gpa>>>,
     ) -> (u32, Level) {
         match r {
             Err(WalkError::Fault(f)) => (f.error_code, f.level),

@@ -20,10 +20,12 @@
 
 use x86::Gva;
 
+use crate::ept::EptTranslation;
 use crate::ept::{Ept, EptAccess, EptFault, EptOrigin, EptRights, EptViolation};
-use crate::guest::{Access, AccessKind, PageFault, PageRights};
+use crate::guest::GuestTranslation;
+use crate::guest::{Access, AccessKind, PageAttrs, PageFault, PageRights};
 use crate::memory::{Address, EntryWidth, Memory, MemoryError, TableMemory, set_flags_at};
-use crate::walk::{Level, PagingFormat, Translation, WalkError, translate, walk};
+use crate::walk::{Level, PagingFormat, WalkError, translate, walk};
 
 /// Which guest-physical access an EPT fault of a two-dimensional walk belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -176,14 +178,14 @@ impl<I: Address, O: Address, M: Memory<O> + ?Sized> TableMemory<I> for EptTables
 
 /// The result of a two-dimensional walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NestedTranslation<F: PagingFormat, I: Address, O: Address> {
+pub struct NestedTranslation<I, O> {
     /// The guest dimension: linear to guest-physical, with the guest's rights and attributes.
-    pub guest: Translation<F>,
+    pub guest: GuestTranslation<I>,
     /// The EPT translation of the final guest-physical address.
-    pub ept: Translation<Ept<I, O>>,
+    pub ept: EptTranslation<O>,
 }
 
-impl<F: PagingFormat, I: Address, O: Address> NestedTranslation<F, I, O> {
+impl<I: Address, O: Address> NestedTranslation<I, O> {
     /// The physical address of the accessed byte.
     #[inline]
     pub fn addr(&self) -> O {
@@ -209,13 +211,14 @@ pub fn translate_nested<F, I, O, M>(
     memory: &mut M,
     gva: Gva,
     access: Access,
-) -> Result<NestedTranslation<F, I, O>, NestedFault<I, O>>
+) -> Result<NestedTranslation<I, O>, NestedFault<I, O>>
 where
     F: PagingFormat<
             Input = Gva,
             Output = I,
             Access = Access,
             Rights = PageRights,
+            Attrs = PageAttrs,
             Fault = PageFault,
         >,
     I: Address,
@@ -306,7 +309,7 @@ mod tests {
         m.set64(EPT_PT + (gpa >> 12) * 8, hpa(gpa & !0xfff) | flags);
     }
 
-    type Res = Result<NestedTranslation<Paging4<Gpa>, Gpa, Hpa>, NestedFault<Gpa, Hpa>>;
+    type Res = Result<NestedTranslation<Gpa, Hpa>, NestedFault<Gpa, Hpa>>;
 
     fn go(m: &mut SparseMemory, ad: bool, kind: AccessKind) -> Res {
         let access = Access::new(kind, Privilege::User);

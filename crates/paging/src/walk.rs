@@ -211,35 +211,44 @@ impl<P: Copy> Path<P> {
     }
 }
 
-/// A successful translation.
+/// A successful translation into the address space `P`, with rights `R` and leaf attributes
+/// `A`. Every guest-paging format yields a [`GuestTranslation`](crate::GuestTranslation), EPT
+/// an [`EptTranslation`](crate::EptTranslation); [`TranslationOf`] names it from a format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Translation<F: PagingFormat> {
+pub struct Translation<P, R, A> {
     /// The translated address of the accessed byte.
-    pub addr: F::Output,
+    pub addr: P,
     /// The first byte of the page.
-    pub page: F::Output,
+    pub page: P,
     /// The size of the page.
     pub size: PageSize,
     /// The level of the leaf entry.
     pub level: Level,
     /// The rights of the translation: the intersection over every entry used. A TLB caches them
     /// and re-checks later accesses with [`PagingFormat::check`] without walking.
-    pub rights: F::Rights,
+    pub rights: R,
     /// Attributes of the leaf.
-    pub attrs: F::Attrs,
+    pub attrs: A,
     /// Whether writes through this translation need no dirty-flag update, after the flags of
     /// this access were set. A TLB that caches a translation with `dirty == false` must walk
     /// again on a write, as hardware does (SDM Vol. 3A §4.8).
     pub dirty: bool,
     /// The entries used, as read.
-    pub path: Path<F::Output>,
+    pub path: Path<P>,
 }
 
-impl<F: PagingFormat> Translation<F> {
+/// The translation a format produces.
+pub type TranslationOf<F> = Translation<
+    <F as PagingFormat>::Output,
+    <F as PagingFormat>::Rights,
+    <F as PagingFormat>::Attrs,
+>;
+
+impl<P: Copy, R, A> Translation<P, R, A> {
     /// The address of the leaf entry (`None` only for a leaf held in a register, which no
     /// format has).
     #[inline]
-    pub fn leaf_addr(&self) -> Option<F::Output> {
+    pub fn leaf_addr(&self) -> Option<P> {
         self.path.last().and_then(|s| s.addr)
     }
 }
@@ -262,7 +271,7 @@ pub type WalkResult<F, T> = Result<
 
 /// What [`translate`] returns.
 pub type TranslateResult<F> = Result<
-    Translation<F>,
+    TranslationOf<F>,
     WalkError<<F as PagingFormat>::Fault, MemoryError<<F as PagingFormat>::Output>>,
 >;
 
@@ -278,14 +287,14 @@ struct Update<S> {
 /// address, so that a failure there leaves the guest's flags untouched.
 #[derive(Clone, Copy, Debug)]
 pub struct Walked<F: PagingFormat, S> {
-    translation: Translation<F>,
+    translation: TranslationOf<F>,
     updates: [Option<Update<S>>; MAX_LEVELS],
 }
 
 impl<F: PagingFormat, S: Copy> Walked<F, S> {
     /// The translation (its `dirty` already counts the pending updates).
     #[inline]
-    pub fn translation(&self) -> &Translation<F> {
+    pub fn translation(&self) -> &TranslationOf<F> {
         &self.translation
     }
 
@@ -303,7 +312,7 @@ impl<F: PagingFormat, S: Copy> Walked<F, S> {
 
     /// Checks and then sets the flags, top level first (each by read-modify-write of the
     /// entry's current value), and returns the translation.
-    pub fn commit<T>(self, tables: &mut T) -> Result<Translation<F>, T::Error>
+    pub fn commit<T>(self, tables: &mut T) -> Result<TranslationOf<F>, T::Error>
     where
         T: TableMemory<F::Output, Slot = S>,
     {

@@ -196,17 +196,14 @@ fn ept_config() -> impl Strategy<Value = (Ept<Gpa, Hpa>, EptRef)> {
         })
 }
 
-fn outcome<F>(r: Result<NestedTranslation<F, Gpa, Hpa>, NestedFault<Gpa, Hpa>>) -> NestedEnd
-where
-    F: PagingFormat<Rights = PageRights, Attrs = PageAttrs>,
-{
+fn outcome(r: Result<NestedTranslation<Gpa, Hpa>, NestedFault<Gpa, Hpa>>) -> NestedEnd {
     match r {
         Ok(t) => {
             let g = &t.guest;
             let e = &t.ept;
             NestedEnd::Ok {
                 guest: GuestOk {
-                    addr: g.addr.to_raw(),
+                    addr: g.addr.raw(),
                     page_shift: g.size.shift(),
                     level: g.level,
                     write: g.rights.write,

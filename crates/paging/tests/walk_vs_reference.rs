@@ -58,24 +58,20 @@ impl Stats {
 }
 
 /// Guest outcome in the reference's terms.
-fn guest_outcome<F>(r: TranslateResult<F>) -> GuestEnd<u64>
-where
-    F: PagingFormat<Rights = PageRights, Attrs = PageAttrs, Fault = PageFault>,
-{
+fn guest_outcome(
+    r: Result<GuestTranslation<Gpa>, WalkError<PageFault, MemoryError<Gpa>>>,
+) -> GuestEnd<u64> {
     match r {
         Ok(t) => GuestEnd::Ok(guest_ok(&t), Vec::new()),
         Err(WalkError::Fault(f)) => GuestEnd::PageFault {
             code: f.error_code,
             level: f.level,
         },
-        Err(WalkError::Table(e)) => GuestEnd::Stopped(e.addr.to_raw()),
+        Err(WalkError::Table(e)) => GuestEnd::Stopped(e.addr.raw()),
     }
 }
 
-fn guest_ok<F>(t: &Translation<F>) -> GuestOk
-where
-    F: PagingFormat<Rights = PageRights, Attrs = PageAttrs>,
-{
+fn guest_ok(t: &GuestTranslation<Gpa>) -> GuestOk {
     GuestOk {
         addr: t.addr.to_raw(),
         page_shift: t.size.shift(),
@@ -282,7 +278,7 @@ fn ept_origin() -> impl Strategy<Value = EptOrigin> {
     ]
 }
 
-fn ept_ok(t: &Translation<Ept<Gpa, Hpa>>) -> EptOk {
+fn ept_ok(t: &EptTranslation<Hpa>) -> EptOk {
     EptOk {
         addr: t.addr.raw(),
         page_shift: t.size.shift(),
