@@ -16,6 +16,17 @@ use std::process::{Command, Stdio};
 
 /// The images built, as (package, binary) in `guests/`.
 const IMAGES: &[&str] = &["guest-os"];
+/// The package of the CPU test programs and benchmark kernels (`docs/testing.md`), and its
+/// binaries, each an image.
+const CPUTESTS_PACKAGE: &str = "guest-cputests";
+const CPUTESTS_IMAGES: &[&str] = &[
+    "cpu-alu",
+    "cpu-exceptions",
+    "cpu-paging",
+    "cpu-modes",
+    "bench-intloop",
+    "bench-mmu",
+];
 const GUEST_TARGET: &str = "x86_64-unknown-none";
 
 /// Variables a build script inherits that must not reach the guest build.
@@ -54,7 +65,15 @@ fn main() {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = out.join("guests-target");
 
-    for path in ["Cargo.toml", "Cargo.lock", ".cargo", "rt", "os", "user"] {
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo",
+        "rt",
+        "os",
+        "user",
+        "cputests",
+    ] {
         println!("cargo:rerun-if-changed={}", guests.join(path).display());
     }
 
@@ -67,6 +86,7 @@ fn main() {
     for package in IMAGES {
         command.args(["-p", package]);
     }
+    command.args(["-p", CPUTESTS_PACKAGE]);
     for (name, _) in env::vars_os() {
         if leaks_into_guest_build(&name) {
             command.env_remove(&name);
@@ -85,7 +105,7 @@ fn main() {
         );
     }
 
-    for image in IMAGES {
+    for image in IMAGES.iter().chain(CPUTESTS_IMAGES) {
         let built = target_dir.join(GUEST_TARGET).join("release").join(image);
         let dest = out.join(format!("{image}.elf"));
         fs::copy(&built, &dest).unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
