@@ -9,8 +9,12 @@
 //! edge latch; the INTA sequence through the cascade, with spurious IRQ 7 (master) and IRQ 15
 //! (slave) when a request disappears before it is acknowledged.
 //!
-//! Not implemented and reported: level-triggered mode (ICW1 bit 3; the PC's ELCR is absent on
-//! this board) and the MCS-80/85 mode (ICW4 bit 0 = 0).
+//! The edge/level control registers of PC chipsets (ELCR1/ELCR2 at 0x4D0/0x4D1, Intel PIIX3
+//! datasheet §2.2.1.4) read as all inputs edge-triggered; writes that keep every input
+//! edge-triggered are accepted.
+//!
+//! Not implemented and reported: level-triggered inputs (ICW1 bit 3, or an ELCR bit set) and
+//! the MCS-80/85 mode (ICW4 bit 0 = 0).
 
 use crate::Unimplemented;
 
@@ -22,6 +26,8 @@ pub const MASTER_DATA: u16 = 0x21;
 pub const SLAVE_CMD: u16 = 0xa0;
 /// Slave data port.
 pub const SLAVE_DATA: u16 = 0xa1;
+/// ELCR1 (IRQ 0–7) and ELCR2 (IRQ 8–15).
+pub const ELCR_PORTS: [u16; 2] = [0x4d0, 0x4d1];
 /// Master input the slave cascades into.
 const CASCADE_IRQ: u8 = 2;
 
@@ -305,6 +311,25 @@ impl PicPair {
         matches!(port, MASTER_CMD | MASTER_DATA | SLAVE_CMD | SLAVE_DATA)
     }
 
+    /// IN from an ELCR port: every input is edge-triggered.
+    pub fn read_elcr(&self, _port: u16) -> u8 {
+        0
+    }
+
+    /// OUT to an ELCR port: only "all edge-triggered" is implemented. (IRQ 0, 1, 2, 8 and 13
+    /// cannot be level-triggered on a PC: their bits are reserved and ignored.)
+    pub fn write_elcr(&mut self, port: u16, value: u8) -> Result<(), Unimplemented> {
+        let reserved = if port == ELCR_PORTS[0] {
+            0b0000_0111
+        } else {
+            0b0010_0001
+        };
+        if value & !reserved != 0 {
+            return Err(Unimplemented("level-triggered 8259 inputs (ELCR bits set)"));
+        }
+        Ok(())
+    }
+
     /// Recomputes the cascade input (master IR2 follows the slave's INT output).
     fn update_cascade(&mut self) {
         let slave_int = self.slave.pending(false).is_some();
@@ -548,6 +573,16 @@ mod tests {
         p.write(MASTER_CMD, OCW3_SELECT | OCW3_POLL).unwrap();
         assert_eq!(p.read(MASTER_CMD), 0x83);
         assert_eq!(p.read(MASTER_CMD), 0); // IRR, now empty
+    }
+
+    #[test]
+    fn elcr_is_all_edge() {
+        let mut p = PicPair::new();
+        assert_eq!(p.read_elcr(0x4d0), 0);
+        assert!(p.write_elcr(0x4d0, 0x07).is_ok());
+        assert!(p.write_elcr(0x4d1, 0x21).is_ok());
+        assert!(p.write_elcr(0x4d1, 0x02).is_err());
+        assert!(p.write_elcr(0x4d0, 0x08).is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! Ports (the AT map): PIC 0x20/0x21 and 0xA0/0xA1, PIT 0x40–0x43, system control port B
 //! 0x61, CMOS/RTC 0x70/0x71, POST 0x80, system control port A 0x92, debug-exit 0xF4–0xF7,
-//! COM1 0x3F8–0x3FF, fw_cfg 0x510/0x511, PCI configuration 0xCF8–0xCFF. Wide accesses to the
+//! COM1 0x3F8–0x3FF, ELCR 0x4D0/0x4D1, fw_cfg 0x510/0x511, PCI configuration 0xCF8–0xCFF
+//! with the reset control register at 0xCF9 (byte accesses). Wide accesses to the
 //! 8-bit devices are split into byte accesses to consecutive ports, as the ISA bus does;
 //! unclaimed ports read all ones and ignore writes.
 //!
@@ -48,6 +49,13 @@ const COM1_IRQ: u8 = 4;
 const PIT_IRQ: u8 = 0;
 /// The I/O APIC pin the PIT is wired to.
 const PIT_IOAPIC_PIN: usize = 2;
+/// The chipset's reset control register (PIIX3 datasheet §2.2.1.13, "RC"), a byte port inside
+/// the PCI configuration window.
+const RESET_CONTROL: u16 = 0xcf9;
+/// RC bit 2: reset the CPU (a transition from 0 to 1 starts the reset).
+const RESET_CONTROL_RST_CPU: u32 = 1 << 2;
+/// RC bits that hold a value (1: system reset type, 2: reset CPU, 3: full reset).
+const RESET_CONTROL_BITS: u8 = 0b1110;
 /// IA32_APIC_BASE.
 const MSR_APIC_BASE: u32 = 0x1b;
 /// IA32_TSC_DEADLINE.
@@ -84,6 +92,8 @@ pub struct Board<S> {
     debug_exit: DebugExit,
     fw_cfg: FwCfg,
     pci: PciHost,
+    /// The reset control register's value.
+    reset_control: u8,
     stop: Option<BoardStop>,
     /// Device state changed since the interrupt lines were last evaluated.
     dirty: bool,
@@ -123,6 +133,7 @@ impl<S: ByteSink> Board<S> {
             debug_exit: DebugExit::new(),
             fw_cfg: FwCfg::new(ram_size, 1),
             pci: PciHost::new(),
+            reset_control: 0,
             stop: None,
             dirty: true,
             next_deadline: 0,
@@ -273,6 +284,7 @@ impl<S: ByteSink> Board<S> {
             }
             system::POST_PORT | system::PORT_A => self.system.read(port, t, false),
             cmos::INDEX_PORT | cmos::DATA_PORT => self.cmos.read(port, t),
+            0x4d0 | 0x4d1 => self.pic.read_elcr(port),
             _ => 0xff,
         }
     }
@@ -300,6 +312,7 @@ impl<S: ByteSink> Board<S> {
                 }
             }
             cmos::INDEX_PORT | cmos::DATA_PORT => self.cmos.write(port, value),
+            0x4d0 | 0x4d1 => self.pic.write_elcr(port, value),
             _ => Ok(()),
         };
         if let Err(u) = r {
@@ -403,6 +416,7 @@ impl<S: ByteSink> Bus for Board<S> {
         match port {
             debug_exit::PORT..=0xf7 => self.debug_exit.read(port - debug_exit::PORT, size),
             fw_cfg::SELECTOR_PORT | fw_cfg::DATA_PORT => self.fw_cfg.read(port, size),
+            RESET_CONTROL if size == 1 => u32::from(self.reset_control),
             0xcf8..=0xcff => self.pci.read(port, size),
             _ => {
                 let mut v = 0u32;
@@ -424,6 +438,12 @@ impl<S: ByteSink> Bus for Board<S> {
                 }
             }
             fw_cfg::SELECTOR_PORT | fw_cfg::DATA_PORT => self.fw_cfg.write(port, size, value),
+            RESET_CONTROL if size == 1 => {
+                self.reset_control = (value as u8) & RESET_CONTROL_BITS;
+                if value & RESET_CONTROL_RST_CPU != 0 {
+                    self.stop.get_or_insert(BoardStop::Reset);
+                }
+            }
             0xcf8..=0xcff => self.pci.write(port, size, value),
             _ => {
                 for i in 0..u16::from(size.min(4)) {
@@ -724,6 +744,15 @@ mod tests {
         let mut b = board();
         b.io_out(0x92, 1, 0x03, t(0));
         assert_eq!(b.stop(), Some(&BoardStop::Reset));
+        let mut b = board();
+        b.io_out(0xcf9, 1, 0x02, t(0));
+        assert_eq!(b.io_in(0xcf9, 1, t(0)), 0x02);
+        assert!(!b.stop_requested());
+        b.io_out(0xcf9, 1, 0x06, t(0));
+        assert_eq!(b.stop(), Some(&BoardStop::Reset));
+        let mut b = board();
+        b.io_out(0x4d1, 1, 0x02, t(0));
+        assert!(matches!(b.stop(), Some(BoardStop::Unimplemented(m)) if m.contains("ELCR")));
     }
 
     mod properties {
