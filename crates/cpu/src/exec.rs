@@ -359,7 +359,15 @@ impl Cpu {
             m if is_jcc(m) => self.jcc(ins),
             m if is_setcc(m) => self.setcc(bus, ins),
             m if is_cmovcc(m) => self.cmovcc(bus, ins),
-            _ => Err(self.unimplemented(bus, ins)),
+            M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad | M::Salc => self.bcd(ins),
+            M::Bound => self.bound(bus, ins),
+            M::Arpl => self.arpl(bus, ins),
+            M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => self.load_far_pointer(bus, ins),
+            M::Wait => self.wait(),
+            M::Clac | M::Stac => self.clac_stac(ins),
+            // Hint NOPs on a processor without CET.
+            M::Endbr32 | M::Endbr64 => Ok(()),
+            _ => Err(self.not_dispatched(bus, ins)),
         }
     }
 }

@@ -449,3 +449,58 @@ impl Cpu {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::*;
+    use proptest::prelude::*;
+
+    /// Runs arbitrary bytes as code in one of the three modes; whatever happens must be an
+    /// architectural outcome or a named model error, within the budget.
+    fn run_garbage(mode: u8, code: &[u8], regs: [u64; 4]) -> Result<StopReason, CpuError> {
+        let mut bus = TestBus::new();
+        let mut cpu = match mode {
+            0 => {
+                let mut cpu = Cpu::new();
+                cpu.set_segment(Seg::Cs, Segment::real(0, true));
+                cpu.rip = 0x8000;
+                cpu
+            }
+            1 => {
+                let mut cpu = Cpu::new();
+                cpu.set_multiboot_entry(0x8000, 0x2bad_b002, 0x9000);
+                cpu
+            }
+            _ => {
+                let mut cpu = long_mode(&mut bus);
+                install_tables(&mut cpu, &mut bus);
+                cpu.rip = 0x8000;
+                cpu
+            }
+        };
+        bus.load(0x8000, code);
+        for (i, v) in regs.iter().enumerate() {
+            cpu.gpr[i * 2] = *v;
+        }
+        cpu.run(&mut bus, 500)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_bytes_never_panic_or_hang(
+            mode in 0u8..3,
+            code in proptest::collection::vec(any::<u8>(), 1..64),
+            regs in any::<[u64; 4]>(),
+        ) {
+            let before = std::time::Instant::now();
+            match run_garbage(mode, &code, regs) {
+                Ok(_) => {}
+                Err(CpuError::Unimplemented { mnemonic, .. }) => prop_assert!(!mnemonic.is_empty()),
+                Err(CpuError::Unsupported { what, .. }) => prop_assert!(!what.is_empty()),
+            }
+            prop_assert!(before.elapsed().as_secs() < 5, "a 500-instruction run must not hang");
+        }
+    }
+}

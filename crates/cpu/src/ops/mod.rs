@@ -5,6 +5,7 @@ pub(crate) mod bit;
 pub(crate) mod control;
 pub(crate) mod data;
 pub(crate) mod io;
+pub(crate) mod legacy;
 pub(crate) mod logic;
 pub(crate) mod muldiv;
 pub(crate) mod shift;
