@@ -2,10 +2,11 @@
 //! §3.0 "Register Description", §3.2.4 "I/O Redirection Table Registers").
 //!
 //! A 24-pin I/O APIC at 0xFEC00000: IOREGSEL at offset 0x00 selects a register, IOWIN at 0x10
-//! reads and writes it (32-bit accesses), and the EOI register at 0x40 of the version-0x20
-//! parts is provided too. Registers: ID (0x00, bits 27:24), version (0x01: version 0x11,
+//! reads and writes it (32-bit accesses). Registers: ID (0x00, bits 27:24), version (0x01:
 //! 23 as the maximum redirection entry), arbitration ID (0x02) and the 24 64-bit redirection
-//! entries at 0x10 + 2·n (low dword) / 0x11 + 2·n (high dword).
+//! entries at 0x10 + 2·n (low dword) / 0x11 + 2·n (high dword). The version is 0x20, that of
+//! the I/O APICs integrated in Intel chipsets (ICH datasheets, "I/O APIC Registers") and of
+//! QEMU's model, which add the directed EOI register at offset 0x40.
 //!
 //! Edge-triggered pins deliver one message per rising edge (after the polarity inversion of
 //! bit 13) while unmasked. Level-triggered pins deliver while asserted and remote IRR (bit 14)
@@ -31,8 +32,8 @@ const IOWIN: u64 = 0x10;
 /// EOI register offset.
 const IOEOI: u64 = 0x40;
 
-/// Version register: version 0x11, maximum redirection entry 23.
-const VERSION: u32 = 0x11 | ((PINS as u32 - 1) << 16);
+/// Version register: version 0x20 (with the EOI register), maximum redirection entry 23.
+const VERSION: u32 = 0x20 | ((PINS as u32 - 1) << 16);
 
 /// Redirection entry bit 12: delivery status (read-only).
 const RTE_DELIVERY_STATUS: u64 = 1 << 12;
@@ -293,7 +294,7 @@ mod tests {
         let mut io = IoApic::new();
         let mut sink = |_m| {};
         io.mmio_write(IOREGSEL, 4, 1, &mut sink).unwrap();
-        assert_eq!(io.mmio_read(IOWIN, 4).unwrap(), 0x0017_0011);
+        assert_eq!(io.mmio_read(IOWIN, 4).unwrap(), 0x0017_0020);
         io.mmio_write(IOREGSEL, 4, 0, &mut sink).unwrap();
         io.mmio_write(IOWIN, 4, 0x0f00_0000, &mut sink).unwrap();
         assert_eq!(io.mmio_read(IOWIN, 4).unwrap(), 0x0f00_0000);
