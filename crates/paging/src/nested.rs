@@ -82,7 +82,6 @@ pub struct EptTables<'a, I, O, M: ?Sized> {
     ept: &'a Ept<I, O>,
     memory: &'a mut M,
     origin: EptOrigin,
-    stage: EptStage,
 }
 
 impl<'a, I: Address, O: Address, M: Memory<O> + ?Sized> EptTables<'a, I, O, M> {
@@ -92,7 +91,6 @@ impl<'a, I: Address, O: Address, M: Memory<O> + ?Sized> EptTables<'a, I, O, M> {
             ept,
             memory,
             origin: EptOrigin::GuestPagingStructure,
-            stage: EptStage::GuestTable { level: 0 },
         }
     }
 
@@ -102,14 +100,14 @@ impl<'a, I: Address, O: Address, M: Memory<O> + ?Sized> EptTables<'a, I, O, M> {
             ept,
             memory,
             origin: EptOrigin::NoLinear,
-            stage: EptStage::PdpteLoad,
         }
     }
 
+    /// The stage of a read of the guest entry of `level`.
     fn stage_for(&self, level: Level) -> EptStage {
-        match self.stage {
-            EptStage::GuestTable { .. } => EptStage::GuestTable { level },
-            other => other,
+        match self.origin {
+            EptOrigin::NoLinear => EptStage::PdpteLoad,
+            _ => EptStage::GuestTable { level },
         }
     }
 }

@@ -79,8 +79,8 @@ pub enum Root<P> {
 /// What one paging-structure entry says, as decoded by a [`PagingFormat`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded<P, R> {
-    /// Not present; `rights` are those the entry still grants (nothing, for every format: EPT
-    /// reports them in the violation qualification).
+    /// Not present; `rights` are what the entry's rights bits say (EPT reports them in the
+    /// violation's exit qualification; guest formats ignore them).
     NotPresent {
         /// Rights granted by this entry.
         rights: R,
@@ -390,23 +390,21 @@ where
                 format
                     .check(access, rights, level)
                     .map_err(WalkError::Fault)?;
-                let mut updates = [None; MAX_LEVELS];
-                let mut leaf_value = entry;
+                // The flags this access sets, where they are still clear: A in every entry
+                // with an address (not the PAE PDPTE registers), D in the leaf on a write.
                 let last = path.steps().len() - 1;
-                for (i, step) in path.steps().iter().enumerate() {
-                    let flags = format.flags_to_set(access, i == last);
-                    if i == last {
-                        leaf_value = step.entry | flags;
-                    }
-                    if flags & !step.entry != 0
-                        && let (Some(update), Some(Some(slot))) = (updates.get_mut(i), slots.get(i))
-                    {
+                let mut updates = [None; MAX_LEVELS];
+                let pending = updates.iter_mut().zip(path.steps()).zip(slots);
+                for (i, ((update, step), slot)) in pending.enumerate() {
+                    let missing = format.flags_to_set(access, i == last) & !step.entry;
+                    if let (true, Some(slot)) = (missing != 0, slot) {
                         *update = Some(Update {
-                            slot: *slot,
-                            flags: flags & !step.entry,
+                            slot,
+                            flags: missing,
                         });
                     }
                 }
+                let leaf_value = entry | format.flags_to_set(access, true);
                 let offset = input.to_raw() & size.offset_mask();
                 let translation = Translation {
                     addr: F::Output::from_raw(page.to_raw() | offset),
