@@ -232,6 +232,15 @@ impl<S: ByteSink> Board<S> {
         self.dirty = false;
     }
 
+    /// Brings the board up to `now` before a guest access, so that a guest that polls
+    /// (APIC IRR, PIC IRR, a status register) with interrupts disabled sees timers that
+    /// expired meanwhile.
+    fn catch_up(&mut self, now: VirtualTime) {
+        if self.dirty || now.ticks() >= self.next_deadline {
+            self.refresh(now);
+        }
+    }
+
     fn interrupt_ready(&self) -> bool {
         if self.lapic.hw_enabled() {
             self.lapic.pending_vector().is_some()
@@ -358,6 +367,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn mmio_read(&mut self, addr: Gpa, size: AccessSize, now: VirtualTime) -> u64 {
+        self.catch_up(now);
         self.dirty = true;
         if let Some(base) = self.lapic.mmio_base()
             && let Some(off) = addr.offset_from(base).filter(|&o| o < lapic::MMIO_SIZE)
@@ -386,6 +396,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn mmio_write(&mut self, addr: Gpa, size: AccessSize, value: u64, now: VirtualTime) {
+        self.catch_up(now);
         self.dirty = true;
         if let Some(base) = self.lapic.mmio_base()
             && let Some(off) = addr.offset_from(base).filter(|&o| o < lapic::MMIO_SIZE)
@@ -412,6 +423,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn io_in(&mut self, port: u16, size: AccessSize, now: VirtualTime) -> u32 {
+        self.catch_up(now);
         self.dirty = true;
         match port {
             debug_exit::PORT..=0xf7 => self.debug_exit.read(port - debug_exit::PORT, size),
@@ -429,6 +441,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn io_out(&mut self, port: u16, size: AccessSize, value: u32, now: VirtualTime) {
+        self.catch_up(now);
         self.dirty = true;
         match port {
             debug_exit::PORT..=0xf7 => {
@@ -454,9 +467,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn has_interrupt(&mut self, now: VirtualTime) -> bool {
-        if self.dirty || now.ticks() >= self.next_deadline {
-            self.refresh(now);
-        }
+        self.catch_up(now);
         self.irq_pending
     }
 
@@ -479,6 +490,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn rdmsr(&mut self, msr: u32, now: VirtualTime) -> MsrAccess {
+        self.catch_up(now);
         match msr {
             MSR_APIC_BASE => MsrAccess::Done(self.lapic.apic_base()),
             MSR_TSC_DEADLINE => MsrAccess::Done(self.lapic.tsc_deadline()),
@@ -497,6 +509,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn wrmsr(&mut self, msr: u32, value: u64, now: VirtualTime) -> MsrAccess {
+        self.catch_up(now);
         self.dirty = true;
         let r = match msr {
             MSR_APIC_BASE => {
@@ -716,6 +729,17 @@ mod tests {
         assert!(b.has_interrupt(t(5000)));
         assert_eq!(b.acknowledge_interrupt(t(5000)), Some(0x40));
         assert_eq!(b.rdmsr(0x1234, t(0)), MsrAccess::NotMine);
+    }
+
+    #[test]
+    fn polling_with_interrupts_disabled_sees_expired_timers() {
+        let mut b = board();
+        b.mmio_write(Gpa::new(0xfee0_03e0), 4, 0xb, t(0));
+        b.mmio_write(Gpa::new(0xfee0_0320), 4, 0x50, t(0)); // one-shot, vector 0x50
+        b.mmio_write(Gpa::new(0xfee0_0380), 4, 100, t(0));
+        // No has_interrupt call (IF = 0): IRR bit 0x50 (IRR bits 95:64) still shows up.
+        assert_eq!(b.mmio_read(Gpa::new(0xfee0_0220), 4, t(99)), 0);
+        assert_eq!(b.mmio_read(Gpa::new(0xfee0_0220), 4, t(100)), 1 << 0x10);
     }
 
     #[test]
