@@ -19,6 +19,9 @@
 //!   guest paging-structure accesses being writes; PDPTE loads are reads).
 //! - The EPTP checks of VM entry: Vol. 3C §27.2.1.1; capabilities: IA32_VMX_EPT_VPID_CAP,
 //!   Appendix A.10.
+//!
+//! The walk indexes with guest-physical bits 47:12 (56:12 with a 5-level walk) and ignores the
+//! bits above: guest-physical addresses wider than the walk are the caller's to refuse.
 
 use core::marker::PhantomData;
 

@@ -47,6 +47,49 @@
 //!   bit is #GP at load time, SDM Vol. 3A §4.4.1) and [`Pdptes::new`] checks the VMCS guest
 //!   PDPTE fields; the [`Pae`] walk only reads them.
 //!
+//! # Example
+//!
+//! ```
+//! use nestvisor_paging::{Access, AccessKind, Memory, MemoryError, Paging4, PagingContext};
+//! use nestvisor_paging::{Privilege, translate};
+//! use x86::{Gpa, Gva};
+//!
+//! /// 32 KiB of guest-physical memory.
+//! struct Ram([u64; 4096]);
+//!
+//! impl Memory<Gpa> for Ram {
+//!     fn read_u32(&mut self, a: Gpa) -> Result<u32, MemoryError<Gpa>> {
+//!         let v = self.read_u64(Gpa::new(a.raw() & !7))?;
+//!         Ok((v >> (8 * (a.raw() & 4))) as u32)
+//!     }
+//!     fn read_u64(&mut self, a: Gpa) -> Result<u64, MemoryError<Gpa>> {
+//!         let i = usize::try_from(a.raw() / 8).map_err(|_| MemoryError { addr: a })?;
+//!         self.0.get(i).copied().ok_or(MemoryError { addr: a })
+//!     }
+//!     fn write_u32(&mut self, a: Gpa, _: u32) -> Result<(), MemoryError<Gpa>> {
+//!         Err(MemoryError { addr: a }) // 32-bit entries are not used here
+//!     }
+//!     fn write_u64(&mut self, a: Gpa, v: u64) -> Result<(), MemoryError<Gpa>> {
+//!         let i = usize::try_from(a.raw() / 8).map_err(|_| MemoryError { addr: a })?;
+//!         *self.0.get_mut(i).ok_or(MemoryError { addr: a })? = v;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // PML4 at 0x1000, PDPT at 0x2000, PD at 0x3000 mapping a 2-MiB page at 0x4000_0000.
+//! let mut ram = Ram([0; 4096]);
+//! ram.0[0x1000 / 8] = 0x2000 | 0b111; // present, writable, user
+//! ram.0[0x2000 / 8] = 0x3000 | 0b111;
+//! ram.0[0x3000 / 8] = 0x4000_0000 | 0b1000_0111; // PS = 1
+//! let ctx = PagingContext::from_registers(1 << 31, 1 << 5, 1 << 10, 0, 46, true).unwrap();
+//! let paging = Paging4::new(Gpa::new(0x1000), ctx);
+//! let write = Access::new(AccessKind::Write, Privilege::User);
+//! let t = translate(&paging, &mut ram, Gva::new(0x1234), write).unwrap();
+//! assert_eq!(t.addr, Gpa::new(0x4000_1234));
+//! assert!(t.dirty); // the write set D in the PDE, and A in all three entries
+//! assert_eq!(ram.0[0x3000 / 8], 0x4000_0000 | 0b1110_0111);
+//! ```
+//!
 //! Not implemented, and refused rather than ignored: protection keys (CR4.PKE/PKS) and
 //! shadow-stack accesses (CR4.CET), see [`PagingContext::from_registers`]; EPT supervisor
 //! shadow-stack control (EPTP bit 7), sub-page permissions, HLAT and advanced EPT-violation
