@@ -157,9 +157,10 @@ macro_rules! shift {
     }};
 }
 
-/// The D0/D1 forms: `op dst, 1`.
-macro_rules! binary_imm1 {
-    ($insn:literal, $w:expr, $a:expr, $fin:expr) => {{
+/// An instruction with an immediate operand, `op dst, imm`: the 80/81/83 forms of the ALU
+/// operations, C0/C1 (shift count) and D0/D1 (count 1).
+macro_rules! with_imm {
+    ($insn:literal, $imm:literal, $w:expr, $a:expr, $fin:expr) => {{
         let (a, fin): (u64, u64) = ($a, $fin);
         let flags: u64;
         let r: u64;
@@ -168,7 +169,7 @@ macro_rules! binary_imm1 {
                 let mut x = a as u8;
                 // SAFETY: register-only arithmetic; POPFQ loads status flags with IF, TF clear.
                 unsafe {
-                    asm!("push {fin}", "popfq", concat!($insn, " {x}, 1"), "pushfq", "pop {f}",
+                    asm!("push {fin}", "popfq", concat!($insn, " {x}, ", $imm), "pushfq", "pop {f}",
                          x = inout(reg_byte) x, fin = in(reg) fin, f = lateout(reg) flags)
                 };
                 r = u64::from(x);
@@ -177,7 +178,7 @@ macro_rules! binary_imm1 {
                 let mut x = a as u16;
                 // SAFETY: as above.
                 unsafe {
-                    asm!("push {fin}", "popfq", concat!($insn, " {x:x}, 1"), "pushfq", "pop {f}",
+                    asm!("push {fin}", "popfq", concat!($insn, " {x:x}, ", $imm), "pushfq", "pop {f}",
                          x = inout(reg) x, fin = in(reg) fin, f = lateout(reg) flags)
                 };
                 r = u64::from(x);
@@ -186,7 +187,7 @@ macro_rules! binary_imm1 {
                 let mut x = a as u32;
                 // SAFETY: as above.
                 unsafe {
-                    asm!("push {fin}", "popfq", concat!($insn, " {x:e}, 1"), "pushfq", "pop {f}",
+                    asm!("push {fin}", "popfq", concat!($insn, " {x:e}, ", $imm), "pushfq", "pop {f}",
                          x = inout(reg) x, fin = in(reg) fin, f = lateout(reg) flags)
                 };
                 r = u64::from(x);
@@ -195,7 +196,7 @@ macro_rules! binary_imm1 {
                 let mut x = a;
                 // SAFETY: as above.
                 unsafe {
-                    asm!("push {fin}", "popfq", concat!($insn, " {x:r}, 1"), "pushfq", "pop {f}",
+                    asm!("push {fin}", "popfq", concat!($insn, " {x:r}, ", $imm), "pushfq", "pop {f}",
                          x = inout(reg) x, fin = in(reg) fin, f = lateout(reg) flags)
                 };
                 r = x;
@@ -274,9 +275,87 @@ pub fn unary(op: Un, width: u32, a: u64, fin: u64) -> (u64, u64) {
         Un::Not => unary!("not", width, a, fin),
         Un::Inc => unary!("inc", width, a, fin),
         Un::Dec => unary!("dec", width, a, fin),
-        Un::Shl1 => binary_imm1!("shl", width, a, fin),
-        Un::Sar1 => binary_imm1!("sar", width, a, fin),
+        Un::Shl1 => with_imm!("shl", "1", width, a, fin),
+        Un::Sar1 => with_imm!("sar", "1", width, a, fin),
         Un::Bswap => unary!("bswap", width.max(32), a, fin),
+    }
+}
+
+/// Instructions with an immediate operand: the immediate is part of the encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imm {
+    /// ADD r/m, 0x7F (83 /0 ib for 16/32/64 bits, 80 /0 ib for 8).
+    AddPositive8,
+    /// ADD r/m, -128: imm8 sign-extended to the operand size.
+    AddNegative8,
+    /// CMP r/m, -1.
+    CmpMinusOne,
+    /// AND r/m, -2.
+    AndMinusTwo,
+    /// SUB r/m, -0x1234 (81 /5 iw/id; sign-extended to 64 bits): 16 bits and wider.
+    SubNegative32,
+    /// XOR r/m, 0x5A5A (81 /6): 16 bits and wider.
+    XorPositive32,
+    /// SHL r/m, 5 (C0/C1 /4 ib).
+    Shl5,
+    /// SAR r/m, 31.
+    Sar31,
+    /// ROL r/m, 9.
+    Rol9,
+    /// RCR r/m, 3.
+    Rcr3,
+}
+
+impl Imm {
+    /// Every form.
+    pub const ALL: [Imm; 10] = [
+        Imm::AddPositive8,
+        Imm::AddNegative8,
+        Imm::CmpMinusOne,
+        Imm::AndMinusTwo,
+        Imm::SubNegative32,
+        Imm::XorPositive32,
+        Imm::Shl5,
+        Imm::Sar31,
+        Imm::Rol9,
+        Imm::Rcr3,
+    ];
+
+    /// The immediate as the instruction states it (before sign extension).
+    pub fn value(self) -> i64 {
+        match self {
+            Imm::AddPositive8 => 0x7F,
+            Imm::AddNegative8 => -128,
+            Imm::CmpMinusOne => -1,
+            Imm::AndMinusTwo => -2,
+            Imm::SubNegative32 => -0x1234,
+            Imm::XorPositive32 => 0x5A5A,
+            Imm::Shl5 => 5,
+            Imm::Sar31 => 31,
+            Imm::Rol9 => 9,
+            Imm::Rcr3 => 3,
+        }
+    }
+
+    /// Whether the form needs an operand of at least 16 bits (its immediate does not fit 8).
+    pub fn wide_only(self) -> bool {
+        matches!(self, Imm::SubNegative32 | Imm::XorPositive32)
+    }
+}
+
+/// `op a, imm` of `width` bits with RFLAGS = `fin` before: (result, RFLAGS after).
+pub fn immediate(form: Imm, width: u32, a: u64, fin: u64) -> (u64, u64) {
+    match form {
+        Imm::AddPositive8 => with_imm!("add", "0x7f", width, a, fin),
+        Imm::AddNegative8 => with_imm!("add", "-128", width, a, fin),
+        Imm::CmpMinusOne => with_imm!("cmp", "-1", width, a, fin),
+        Imm::AndMinusTwo => with_imm!("and", "-2", width, a, fin),
+        Imm::SubNegative32 => with_imm!("sub", "-0x1234", width.max(16), a, fin),
+        Imm::XorPositive32 => with_imm!("xor", "0x5a5a", width.max(16), a, fin),
+        Imm::Shl5 => with_imm!("shl", "5", width, a, fin),
+        Imm::Sar31 => with_imm!("sar", "31", width, a, fin),
+        Imm::Rol9 => with_imm!("rol", "9", width, a, fin),
+        Imm::Rcr3 => with_imm!("rcr", "3", width, a, fin),
     }
 }
 

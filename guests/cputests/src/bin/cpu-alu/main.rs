@@ -20,7 +20,7 @@ mod reference;
 
 use cputests::out;
 use cputests::report::{Fnv, Report};
-use insn::{Atomic, Bin, Division, Sh, Str, Un};
+use insn::{Atomic, Bin, Division, Imm, Sh, Str, Un};
 use reference::{CF, OF, Outcome, PF, SF, STATUS, ZF, mask, sext};
 use rt::BootInfo;
 
@@ -243,6 +243,62 @@ fn one_operand(report: &mut Report) {
             );
         }
         fam.finish(report);
+    }
+}
+
+/// The immediate forms: the immediate is sign-extended to the operand size (SDM Vol. 2A §2.2.1.5
+/// and each instruction's opcode table: "imm8 sign-extended", "imm32 sign-extended to 64 bits").
+fn immediates(report: &mut Report) {
+    let ops = operands();
+    for form in Imm::ALL {
+        let name = match form {
+            Imm::AddPositive8 => "add-imm(0x7f)",
+            Imm::AddNegative8 => "add-imm(-128)",
+            Imm::CmpMinusOne => "cmp-imm(-1)",
+            Imm::AndMinusTwo => "and-imm(-2)",
+            Imm::SubNegative32 => "sub-imm(-0x1234)",
+            Imm::XorPositive32 => "xor-imm(0x5a5a)",
+            Imm::Shl5 => "shl-imm(5)",
+            Imm::Sar31 => "sar-imm(31)",
+            Imm::Rol9 => "rol-imm(9)",
+            Imm::Rcr3 => "rcr-imm(3)",
+        };
+        for width in WIDTHS {
+            if form.wide_only() && width == 8 {
+                continue;
+            }
+            let mut fam = Family::new(name, width);
+            let imm = form.value() as u64 & mask(width);
+            let count = form.value() as u8;
+            for &a in &ops {
+                for fin in FLAGS_IN {
+                    let a = a & mask(width);
+                    let want = match form {
+                        Imm::AddPositive8 | Imm::AddNegative8 => {
+                            reference::add(width, a, imm, false, fin)
+                        }
+                        Imm::CmpMinusOne => Outcome {
+                            result: a,
+                            ..reference::sub(width, a, imm, false, fin)
+                        },
+                        Imm::AndMinusTwo => reference::logic(width, a & imm, fin),
+                        Imm::SubNegative32 => reference::sub(width, a, imm, false, fin),
+                        Imm::XorPositive32 => reference::logic(width, a ^ imm, fin),
+                        Imm::Shl5 => reference::shift(width, 'l', a, count, fin),
+                        Imm::Sar31 => reference::shift(width, 'a', a, count, fin),
+                        Imm::Rol9 => reference::rotate(width, "rol", a, count, fin),
+                        Imm::Rcr3 => reference::rotate(width, "rcr", a, count, fin),
+                    };
+                    fam.case(
+                        report,
+                        [a, imm, fin],
+                        insn::immediate(form, width, a, fin),
+                        want,
+                    );
+                }
+            }
+            fam.finish(report);
+        }
     }
 }
 
@@ -806,6 +862,7 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     golden(&mut report);
     arithmetic(&mut report);
     one_operand(&mut report);
+    immediates(&mut report);
     shifts(&mut report);
     multiply(&mut report);
     divide(&mut report);

@@ -25,6 +25,13 @@ exc_ud_at:
     ud2
     ret
 
+    // PUSH ES (opcode 06) is invalid in 64-bit mode.
+    .global exc_push_es, exc_push_es_at
+exc_push_es:
+exc_push_es_at:
+    .byte 0x06
+    ret
+
     .global exc_bp, exc_bp_at
 exc_bp:
 exc_bp_at:
@@ -122,6 +129,8 @@ unsafe extern "C" {
     pub static exc_de_at: u8;
     pub fn exc_ud(arg: u64);
     pub static exc_ud_at: u8;
+    pub fn exc_push_es(arg: u64);
+    pub static exc_push_es_at: u8;
     pub fn exc_bp(arg: u64);
     pub static exc_bp_at: u8;
     pub fn exc_int80(arg: u64);

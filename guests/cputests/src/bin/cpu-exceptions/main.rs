@@ -209,6 +209,14 @@ fn ring0(report: &mut Report) {
     );
     run(report, "divide-by-zero", exc_de, 0, fault(0, 0, de));
     run(report, "ud2", exc_ud, 0, fault(6, 0, ud));
+    // An opcode that 64-bit mode removed (SDM Vol. 2A Appendix A, "i64").
+    run(
+        report,
+        "push-es-in-64-bit-mode",
+        exc_push_es,
+        0,
+        fault(6, 0, &raw const exc_push_es_at),
+    );
     // INT3 is a trap: the saved RIP is the next instruction; its gate uses IST2.
     let breakpoint = Expect {
         rip: Some((addr(bp), 1)),
@@ -236,6 +244,8 @@ fn ring0(report: &mut Report) {
         0x8000_0000_0000_0000,
         fault(13, 0, read),
     );
+    // (Through RSP or RBP the same address is a stack reference and raises #SS(0) instead,
+    // §7.15 Interrupt 12; QEMU 7.2 TCG raises #GP(0), so that case is left out.)
     // A selector beyond the GDT limit: #GP(selector) (§3.4.3, §7.15 Interrupt 13).
     run(
         report,

@@ -1,5 +1,5 @@
-//! The one instruction cpu-paging needs that neither Rust nor the runtime wraps: INVPCID. The
-//! only file of this program with inline assembly.
+//! The instructions cpu-paging needs that neither Rust nor the runtime wraps: INVPCID, STAC
+//! and CLAC. The only file of this program with inline assembly.
 
 use core::arch::asm;
 
@@ -13,4 +13,17 @@ pub fn invpcid_address(pcid: u64, va: u64) {
         asm!("invpcid {t}, [{d}]", t = in(reg) 0u64, d = in(reg) &raw const descriptor,
              options(nostack, preserves_flags))
     };
+}
+
+/// STAC: sets RFLAGS.AC, allowing supervisor accesses to user pages under SMAP (SDM Vol. 2B
+/// "STAC").
+pub fn stac() {
+    // SAFETY: changes only RFLAGS.AC.
+    unsafe { asm!("stac", options(nomem, nostack)) };
+}
+
+/// CLAC: clears RFLAGS.AC.
+pub fn clac() {
+    // SAFETY: changes only RFLAGS.AC.
+    unsafe { asm!("clac", options(nomem, nostack)) };
 }

@@ -7,6 +7,8 @@
 //!   frames they name, and the processor sets the accessed flag in every entry of the walk and
 //!   the dirty flag in the leaf on a write (never in a non-leaf entry).
 //! - CR0.WP: a ring-0 write to a read-only page faults with WP = 1 and succeeds with WP = 0.
+//! - SMEP and SMAP (§5.6.1), when CPUID.07H:EBX reports them: a ring-0 call into a user page
+//!   faults with CR4.SMEP; a ring-0 read of a user page faults with CR4.SMAP unless RFLAGS.AC.
 //! - TLB: after a translation is cached, rewriting its PTE without INVLPG leaves the old
 //!   translation in use (reading the old frame), and INVLPG makes the new one visible; with
 //!   CR4.PGE a CR3 load drops a non-global translation and toggling CR4.PGE drops a global one.
@@ -25,7 +27,7 @@ mod asm;
 
 use cputests::out;
 use cputests::paging::{
-    self, A, ADDR_MASK, AddressSpace, D, G, PS, RW, SIZE_1G, SIZE_2M, SIZE_4K, virt,
+    self, A, ADDR_MASK, AddressSpace, D, G, PS, RW, SIZE_1G, SIZE_2M, SIZE_4K, US, virt,
 };
 use cputests::report::Report;
 use cputests::trap;
@@ -40,6 +42,8 @@ const GLOBAL: u64 = BASE + 0x5000;
 const NOT_GLOBAL: u64 = BASE + 0x6000;
 const STALE: u64 = BASE + 0x7000;
 const PCID_PAGE: u64 = BASE + 0x8000;
+const USER_DATA: u64 = BASE + 0x9000;
+const USER_CODE: u64 = BASE + 0xA000;
 const PAGE_2M: u64 = BASE + 0x20_0000;
 const PAGE_1G: u64 = BASE + 0x4000_0000;
 
@@ -47,6 +51,10 @@ const PAGE_1G: u64 = BASE + 0x4000_0000;
 const CR0_WP: u64 = 1 << 16;
 /// CR4.PGE: global pages.
 const CR4_PGE: u64 = 1 << 7;
+/// CR4.SMEP: no supervisor instruction fetches from user pages.
+const CR4_SMEP: u64 = 1 << 20;
+/// CR4.SMAP: no supervisor data accesses to user pages unless RFLAGS.AC = 1.
+const CR4_SMAP: u64 = 1 << 21;
 /// CR4.PCIDE: process-context identifiers.
 const CR4_PCIDE: u64 = 1 << 17;
 /// CR3 bit 63 with CR4.PCIDE = 1: keep the PCID's translations.
@@ -197,6 +205,97 @@ fn page_sizes(report: &mut Report, space: &AddressSpace) {
 
 extern "C" fn write_probe(va: u64) {
     write(va, 0x5757);
+}
+
+extern "C" fn read_probe(va: u64) {
+    core::hint::black_box(read(va));
+}
+
+extern "C" fn call_probe(va: u64) {
+    // SAFETY: `va` holds a RET (or the fetch faults and the probe catches it).
+    let f: extern "C" fn() = unsafe { core::mem::transmute(va as usize) };
+    f();
+}
+
+/// A probe's outcome as printed: `ok`, or the vector and error code.
+fn outcome(t: Option<trap::Trap>) -> u64 {
+    t.map_or(0, |t| (t.vector << 8) | t.error)
+}
+
+/// SMEP and SMAP (SDM Vol. 3A §5.6.1): with CR4.SMEP a supervisor fetch from a user page faults
+/// (error code P | I/D); with CR4.SMAP a supervisor read of a user page faults (P) unless
+/// RFLAGS.AC = 1.
+fn smep_smap(report: &mut Report, space: &AddressSpace) {
+    let ebx = rt::arch::cpuid(7, 0).ebx;
+    let (smep, smap) = (ebx & (1 << 7) != 0, ebx & (1 << 20) != 0);
+    out!(
+        report,
+        "smep/smap: cpuid smep={} smap={}",
+        u8::from(smep),
+        u8::from(smap)
+    );
+    space.map(USER_DATA, frame_with(0x5A5A), SIZE_4K, RW | US);
+    space.map(USER_CODE, frame_with(0xC3), SIZE_4K, US);
+    let cr4 = read_cr4();
+    if smep {
+        // SAFETY: the page holds a RET.
+        let off = unsafe { trap::probe(call_probe, USER_CODE) };
+        // SAFETY: SMEP only restricts fetches; the program never runs user pages at ring 0
+        // except in the probe below.
+        unsafe { write_cr4(cr4 | CR4_SMEP) };
+        // SAFETY: the fetch faults and the probe catches it.
+        let on = unsafe { trap::probe(call_probe, USER_CODE) };
+        // SAFETY: restores CR4.
+        unsafe { write_cr4(cr4) };
+        out!(
+            report,
+            "smep: cr4.smep=0 call={:#x} cr4.smep=1 call={:#x}",
+            outcome(off),
+            outcome(on)
+        );
+        report.expect_eq(
+            format_args!("smep off: supervisor call into a user page"),
+            outcome(off),
+            0,
+        );
+        report.expect_eq(
+            format_args!("smep on: supervisor call into a user page"),
+            outcome(on),
+            (14 << 8) | 0x11,
+        );
+    }
+    if smap {
+        // SAFETY: SMAP only restricts supervisor accesses to user pages, which the program
+        // makes only in the probes below.
+        unsafe { write_cr4(cr4 | CR4_SMAP) };
+        asm::clac();
+        // SAFETY: the read faults and the probe catches it.
+        let denied = unsafe { trap::probe(read_probe, USER_DATA) };
+        asm::stac();
+        // SAFETY: a read of a mapped page.
+        let allowed = unsafe { trap::probe(read_probe, USER_DATA) };
+        let value = read(USER_DATA);
+        asm::clac();
+        // SAFETY: restores CR4.
+        unsafe { write_cr4(cr4) };
+        out!(
+            report,
+            "smap: ac=0 read={:#x} ac=1 read={:#x} value={value:#x}",
+            outcome(denied),
+            outcome(allowed)
+        );
+        report.expect_eq(
+            format_args!("smap, AC=0: supervisor read of a user page"),
+            outcome(denied),
+            (14 << 8) | 0x1,
+        );
+        report.expect_eq(
+            format_args!("smap, AC=1: supervisor read of a user page"),
+            outcome(allowed),
+            0,
+        );
+        report.expect_eq(format_args!("smap, AC=1: value"), value, 0x5A5A);
+    }
 }
 
 fn write_protect(report: &mut Report, space: &AddressSpace) {
@@ -406,6 +505,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     unsafe { space.load(0, false) };
     page_sizes(&mut report, &space);
     write_protect(&mut report, &space);
+    smep_smap(&mut report, &space);
     stale_translations(&mut report, &space);
     global_pages(&mut report, &space, strict == 1);
     if want_pcid == 1 {
