@@ -20,7 +20,14 @@
 //!   tables hold: cycles, all-ones entries and tables outside memory end in a fault or an
 //!   error, never a loop or a panic). It returns a [`Walked`]: the [`Translation`] and the flag
 //!   updates it needs, written by [`Walked::commit`] only when the whole access succeeds
-//!   (SDM Vol. 3A §4.8). [`translate`] is walk-and-commit over plain memory.
+//!   (SDM Vol. 3A §4.8), each as a read-modify-write of the entry's current value: the walker
+//!   never writes anything but accessed and dirty flags. [`translate`] is walk-and-commit over
+//!   plain memory.
+//! - **Precedence.** The walk stops at the first not-present entry or reserved-bit violation,
+//!   top level first; rights are checked only once a page is found. So not-present and
+//!   reserved-bit faults win over rights violations (in the SDM's words, P = 0 and RSVD = 1
+//!   mean there is no translation, §4.7), and EPT misconfigurations and not-present entries
+//!   win over EPT rights violations (Vol. 3C §29.3.3).
 //! - **Memory.** Tables are read through [`Memory`] (`read_u32`/`read_u64`/`write_u32`/
 //!   `write_u64` at a typed address, each a `Result`), or more generally [`TableMemory`], which
 //!   lets the two-dimensional walk reach guest tables through EPT.
@@ -46,6 +53,15 @@
 //! - **PAE.** The four PDPTEs are registers: [`load_pdptes`] reads and checks them (a reserved
 //!   bit is #GP at load time, SDM Vol. 3A §4.4.1) and [`Pdptes::new`] checks the VMCS guest
 //!   PDPTE fields; the [`Pae`] walk only reads them.
+//!
+//! # Tests
+//!
+//! Unit tests per format use hand-built tables for each fault kind and rule. Property tests
+//! (`tests/`) compare every format, and the two-dimensional walk, with a naive reference written
+//! separately from the SDM's tables (`tests/common/reference.rs`) on thousands of random tables,
+//! accesses and contexts each, including the accessed/dirty side effects; `tests/malformed.rs`
+//! feeds random bytes and checks that nothing panics, walks stay bounded and only A/D bits
+//! change.
 //!
 //! # Example
 //!
