@@ -25,7 +25,6 @@ struct Frames {
     /// Reference counts, indexed by frame number, reached through the physical window.
     refcounts_pa: u64,
     frame_count: u64,
-    free_frames: u64,
 }
 
 static FRAMES: Global<Frames> = Global::new(Frames {
@@ -36,7 +35,6 @@ static FRAMES: Global<Frames> = Global::new(Frames {
     free_head: 0,
     refcounts_pa: 0,
     frame_count: 0,
-    free_frames: 0,
 });
 
 /// Removes `[start, end)` from the piece list.
@@ -100,10 +98,6 @@ pub fn init(boot: &BootInfo) -> u64 {
     assert!(count > 0, "no usable memory in the multiboot memory map");
     f.piece_count = count;
     f.frame_count = top / PAGE_SIZE;
-    f.free_frames = f.pieces[..count]
-        .iter()
-        .map(|(s, e)| (e - s) / PAGE_SIZE)
-        .sum();
 
     // The reference counts take the first frames of the first piece large enough.
     let bytes = page_align_up(f.frame_count * 2).unwrap_or(u64::MAX);
@@ -113,7 +107,6 @@ pub fn init(boot: &BootInfo) -> u64 {
     let start = f.pieces[i].0;
     f.refcounts_pa = start;
     f.pieces[i].0 += bytes;
-    f.free_frames -= bytes / PAGE_SIZE;
     // SAFETY: the range is usable RAM taken out of the allocator, below the early 1-GiB window
     // (the map is sorted and the counts are small), and nobody else refers to it.
     unsafe { core::ptr::write_bytes(phys_to_virt(start), 0, bytes as usize) };
@@ -128,7 +121,6 @@ impl Frames {
             let pa = self.free_head;
             // SAFETY: a free frame holds the address of the next one in its first word.
             self.free_head = unsafe { phys_to_virt(pa).cast::<u64>().read() };
-            self.free_frames -= 1;
             return Some(pa);
         }
         while self.cursor < self.piece_count {
@@ -136,7 +128,6 @@ impl Frames {
             if self.bump < end {
                 let pa = self.bump;
                 self.bump += PAGE_SIZE;
-                self.free_frames -= 1;
                 return Some(pa);
             }
             self.cursor += 1;
@@ -198,6 +189,5 @@ pub fn release(pa: u64) {
         // SAFETY: the last reference is gone; the frame is ours to link into the free list.
         unsafe { phys_to_virt(pa).cast::<u64>().write(f.free_head) };
         f.free_head = pa;
-        f.free_frames += 1;
     }
 }
