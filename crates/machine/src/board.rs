@@ -78,6 +78,21 @@ pub enum BoardStop {
     Unimplemented(String),
 }
 
+/// What the board has seen (counters for measurement, never consulted by the model).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BoardCounters {
+    /// Port reads and writes.
+    pub port_io: u64,
+    /// MMIO reads and writes (non-RAM physical accesses).
+    pub mmio: u64,
+    /// RDMSR/WRMSR of board MSRs.
+    pub msr: u64,
+    /// Interrupts acknowledged from the local APIC.
+    pub apic_interrupts: u64,
+    /// Interrupts acknowledged from the 8259 (ExtINT or direct).
+    pub pic_interrupts: u64,
+}
+
 /// The devices and RAM of the board. `S` receives COM1's output.
 #[derive(Debug)]
 pub struct Board<S> {
@@ -101,6 +116,7 @@ pub struct Board<S> {
     next_deadline: u64,
     /// Whether an interrupt was pending at the last evaluation.
     irq_pending: bool,
+    counters: BoardCounters,
 }
 
 /// Device time (nanoseconds) at virtual time `now`.
@@ -138,12 +154,18 @@ impl<S: ByteSink> Board<S> {
             dirty: true,
             next_deadline: 0,
             irq_pending: false,
+            counters: BoardCounters::default(),
         })
     }
 
     /// RAM size in bytes.
     pub fn ram_size(&self) -> u64 {
         self.ram.len() as u64
+    }
+
+    /// What the board has seen so far.
+    pub fn counters(&self) -> BoardCounters {
+        self.counters
     }
 
     /// Why the board wants the run to stop, if it does.
@@ -367,6 +389,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn mmio_read(&mut self, addr: Gpa, size: AccessSize, now: VirtualTime) -> u64 {
+        self.counters.mmio += 1;
         self.catch_up(now);
         self.dirty = true;
         if let Some(base) = self.lapic.mmio_base()
@@ -396,6 +419,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn mmio_write(&mut self, addr: Gpa, size: AccessSize, value: u64, now: VirtualTime) {
+        self.counters.mmio += 1;
         self.catch_up(now);
         self.dirty = true;
         if let Some(base) = self.lapic.mmio_base()
@@ -423,6 +447,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn io_in(&mut self, port: u16, size: AccessSize, now: VirtualTime) -> u32 {
+        self.counters.port_io += 1;
         self.catch_up(now);
         self.dirty = true;
         match port {
@@ -441,6 +466,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn io_out(&mut self, port: u16, size: AccessSize, value: u32, now: VirtualTime) {
+        self.counters.port_io += 1;
         self.catch_up(now);
         self.dirty = true;
         match port {
@@ -474,22 +500,24 @@ impl<S: ByteSink> Bus for Board<S> {
     fn acknowledge_interrupt(&mut self, now: VirtualTime) -> Option<u8> {
         self.refresh(now);
         self.dirty = true;
-        if self.lapic.hw_enabled() {
-            if self.lapic.accepts_extint() && self.pic.output() {
-                Some(self.pic.acknowledge())
-            } else if self.lapic.pending_vector().is_some() {
-                Some(self.lapic.acknowledge())
-            } else {
-                None
-            }
-        } else if self.pic.output() {
+        let from_pic = if self.lapic.hw_enabled() {
+            self.lapic.accepts_extint()
+        } else {
+            true
+        };
+        if from_pic && self.pic.output() {
+            self.counters.pic_interrupts += 1;
             Some(self.pic.acknowledge())
+        } else if self.lapic.pending_vector().is_some() {
+            self.counters.apic_interrupts += 1;
+            Some(self.lapic.acknowledge())
         } else {
             None
         }
     }
 
     fn rdmsr(&mut self, msr: u32, now: VirtualTime) -> MsrAccess {
+        self.counters.msr += 1;
         self.catch_up(now);
         match msr {
             MSR_APIC_BASE => MsrAccess::Done(self.lapic.apic_base()),
@@ -509,6 +537,7 @@ impl<S: ByteSink> Bus for Board<S> {
     }
 
     fn wrmsr(&mut self, msr: u32, value: u64, now: VirtualTime) -> MsrAccess {
+        self.counters.msr += 1;
         self.catch_up(now);
         self.dirty = true;
         let r = match msr {
@@ -707,6 +736,8 @@ mod tests {
         let next = b.next_timer_event(t(1)).unwrap();
         assert!(b.has_interrupt(next));
         assert_eq!(b.acknowledge_interrupt(next), Some(0x31));
+        assert_eq!(b.counters().apic_interrupts, 1);
+        assert_eq!(b.counters().pic_interrupts, 0);
         b.mmio_write(Gpa::new(0xfee0_00b0), 4, 0, next); // EOI
         assert!(!b.has_interrupt(next));
     }

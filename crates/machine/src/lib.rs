@@ -11,7 +11,7 @@ pub mod board;
 pub mod multiboot;
 pub mod run;
 
-pub use board::{Board, BoardStop};
+pub use board::{Board, BoardCounters, BoardStop};
 pub use multiboot::{LoadError, Loaded, Module};
 pub use run::{Ending, Machine};
 

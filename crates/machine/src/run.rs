@@ -73,6 +73,8 @@ impl core::fmt::Display for Ending {
 pub struct Machine<S> {
     cpu: Cpu,
     board: Board<S>,
+    /// Times virtual time skipped ahead while the CPU was halted.
+    idle_skips: u64,
 }
 
 impl<S: ByteSink> Machine<S> {
@@ -81,6 +83,7 @@ impl<S: ByteSink> Machine<S> {
         Ok(Self {
             cpu: Cpu::new(),
             board: Board::new(ram_size, console)?,
+            idle_skips: 0,
         })
     }
 
@@ -111,6 +114,11 @@ impl<S: ByteSink> Machine<S> {
     /// The CPU, mutably (to set up a state other than multiboot's).
     pub fn cpu_mut(&mut self) -> &mut Cpu {
         &mut self.cpu
+    }
+
+    /// How many times virtual time skipped ahead to a timer while the CPU was halted.
+    pub fn idle_skips(&self) -> u64 {
+        self.idle_skips
     }
 
     /// The board.
@@ -179,6 +187,7 @@ impl<S: ByteSink> Machine<S> {
                             if fruitless < FRUITLESS_WAKES && self.board.timer_can_wake(now) =>
                         {
                             fruitless += 1;
+                            self.idle_skips += 1;
                             self.cpu
                                 .skip_idle_ticks(t.ticks().saturating_sub(now.ticks()).max(1));
                         }
