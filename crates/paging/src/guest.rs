@@ -31,9 +31,9 @@ pub struct PagingContext {
     pub nxe: bool,
     /// EFLAGS.AC: lets explicit supervisor accesses reach user pages under SMAP.
     pub ac: bool,
-    /// The physical-address width (CPUID.80000008H:EAX[7:0]), at most 52.
+    /// The physical-address width (`CPUID.80000008H:EAX[7:0]`), at most 52.
     pub maxphyaddr: u8,
-    /// Whether 1-GiB pages are supported (CPUID.80000001H:EDX.Page1GB[bit 26]).
+    /// Whether 1-GiB pages are supported (`CPUID.80000001H:EDX[26]`, Page1GB).
     pub gb_pages: bool,
 }
 

@@ -142,5 +142,5 @@ pub use nested::{EptSlot, EptStage, EptTables, NestedFault, NestedTranslation, t
 pub use pae::{Pae, PdpteLoadError, Pdptes, ReservedPdpte, load_pdptes};
 pub use walk::{
     Decoded, Level, MAX_LEVELS, PageSize, PagingFormat, Path, Rights, Root, Step, TranslateResult,
-    Translation, WalkError, WalkResult, Walked, translate, walk,
+    Translation, TranslationOf, WalkError, WalkResult, Walked, translate, walk,
 };

@@ -213,7 +213,7 @@ impl<P: Copy> Path<P> {
 
 /// A successful translation into the address space `P`, with rights `R` and leaf attributes
 /// `A`. Every guest-paging format yields a [`GuestTranslation`](crate::GuestTranslation), EPT
-/// an [`EptTranslation`](crate::EptTranslation); [`TranslationOf`] names it from a format.
+/// an [`EptTranslation`](crate::EptTranslation); [`TranslationOf`](crate::TranslationOf) names it from a format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation<P, R, A> {
     /// The translated address of the accessed byte.
