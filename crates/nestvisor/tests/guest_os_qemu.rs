@@ -50,17 +50,22 @@ fn runners() -> Vec<(&'static str, Runner)> {
     vec![("qemu", run_qemu), ("nestvisor", run_nestvisor)]
 }
 
-/// The guest-os image as a file (QEMU needs a path).
+/// The guest-os image as a file (QEMU needs a path), named after its content so that
+/// concurrent test processes share it and stale copies are never reused.
 fn image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("guest-os-{}.elf", std::process::id()));
-        std::fs::write(
-            &path,
-            images::by_name("guest-os").expect("guest-os is embedded"),
-        )
-        .unwrap();
+        let bytes = images::by_name("guest-os").expect("guest-os is embedded");
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join(format!("guest-os-{hash:016x}.elf"));
+        if !path.exists() {
+            let partial = dir.join(format!("guest-os-{hash:016x}.{}.part", std::process::id()));
+            std::fs::write(&partial, bytes).unwrap();
+            std::fs::rename(&partial, &path).unwrap();
+        }
         path
     })
 }
