@@ -20,7 +20,7 @@ const PROGRAMS: &[(&str, u32)] = &[
     ("cpu-alu", 188),
     ("cpu-exceptions", 99),
     ("cpu-paging", 30),
-    ("cpu-modes", 38),
+    ("cpu-modes", 46),
 ];
 
 /// Process status of a run that wrote 0 (all checks passed) to the debug-exit port.
@@ -28,10 +28,11 @@ const STATUS_PASS: i32 = 1;
 /// Process status for debug-exit value 2 (a command line the program cannot use).
 const STATUS_USAGE: i32 = 5;
 
-/// QEMU's CPU: qemu64 plus the features nestvisor's CPUID also reports and the programs look
-/// for (1-GiB pages, RDTSCP, SMEP, SMAP). QEMU 7.2 TCG has no PCID, so the PCID part of cpu-paging runs
+/// QEMU's CPU: qemu64 as an Intel processor (SYSENTER in 64-bit mode is Intel's) with the
+/// features nestvisor's CPUID also reports and the programs look for (1-GiB pages, RDTSCP,
+/// SMEP, SMAP). QEMU 7.2 TCG has no PCID, so the PCID part of cpu-paging runs
 /// only on request (`pcid=1`).
-const QEMU_CPU: &str = "qemu64,+pdpe1gb,+rdtscp,+smep,+smap";
+const QEMU_CPU: &str = "qemu64,vendor=GenuineIntel,+pdpe1gb,+rdtscp,+smep,+smap";
 const MEM_MIB: u32 = 128;
 const TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -1,8 +1,9 @@
 //! The descriptor tables (SDM Vol. 3A §3.4.5 segment descriptors, §7.14.1 64-bit IDT gates,
 //! §9.7 "Task Management in 64-bit Mode"): flat 64-bit code and data segments for rings 0 and
 //! 3 laid out as SYSCALL and SYSRET expect (§6.8.8: SYSCALL loads CS from STAR[47:32] and SS =
-//! CS + 8; 64-bit SYSRET loads CS from STAR[63:48] + 16 and SS from STAR[63:48] + 8), a 64-bit
-//! TSS with RSP0 and IST stacks (§7.14.5), and an IDT with interrupt gates for vectors 0–31
+//! CS + 8; 64-bit SYSRET loads CS from STAR[63:48] + 16 and SS from STAR[63:48] + 8) and as
+//! SYSENTER and 64-bit SYSEXIT expect (Vol. 2B "SYSENTER", "SYSEXIT": CS and SS at
+//! IA32_SYSENTER_CS and + 8, back at + 32 and + 40), a 64-bit TSS with RSP0 and IST stacks (§7.14.5), and an IDT with interrupt gates for vectors 0–31
 //! and a DPL-3 gate for [`crate::arch::SYSCALL_GATE`].
 
 use crate::arch;
@@ -15,7 +16,13 @@ pub const KERNEL_DS: u16 = 0x10;
 pub const USER_DS: u16 = 0x18 | 3;
 /// Ring-3 64-bit code selector (GDT index 4, RPL 3).
 pub const USER_CS: u16 = 0x20 | 3;
-const TSS_SEL: u16 = 0x28;
+/// Ring-3 64-bit code selector of 64-bit SYSEXIT: IA32_SYSENTER_CS (= KERNEL_CS) + 32, RPL 3.
+pub const SYSEXIT_CS: u16 = 0x28 | 3;
+/// Ring-3 data selector of 64-bit SYSEXIT: IA32_SYSENTER_CS + 40, RPL 3.
+pub const SYSEXIT_SS: u16 = 0x30 | 3;
+const TSS_SEL: u16 = 0x38;
+/// Descriptors in the GDT (the TSS takes two).
+const GDT_ENTRIES: usize = 9;
 /// The selector base SYSRET adds to (STAR[63:48]): CS = base + 16, SS = base + 8.
 pub const SYSRET_BASE: u16 = 0x10;
 
@@ -66,7 +73,7 @@ struct Stack([u8; STACK_SIZE]);
 /// Tables and stacks: written by [`init`] and by the setters below, on one CPU with interrupts
 /// masked.
 struct Tables {
-    gdt: UnsafeCell<[u64; 7]>,
+    gdt: UnsafeCell<[u64; GDT_ENTRIES]>,
     tss: UnsafeCell<Tss>,
     idt: UnsafeCell<[[u64; 2]; 256]>,
     stacks: UnsafeCell<[Stack; 1 + IST_COUNT]>,
@@ -76,7 +83,7 @@ struct Tables {
 unsafe impl Sync for Tables {}
 
 static TABLES: Tables = Tables {
-    gdt: UnsafeCell::new([0; 7]),
+    gdt: UnsafeCell::new([0; GDT_ENTRIES]),
     tss: UnsafeCell::new(Tss {
         reserved0: 0,
         rsp: [0; 3],
@@ -130,6 +137,8 @@ pub fn init() {
             DESC_KERNEL_DATA,
             DESC_USER_DATA,
             DESC_USER_CODE,
+            DESC_USER_CODE,
+            DESC_USER_DATA,
             tss_low,
             tss_high,
         ];
@@ -148,7 +157,7 @@ pub fn init() {
         idt[usize::from(arch::SYSCALL_GATE)] = gate(arch::gate_stub(), 0, true);
 
         let gdtr = DescriptorTablePointer {
-            limit: (7 * 8 - 1) as u16,
+            limit: (GDT_ENTRIES * 8 - 1) as u16,
             base: TABLES.gdt.get() as u64,
         };
         load_gdt(&gdtr, KERNEL_CS, KERNEL_DS);

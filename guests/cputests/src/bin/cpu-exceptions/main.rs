@@ -251,8 +251,8 @@ fn ring0(report: &mut Report) {
         report,
         "selector-beyond-gdt",
         exc_load_ds,
-        0x38,
-        fault(13, 0x38, load_ds),
+        0x48,
+        fault(13, 0x48, load_ds),
     );
 }
 

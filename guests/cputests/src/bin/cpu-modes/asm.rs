@@ -1,5 +1,5 @@
-//! The code cpu-modes runs: the SYSCALL entry (which records what it saw and returns with
-//! SYSRET), far returns, SWAPGS, RDTSC and RDTSCP, and the ring-3 snippets in one page-aligned
+//! The code cpu-modes runs: the SYSCALL and SYSENTER entries (which record what they saw and
+//! return with SYSRET and SYSEXIT), far returns, SWAPGS, RDTSC and RDTSCP, and the ring-3 snippets in one page-aligned
 //! page (`user_page_start` … `user_page_end`) that the program maps at a user address. Ring-3
 //! snippets get RDI = the user data page and store what they observe there; they leave through
 //! `INT 0x80`. The only file of this program with inline assembly.
@@ -32,6 +32,27 @@ pub static mut SYSCALL_RECORD: SyscallRecord = SyscallRecord {
     count: 0,
 };
 
+/// What the SYSENTER entry saw on its last call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SysenterRecord {
+    pub cs: u64,
+    pub ss: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub count: u64,
+}
+
+/// Written by the SYSENTER entry only.
+#[unsafe(no_mangle)]
+pub static mut SYSENTER_RECORD: SysenterRecord = SysenterRecord {
+    cs: 0,
+    ss: 0,
+    rsp: 0,
+    rflags: 0,
+    count: 0,
+};
+
 global_asm!(
     r#"
     .section .text.modes, "ax"
@@ -50,6 +71,21 @@ modes_syscall_entry:
     mov [rip + SYSCALL_RECORD + 32], rax
     inc qword ptr [rip + SYSCALL_RECORD + 40]
     sysretq
+
+    // IA32_SYSENTER_EIP target: RSP = IA32_SYSENTER_ESP. Returns with 64-bit SYSEXIT to
+    // RDX (RIP) and RCX (RSP), which ring 3 set before SYSENTER.
+    .global modes_sysenter_entry
+modes_sysenter_entry:
+    mov eax, cs
+    mov [rip + SYSENTER_RECORD + 0], rax
+    mov eax, ss
+    mov [rip + SYSENTER_RECORD + 8], rax
+    mov [rip + SYSENTER_RECORD + 16], rsp
+    pushfq
+    pop rax
+    mov [rip + SYSENTER_RECORD + 24], rax
+    inc qword ptr [rip + SYSENTER_RECORD + 32]
+    sysexitq
 
     // u64 modes_far_return(): RETF 16 to ring 0 dropping two parameters; returns
     // (CS << 8) | (RSP back where it was).
@@ -145,6 +181,23 @@ user_syscall_next:
     jnz 3b
     int 0x80
 
+    // SYSENTER and back by SYSEXIT; then stores CS, SS, RSP and RFLAGS at [rdi].
+    .global user_sysenter, user_sysenter_back
+user_sysenter:
+    lea rdx, [rip + user_sysenter_back]
+    mov rcx, rsp
+    sysenter
+user_sysenter_back:
+    mov eax, cs
+    mov [rdi], rax
+    mov eax, ss
+    mov [rdi + 8], rax
+    mov [rdi + 16], rsp
+    pushfq
+    pop rax
+    mov [rdi + 24], rax
+    int 0x80
+
     // RDTSC at ring 3 (CR4.TSD decides whether it faults).
     .global user_rdtsc, user_rdtsc_at
 user_rdtsc:
@@ -165,6 +218,7 @@ user_page_end:
 
 unsafe extern "C" {
     pub fn modes_syscall_entry();
+    pub fn modes_sysenter_entry();
     pub fn modes_far_return() -> u64;
     pub fn modes_far_return_to_user(context: u64);
     pub fn modes_swapgs_read() -> u64;
@@ -175,6 +229,7 @@ unsafe extern "C" {
     pub static user_identify: u8;
     pub static user_syscalls: u8;
     pub static user_syscall_next: u8;
+    pub static user_sysenter: u8;
     pub static user_rdtsc: u8;
     pub static user_rdtsc_at: u8;
 }

@@ -8,6 +8,9 @@
 //! - SYSCALL/SYSRET (Vol. 2B "SYSCALL", "SYSRET"; Vol. 3A §6.8.8): RCX = the next RIP,
 //!   R11 = RFLAGS, RFLAGS masked by IA32_FMASK, CS/SS from IA32_STAR, and back; DF set in ring
 //!   3 is masked in the kernel and restored by SYSRET.
+//! - SYSENTER/SYSEXIT in 64-bit mode (Vol. 2B "SYSENTER", "SYSEXIT"): CS, SS and RSP from the
+//!   IA32_SYSENTER MSRs, and back to 64-bit ring 3 at IA32_SYSENTER_CS + 32 / + 40 with RIP =
+//!   RDX and RSP = RCX.
 //! - A same-privilege far return with an immediate (RETF 16) pops CS:RIP and drops the
 //!   parameters.
 //! - SWAPGS exchanges IA32_GS_BASE and IA32_KERNEL_GS_BASE (Vol. 2B "SWAPGS").
@@ -21,7 +24,9 @@ mod asm;
 
 use asm::*;
 use cputests::arch::{UserContext, enter_user};
-use cputests::desc::{self, KERNEL_CS, KERNEL_DS, SYSRET_BASE, USER_CS, USER_DS};
+use cputests::desc::{
+    self, KERNEL_CS, KERNEL_DS, SYSEXIT_CS, SYSEXIT_SS, SYSRET_BASE, USER_CS, USER_DS,
+};
 use cputests::out;
 use cputests::paging::{self, AddressSpace, RW, SIZE_4K, US, XD};
 use cputests::report::Report;
@@ -36,6 +41,9 @@ const USER_STACK: u64 = BASE + 0x20_0000;
 const USER_STACK_TOP: u64 = USER_STACK + SIZE_4K;
 const USER_DATA: u64 = BASE + 0x30_0000;
 
+const IA32_SYSENTER_CS: u32 = 0x174;
+const IA32_SYSENTER_ESP: u32 = 0x175;
+const IA32_SYSENTER_EIP: u32 = 0x176;
 const IA32_EFER: u32 = 0xC000_0080;
 const IA32_STAR: u32 = 0xC000_0081;
 const IA32_LSTAR: u32 = 0xC000_0082;
@@ -138,7 +146,7 @@ fn syscalls(report: &mut Report) {
     let next = user(&raw const user_syscall_next);
     out!(
         report,
-        "syscall: calls={} kernel cs={:#x} ss={:#x} rcx=next{:+} r11.df={} kernel rflags.df={} if={} \
+        "syscall: calls={} kernel cs={:#x} ss={:#x} rcx=next{:+} r11.df={} kernel rflags.df={} \
          after sysret cs={cs_after:#x} ss={ss_after:#x} df={}",
         rec.count,
         rec.cs,
@@ -146,7 +154,6 @@ fn syscalls(report: &mut Report) {
         rec.rcx as i64 - next as i64,
         u8::from(rec.r11 & RFLAGS_DF != 0),
         u8::from(rec.rflags & RFLAGS_DF != 0),
-        u8::from(rec.rflags & (1 << 9) != 0),
         u8::from(rflags_after & RFLAGS_DF != 0),
     );
     report.check(
@@ -173,6 +180,53 @@ fn syscalls(report: &mut Report) {
         format_args!("sysret restores DF from r11"),
         rflags_after & RFLAGS_DF != 0,
     );
+}
+
+/// The stack IA32_SYSENTER_ESP points at.
+#[repr(C, align(16))]
+struct SysenterStack([u8; 4096]);
+static mut SYSENTER_STACK: SysenterStack = SysenterStack([0; 4096]);
+
+/// SYSENTER from ring 3 and 64-bit SYSEXIT back (SDM Vol. 2B "SYSENTER", "SYSEXIT"; Vol. 3A
+/// §6.8.7). In 64-bit mode SYSENTER is an Intel feature (CPUID.01H:EDX.SEP[11] with an Intel
+/// processor); QEMU runs it with `vendor=GenuineIntel`.
+fn sysenter(report: &mut Report) {
+    if rt::arch::cpuid(1, 0).edx & (1 << 11) == 0 {
+        out!(report, "sysenter: CPUID.01H:EDX.SEP[11] clear");
+        return;
+    }
+    let stack_top = &raw const SYSENTER_STACK as u64 + size_of::<SysenterStack>() as u64;
+    // SAFETY: the SYSENTER MSRs name the kernel code segment, a dedicated stack and an entry
+    // that returns with SYSEXIT.
+    unsafe {
+        wrmsr(IA32_SYSENTER_CS, u64::from(KERNEL_CS));
+        wrmsr(IA32_SYSENTER_ESP, stack_top);
+        wrmsr(IA32_SYSENTER_EIP, modes_sysenter_entry as *const () as u64);
+    }
+    let t = run_user(enter_user, user(&raw const user_sysenter), 0);
+    let [cs_after, ss_after, rsp_after, _, _] = user_data();
+    // SAFETY: the entry has finished; nothing else writes the record.
+    let rec = unsafe { (&raw const SYSENTER_RECORD).read_volatile() };
+    out!(
+        report,
+        "sysenter: calls={} kernel cs={:#x} ss={:#x} rsp=esp{:+}; sysexit cs={cs_after:#x} ss={ss_after:#x} rsp=top{:+}",
+        rec.count,
+        rec.cs,
+        rec.ss,
+        rec.rsp as i64 - stack_top as i64,
+        rsp_after as i64 - USER_STACK_TOP as i64,
+    );
+    report.check(
+        format_args!("sysenter test ended with INT 0x80"),
+        t.is_some_and(|t| t.vector == 0x80),
+    );
+    report.expect_eq(format_args!("sysenter count"), rec.count, 1);
+    report.expect_eq(format_args!("sysenter cs"), rec.cs, u64::from(KERNEL_CS));
+    report.expect_eq(format_args!("sysenter ss"), rec.ss, u64::from(KERNEL_DS));
+    report.expect_eq(format_args!("sysenter rsp"), rec.rsp, stack_top);
+    report.expect_eq(format_args!("sysexit cs"), cs_after, u64::from(SYSEXIT_CS));
+    report.expect_eq(format_args!("sysexit ss"), ss_after, u64::from(SYSEXIT_SS));
+    report.expect_eq(format_args!("sysexit rsp"), rsp_after, USER_STACK_TOP);
 }
 
 fn far_return(report: &mut Report) {
@@ -296,6 +350,7 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     enter_ring3(&mut report, "iretq", enter_user);
     enter_ring3(&mut report, "retf", far_return_to_user);
     syscalls(&mut report);
+    sysenter(&mut report);
     far_return(&mut report);
     swapgs(&mut report);
     tsc(&mut report);
