@@ -279,7 +279,7 @@ fn nestvisor_keeps_global_translations_across_cr3_loads() {
 /// it drops them, INVPCID type 0 drops one address (§5.10.4.1, "INVPCID"). QEMU 7.2 TCG has no
 /// PCID.
 #[test]
-#[ignore = "nestvisor's TLB loses PCID 1's translation across a CR3 load of PCID 2 and a reload of PCID 1 with bit 63 set"]
+#[ignore = "nestvisor's TLB is direct-mapped by page number alone: PCID 2's entry for the same address evicts PCID 1's"]
 fn nestvisor_keeps_pcid_translations_across_cr3_loads_with_bit_63() {
     let image = image("cpu-paging");
     let run = run_nestvisor(&image, "strict=1 pcid=1");
