@@ -11,7 +11,7 @@
 //!   frame so that IRETQ lands on `cputests_probe_resume` at ring 0 with the saved RSP, which
 //!   returns 1 from the same call.
 
-use core::arch::{asm, global_asm};
+use core::arch::global_asm;
 use core::sync::atomic::AtomicU64;
 
 /// Vector of the software-interrupt gate that ring-3 code may call (`INT 0x80`).
@@ -221,22 +221,4 @@ pub fn probe_resume() -> u64 {
 pub unsafe fn probe(code: unsafe extern "C" fn(u64), arg: u64) -> bool {
     // SAFETY: the caller vouches for `code`; the probe preserves the callee-saved registers.
     unsafe { cputests_probe(code, arg) != 0 }
-}
-
-/// Reads RFLAGS.
-pub fn rflags() -> u64 {
-    let v;
-    // SAFETY: PUSHFQ/POP only reads RFLAGS.
-    unsafe { asm!("pushfq", "pop {}", out(reg) v, options(nomem, preserves_flags)) };
-    v
-}
-
-/// Sets or clears CR4 bits.
-///
-/// # Safety
-/// As [`rt::arch::write_cr4`].
-pub unsafe fn update_cr4(set: u64, clear: u64) {
-    let cr4 = rt::arch::read_cr4();
-    // SAFETY: forwarded to the caller.
-    unsafe { rt::arch::write_cr4((cr4 | set) & !clear) };
 }

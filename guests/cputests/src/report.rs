@@ -99,11 +99,6 @@ impl Report {
         }
     }
 
-    /// Failed checks so far.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
     /// Prints the summary line and leaves the machine with the verdict.
     pub fn finish(mut self) -> ! {
         let (program, checks, failures, checksum) =

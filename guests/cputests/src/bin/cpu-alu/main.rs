@@ -592,7 +592,7 @@ fn strings(report: &mut Report) {
     let mut fam = Family::new("string", 64);
     for down in [false, true] {
         let dir: i64 = if down { -1 } else { 1 };
-        // (instruction, element size, count, start offset in the buffers)
+        // (instruction, element size in bytes, RCX); every case starts at offset 128.
         let cases: [(Str, i64, u64); 9] = [
             (Str::RepMovsb, 1, 37),
             (Str::RepMovsq, 8, 9),

@@ -351,49 +351,47 @@ fn user_fault(vector: u64, error: u64, cr2: Option<u64>, at: *const u8) -> Expec
 
 fn ring3(report: &mut Report) {
     let supervisor = addr(&raw const exc_de_at);
-    let cases: [(&str, *const u8, u64, Expect); 4] = {
-        [
-            // Ring 3 reads a supervisor page: P | U (§5.6, §5.7).
-            (
-                "pf-user-reads-supervisor",
-                &raw const user_read,
-                supervisor,
-                user_fault(
-                    PAGE_FAULT,
-                    PF_P | PF_U,
-                    Some(supervisor),
-                    &raw const user_read_at,
-                ),
+    let cases: [(&str, *const u8, u64, Expect); 4] = [
+        // Ring 3 reads a supervisor page: P | U (§5.6, §5.7).
+        (
+            "pf-user-reads-supervisor",
+            &raw const user_read,
+            supervisor,
+            user_fault(
+                PAGE_FAULT,
+                PF_P | PF_U,
+                Some(supervisor),
+                &raw const user_read_at,
             ),
-            // Ring 3 writes a read-only user page: P | W | U.
-            (
-                "pf-user-writes-read-only",
-                &raw const user_write,
-                USER_READ_ONLY,
-                user_fault(
-                    PAGE_FAULT,
-                    PF_P | PF_W | PF_U,
-                    Some(USER_READ_ONLY),
-                    &raw const user_write_at,
-                ),
+        ),
+        // Ring 3 writes a read-only user page: P | W | U.
+        (
+            "pf-user-writes-read-only",
+            &raw const user_write,
+            USER_READ_ONLY,
+            user_fault(
+                PAGE_FAULT,
+                PF_P | PF_W | PF_U,
+                Some(USER_READ_ONLY),
+                &raw const user_write_at,
             ),
-            // CLI at CPL 3 with IOPL 0: #GP(0) (SDM Vol. 2A "CLI").
-            (
-                "gp-user-cli",
-                &raw const user_cli,
-                0,
-                user_fault(13, 0, None, &raw const user_cli_at),
-            ),
-            // RDMSR at CPL 3: #GP(0) (SDM Vol. 2B "RDMSR"). (An MSR that does not exist raises
-            // #GP(0) at CPL 0 too, but QEMU 7.2 TCG reads those as 0.)
-            (
-                "gp-user-rdmsr",
-                &raw const user_rdmsr,
-                0,
-                user_fault(13, 0, None, &raw const user_rdmsr_at),
-            ),
-        ]
-    };
+        ),
+        // CLI at CPL 3 with IOPL 0: #GP(0) (SDM Vol. 2A "CLI").
+        (
+            "gp-user-cli",
+            &raw const user_cli,
+            0,
+            user_fault(13, 0, None, &raw const user_cli_at),
+        ),
+        // RDMSR at CPL 3: #GP(0) (SDM Vol. 2B "RDMSR"). (An MSR that does not exist raises
+        // #GP(0) at CPL 0 too, but QEMU 7.2 TCG reads those as 0.)
+        (
+            "gp-user-rdmsr",
+            &raw const user_rdmsr,
+            0,
+            user_fault(13, 0, None, &raw const user_rdmsr_at),
+        ),
+    ];
     for (name, entry, rdi, want) in cases {
         let context = UserContext {
             rip: user(entry),
