@@ -345,3 +345,76 @@ fn ept_matches_reference() {
         .unwrap();
     stats.require(&["ok", "not present", "rights", "misconfig"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a TLB relies on
+// ---------------------------------------------------------------------------------------------
+
+/// Every access kind and privilege.
+fn all_accesses() -> Vec<Access> {
+    let kinds = [AccessKind::Read, AccessKind::Write, AccessKind::Fetch];
+    let who = [Privilege::User, Privilege::Supervisor, Privilege::Implicit];
+    kinds
+        .iter()
+        .flat_map(|&k| who.iter().map(move |&p| Access::new(k, p)))
+        .collect()
+}
+
+/// After a successful walk, checking any other access against the cached rights gives the same
+/// answer as walking again: a TLB may cache the rights and re-check instead of walking.
+#[test]
+fn cached_rights_decide_like_a_walk() {
+    let strategy = (
+        tables(guest_entry(), &INDICES_512, 8),
+        prop::sample::select(POOL.to_vec()),
+        address_512(4),
+        access(),
+        context(),
+    );
+    let checked = RefCell::new(0u32);
+    runner()
+        .run(&strategy, |(mut mem, root, va, access, ctx)| {
+            let f = Paging4::new(Gpa::new(root), ctx);
+            let Ok(t) = translate(&f, &mut mem, Gva::new(va), access) else {
+                return Ok(());
+            };
+            for other in all_accesses() {
+                let cached = f.check(other, t.rights, t.level).is_ok();
+                let walked = translate(&f, &mut mem.clone(), Gva::new(va), other).is_ok();
+                prop_assert_eq!(cached, walked, "{:?} after {:?}", other, access);
+                *checked.borrow_mut() += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(*checked.borrow() > 1000);
+}
+
+/// The same for EPT, across access kinds and origins.
+#[test]
+fn cached_ept_rights_decide_like_a_walk() {
+    let strategy = (
+        tables(ept_entry(), &INDICES_512, 8),
+        ept_config(prop::sample::select(POOL.to_vec()).boxed()),
+        address_512(5),
+        ept_origin(),
+    );
+    let checked = RefCell::new(0u32);
+    runner()
+        .run(&strategy, |(mut mem, (ept, _), gpa, origin)| {
+            let read = EptAccess::new(AccessKind::Read, origin);
+            let Ok(t) = translate(&ept, &mut mem, Gpa::new(gpa), read) else {
+                return Ok(());
+            };
+            for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Fetch] {
+                let other = EptAccess::new(kind, origin);
+                let cached = ept.check(other, t.rights, t.level).is_ok();
+                let walked = translate(&ept, &mut mem.clone(), Gpa::new(gpa), other).is_ok();
+                prop_assert_eq!(cached, walked, "{:?}", other);
+                *checked.borrow_mut() += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(*checked.borrow() > 1000);
+}
