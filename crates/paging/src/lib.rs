@@ -35,7 +35,17 @@
 //!   newtypes of `x86::addr` ([`Address`]): guest paging takes a `Gva` and yields the physical
 //!   type it is instantiated with (`Gpa` for a guest, `NGpa` for a nested guest, `Hpa` for the
 //!   hardware's own paging); EPT01 is `Ept<Gpa, Hpa>`, EPT12 `Ept<NGpa, Gpa>`. Feeding a
-//!   guest-physical address of the wrong level to an EPT walk does not compile.
+//!   guest-physical address of the wrong level to an EPT walk does not compile:
+//!
+//!   ```compile_fail
+//!   # use nestvisor_paging::*;
+//!   # use x86::{Gpa, Hpa, NGpa, paging::Eptp};
+//!   # fn f(ept01: &Ept<Gpa, Hpa>, mem: &mut impl Memory<Hpa>) {
+//!   let access = EptAccess::new(AccessKind::Read, EptOrigin::NoLinear);
+//!   // An L2 address given to EPT01: rejected, it needs a `Gpa`.
+//!   let _ = translate(ept01, mem, NGpa::new(0x1000), access);
+//!   # }
+//!   ```
 //! - **Results.** A [`Translation`] has the output address, the page and its size, the level
 //!   and path of entries used (with their addresses, for shadow paging), the rights combined
 //!   over every level (so that a TLB can cache them and re-check later accesses with
