@@ -6,7 +6,7 @@
 //! wherever the kernel runs. When ticks arrive does depend on the machine; what the kernel
 //! prints never does.
 
-use crate::mm::paging;
+use crate::mm::{PhysAddr, paging};
 use crate::trap::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use core::sync::atomic::{AtomicU64, Ordering};
 use rt::arch::{self, outb};
@@ -80,7 +80,7 @@ pub fn init() {
         arch::wrmsr(IA32_APIC_BASE, msr | APIC_BASE_ENABLE);
         msr & APIC_BASE_ADDR
     };
-    APIC.store(paging::map_mmio(base), Ordering::Relaxed);
+    APIC.store(paging::map_mmio(PhysAddr::new(base)), Ordering::Relaxed);
     write(SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
     write(LVT_LINT0, LVT_MASKED);
     write(LVT_LINT1, LVT_MASKED);

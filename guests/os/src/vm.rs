@@ -10,7 +10,7 @@
 
 use crate::errno::{EFAULT, EINVAL, ENOMEM, Errno};
 use crate::mm::paging::{self, AddressSpace, Entry, USER_END, pte};
-use crate::mm::{PAGE_SIZE, frame, page_align_down, page_align_up, phys_to_virt};
+use crate::mm::{PAGE_SIZE, PhysAddr, frame, page_align_down, page_align_up, phys_to_virt};
 use crate::proc;
 use crate::regions::{RegionError, Regions};
 use crate::trap::pf;
@@ -132,7 +132,7 @@ impl Mm {
     }
 
     /// Physical address of the PML4.
-    pub fn root(&self) -> u64 {
+    pub fn root(&self) -> PhysAddr {
         self.space.root()
     }
 
@@ -270,7 +270,7 @@ impl Mm {
         let old = e.get();
         if old & pte::P == 0 {
             let frame = frame::alloc_zeroed().ok_or(FaultError::OutOfMemory)?;
-            e.set(frame | leaf_flags(vma.prot));
+            e.map(frame, leaf_flags(vma.prot));
             return Ok(());
         }
         if access == Access::Write && old & pte::W == 0 {
@@ -291,7 +291,7 @@ impl Mm {
             } else {
                 old_frame
             };
-            e.set(new_frame | leaf_flags(vma.prot));
+            e.map(new_frame, leaf_flags(vma.prot));
         }
         // The entry was present: the old translation may be cached (or the fault came from a
         // stale one), so invalidate it.
@@ -326,7 +326,7 @@ impl Mm {
             // SAFETY: the frame is a live user page of this address space; the chunk stays inside it.
             unsafe {
                 core::ptr::copy_nonoverlapping(
-                    phys_to_virt(e.frame() + offset),
+                    phys_to_virt(e.frame().offset(offset)),
                     buf[done..].as_mut_ptr(),
                     chunk,
                 )
@@ -351,7 +351,7 @@ impl Mm {
             unsafe {
                 core::ptr::copy_nonoverlapping(
                     data[done..].as_ptr(),
-                    phys_to_virt(e.frame() + offset),
+                    phys_to_virt(e.frame().offset(offset)),
                     chunk,
                 )
             };
@@ -381,7 +381,7 @@ impl Mm {
                 bytes.len(),
             )
         };
-        e.set(frame | leaf_flags(prot));
+        e.map(frame, leaf_flags(prot));
         Ok(())
     }
 }

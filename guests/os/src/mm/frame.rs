@@ -7,7 +7,7 @@
 //! allocation is therefore deterministic for a given memory map, and nothing the workloads print
 //! depends on which frames they got.
 
-use super::{PAGE_SIZE, page_align_down, page_align_up, phys_to_virt};
+use super::{PAGE_SIZE, PhysAddr, page_align_down, page_align_up, phys_to_virt};
 use crate::global::Global;
 use rt::BootInfo;
 
@@ -20,10 +20,10 @@ struct Frames {
     cursor: usize,
     /// Next never-used frame in `pieces[cursor]`.
     bump: u64,
-    /// Physical address of the first free frame (each holds the next's address), 0 if none.
-    free_head: u64,
+    /// The first free frame; each holds the next one's address (0: none) in its first word.
+    free_head: Option<PhysAddr>,
     /// Reference counts, indexed by frame number, reached through the physical window.
-    refcounts_pa: u64,
+    refcounts: PhysAddr,
     frame_count: u64,
 }
 
@@ -32,8 +32,8 @@ static FRAMES: Global<Frames> = Global::new(Frames {
     piece_count: 0,
     cursor: 0,
     bump: 0,
-    free_head: 0,
-    refcounts_pa: 0,
+    free_head: None,
+    refcounts: PhysAddr::new(0),
     frame_count: 0,
 });
 
@@ -105,28 +105,28 @@ pub fn init(boot: &BootInfo) -> u64 {
         panic!("no room for {bytes} bytes of frame reference counts");
     };
     let start = f.pieces[i].0;
-    f.refcounts_pa = start;
+    f.refcounts = PhysAddr::new(start);
     f.pieces[i].0 += bytes;
     // SAFETY: the range is usable RAM taken out of the allocator, below the early 1-GiB window
     // (the map is sorted and the counts are small), and nobody else refers to it.
-    unsafe { core::ptr::write_bytes(phys_to_virt(start), 0, bytes as usize) };
+    unsafe { core::ptr::write_bytes(phys_to_virt(f.refcounts), 0, bytes as usize) };
     f.cursor = 0;
     f.bump = f.pieces[0].0;
     top
 }
 
 impl Frames {
-    fn take(&mut self) -> Option<u64> {
-        if self.free_head != 0 {
-            let pa = self.free_head;
+    fn take(&mut self) -> Option<PhysAddr> {
+        if let Some(pa) = self.free_head {
             // SAFETY: a free frame holds the address of the next one in its first word.
-            self.free_head = unsafe { phys_to_virt(pa).cast::<u64>().read() };
+            let next = unsafe { phys_to_virt(pa).cast::<u64>().read() };
+            self.free_head = (next != 0).then_some(PhysAddr::new(next));
             return Some(pa);
         }
         while self.cursor < self.piece_count {
             let (_, end) = self.pieces[self.cursor];
             if self.bump < end {
-                let pa = self.bump;
+                let pa = PhysAddr::new(self.bump);
                 self.bump += PAGE_SIZE;
                 return Some(pa);
             }
@@ -138,20 +138,16 @@ impl Frames {
         None
     }
 
-    fn refcount(&mut self, pa: u64) -> &mut u16 {
-        let n = pa / PAGE_SIZE;
-        assert!(n < self.frame_count, "frame {pa:#x} outside the allocator");
+    fn refcount(&mut self, pa: PhysAddr) -> &mut u16 {
+        let n = pa.frame_number();
+        assert!(n < self.frame_count, "frame {pa:?} outside the allocator");
         // SAFETY: the table holds frame_count counters and belongs to the allocator.
-        unsafe {
-            &mut *phys_to_virt(self.refcounts_pa)
-                .cast::<u16>()
-                .add(n as usize)
-        }
+        unsafe { &mut *phys_to_virt(self.refcounts).cast::<u16>().add(n as usize) }
     }
 }
 
 /// Allocates a zeroed frame with reference count 1.
-pub fn alloc_zeroed() -> Option<u64> {
+pub fn alloc_zeroed() -> Option<PhysAddr> {
     let pa = alloc_uninit()?;
     // SAFETY: the frame was just taken from the allocator; nothing else refers to it.
     unsafe { core::ptr::write_bytes(phys_to_virt(pa), 0, PAGE_SIZE as usize) };
@@ -159,7 +155,7 @@ pub fn alloc_zeroed() -> Option<u64> {
 }
 
 /// Allocates a frame with reference count 1 and unspecified contents.
-pub fn alloc_uninit() -> Option<u64> {
+pub fn alloc_uninit() -> Option<PhysAddr> {
     let mut f = FRAMES.lock();
     let pa = f.take()?;
     *f.refcount(pa) = 1;
@@ -167,27 +163,28 @@ pub fn alloc_uninit() -> Option<u64> {
 }
 
 /// Adds a reference to a frame (a page shared copy-on-write).
-pub fn share(pa: u64) {
+pub fn share(pa: PhysAddr) {
     let mut f = FRAMES.lock();
     let count = f.refcount(pa);
-    assert!(*count < u16::MAX, "frame {pa:#x}: reference count overflow");
+    assert!(*count < u16::MAX, "frame {pa:?}: reference count overflow");
     *count += 1;
 }
 
 /// The number of references to a frame.
-pub fn references(pa: u64) -> u16 {
+pub fn references(pa: PhysAddr) -> u16 {
     *FRAMES.lock().refcount(pa)
 }
 
 /// Drops a reference; the frame returns to the allocator with the last one.
-pub fn release(pa: u64) {
+pub fn release(pa: PhysAddr) {
     let mut f = FRAMES.lock();
     let count = f.refcount(pa);
-    assert!(*count > 0, "release of free frame {pa:#x}");
+    assert!(*count > 0, "release of free frame {pa:?}");
     *count -= 1;
     if *count == 0 {
+        let next = f.free_head.map_or(0, PhysAddr::as_u64);
         // SAFETY: the last reference is gone; the frame is ours to link into the free list.
-        unsafe { phys_to_virt(pa).cast::<u64>().write(f.free_head) };
-        f.free_head = pa;
+        unsafe { phys_to_virt(pa).cast::<u64>().write(next) };
+        f.free_head = Some(pa);
     }
 }

@@ -7,9 +7,40 @@
 pub mod frame;
 pub mod paging;
 
+use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 pub const PAGE_SIZE: u64 = 4096;
+
+/// A physical address, as paging-structure entries and CR3 name memory (SDM Vol. 3A §5.5).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PhysAddr(u64);
+
+impl PhysAddr {
+    pub const fn new(addr: u64) -> Self {
+        PhysAddr(addr)
+    }
+
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The address `bytes` further on.
+    pub const fn offset(self, bytes: u64) -> Self {
+        PhysAddr(self.0 + bytes)
+    }
+
+    /// The number of the 4-KiB frame holding this address.
+    pub const fn frame_number(self) -> u64 {
+        self.0 / PAGE_SIZE
+    }
+}
+
+impl fmt::Debug for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PA:{:#x}", self.0)
+    }
+}
 
 /// Virtual address of physical address 0 in the current window.
 static PHYS_WINDOW: AtomicU64 = AtomicU64::new(rt::arch::KERNEL_VMA);
@@ -17,7 +48,8 @@ static PHYS_WINDOW: AtomicU64 = AtomicU64::new(rt::arch::KERNEL_VMA);
 static PHYS_LIMIT: AtomicU64 = AtomicU64::new(1 << 30);
 
 /// A kernel pointer to physical address `pa`.
-pub fn phys_to_virt(pa: u64) -> *mut u8 {
+pub fn phys_to_virt(pa: PhysAddr) -> *mut u8 {
+    let pa = pa.as_u64();
     assert!(
         pa < PHYS_LIMIT.load(Ordering::Relaxed),
         "physical {pa:#x} outside the kernel's window"

@@ -10,7 +10,7 @@
 //! ignores) marking copy-on-write pages.
 
 use super::frame;
-use super::{PAGE_SIZE, phys_to_virt, set_phys_window};
+use super::{PAGE_SIZE, PhysAddr, phys_to_virt, set_phys_window};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rt::BootInfo;
 use rt::arch::{self, KERNEL_VMA};
@@ -80,7 +80,7 @@ pub struct Entry(*mut u64);
 impl Entry {
     /// # Safety
     /// `table` must be the physical address of a page-table frame owned by a live hierarchy.
-    unsafe fn of(table: u64, index: usize) -> Entry {
+    unsafe fn of(table: PhysAddr, index: usize) -> Entry {
         Entry(phys_to_virt(table).cast::<u64>().wrapping_add(index))
     }
 
@@ -98,8 +98,14 @@ impl Entry {
         self.get() & pte::P != 0
     }
 
-    pub fn frame(self) -> u64 {
-        self.get() & pte::ADDR
+    /// The frame (or table) the entry points at.
+    pub fn frame(self) -> PhysAddr {
+        PhysAddr::new(self.get() & pte::ADDR)
+    }
+
+    /// Points the entry at `frame` with `flags`.
+    pub fn map(self, frame: PhysAddr, flags: u64) {
+        self.set(frame.as_u64() | flags);
     }
 }
 
@@ -110,7 +116,7 @@ fn index(va: u64, level: u32) -> usize {
 /// The entry for `va` at `level` (1 = PTE) below the table at `table` (of level `from`),
 /// creating missing tables with `table_flags` when `create`. None if a table is missing (and not
 /// created) or memory ran out.
-fn walk(root: u64, va: u64, level: u32, create: bool, table_flags: u64) -> Option<Entry> {
+fn walk(root: PhysAddr, va: u64, level: u32, create: bool, table_flags: u64) -> Option<Entry> {
     let mut table = root;
     for l in (level + 1..=4).rev() {
         // SAFETY: `table` is the root or was read from a present non-leaf entry of the hierarchy.
@@ -119,7 +125,7 @@ fn walk(root: u64, va: u64, level: u32, create: bool, table_flags: u64) -> Optio
             if !create {
                 return None;
             }
-            e.set(frame::alloc_zeroed()? | table_flags);
+            e.map(frame::alloc_zeroed()?, table_flags);
         }
         debug_assert!(e.get() & pte::PS == 0, "walk through a large page");
         table = e.frame();
@@ -145,7 +151,7 @@ pub fn init(boot: &BootInfo, top: u64) {
         let mut pa = region.base & !(TWO_MIB - 1);
         while pa < region.end().min(top) {
             let e = walk(root, DIRECT_MAP + pa, 2, true, kernel_table).expect("out of memory");
-            e.set(pa | pte::P | pte::W | pte::PS | pte::G | nx());
+            e.map(PhysAddr::new(pa), pte::P | pte::W | pte::PS | pte::G | nx());
             pa += TWO_MIB;
         }
     }
@@ -162,15 +168,15 @@ pub fn init(boot: &BootInfo, top: u64) {
             pte::W | nx()
         };
         let e = walk(root, va, 1, true, kernel_table).expect("out of memory");
-        e.set(pa | pte::P | pte::G | rights);
+        e.map(PhysAddr::new(pa), pte::P | pte::G | rights);
         pa += PAGE_SIZE;
     }
-    KERNEL_ROOT.store(root, Ordering::Relaxed);
+    KERNEL_ROOT.store(root.as_u64(), Ordering::Relaxed);
 
     // SAFETY: the new hierarchy maps the kernel image (code, stacks, data) where it runs now.
     unsafe {
         arch::write_cr4(arch::read_cr4() | CR4_PGE);
-        arch::write_cr3(root);
+        arch::write_cr3(root.as_u64());
     }
     set_phys_window(DIRECT_MAP, top);
 
@@ -183,29 +189,32 @@ pub fn init(boot: &BootInfo, top: u64) {
 
 /// Unmaps one page of the kernel image (a stack guard page): touching it faults.
 pub fn unmap_kernel_page(va: u64) {
-    let root = KERNEL_ROOT.load(Ordering::Relaxed);
-    let e = walk(root, va, 1, false, 0).expect("kernel page without a page table");
+    let e = walk(kernel_root(), va, 1, false, 0).expect("kernel page without a page table");
     e.set(0);
     arch::invlpg(va);
 }
 
 /// Maps one page of device registers, uncached, and returns its kernel address.
-pub fn map_mmio(pa: u64) -> u64 {
+pub fn map_mmio(pa: PhysAddr) -> u64 {
     let va = NEXT_MMIO.fetch_add(PAGE_SIZE, Ordering::Relaxed);
-    let root = KERNEL_ROOT.load(Ordering::Relaxed);
-    let e = walk(root, va, 1, true, pte::P | pte::W).expect("out of memory");
-    e.set((pa & pte::ADDR) | pte::P | pte::W | pte::PCD | pte::PWT | pte::G | nx());
+    let e = walk(kernel_root(), va, 1, true, pte::P | pte::W).expect("out of memory");
+    e.map(pa, pte::P | pte::W | pte::PCD | pte::PWT | pte::G | nx());
     va
+}
+
+fn kernel_root() -> PhysAddr {
+    PhysAddr::new(KERNEL_ROOT.load(Ordering::Relaxed))
 }
 
 /// Loads CR3 with a hierarchy (SDM Vol. 3A §5.10.4.1): with PCIDs, `keep` leaves the PCID's
 /// cached translations in place (bit 63), otherwise they are flushed; without PCIDs every load
 /// flushes all non-global translations.
-pub fn load(root: u64, pcid: u16, keep: bool) {
+pub fn load(root: PhysAddr, pcid: u16, keep: bool) {
     let value = if pcid_enabled() {
-        root | u64::from(pcid & 0xFFF) | if keep { CR3_NOFLUSH } else { 0 }
+        let noflush = if keep { CR3_NOFLUSH } else { 0 };
+        root.as_u64() | u64::from(pcid & 0xFFF) | noflush
     } else {
-        root
+        root.as_u64()
     };
     // SAFETY: every hierarchy shares the kernel half, so the running code stays mapped.
     unsafe { arch::write_cr3(value) };
@@ -213,13 +222,13 @@ pub fn load(root: u64, pcid: u16, keep: bool) {
 
 /// Loads the kernel's own hierarchy (PCID 0), e.g. before tearing down a process's.
 pub fn load_kernel() {
-    load(KERNEL_ROOT.load(Ordering::Relaxed), 0, true);
+    load(kernel_root(), 0, true);
 }
 
 /// A process's 4-level hierarchy: its own lower half, the kernel's upper half.
 #[derive(Debug)]
 pub struct AddressSpace {
-    root: u64,
+    root: PhysAddr,
 }
 
 const USER_TABLE: u64 = pte::P | pte::W | pte::U;
@@ -228,7 +237,7 @@ impl AddressSpace {
     /// An empty user half. None when memory is exhausted.
     pub fn new() -> Option<AddressSpace> {
         let root = frame::alloc_zeroed()?;
-        let kernel = KERNEL_ROOT.load(Ordering::Relaxed);
+        let kernel = kernel_root();
         for i in 256..512 {
             // SAFETY: both are live PML4 frames.
             let (src, dst) = unsafe { (Entry::of(kernel, i), Entry::of(root, i)) };
@@ -238,7 +247,7 @@ impl AddressSpace {
     }
 
     /// Physical address of the PML4.
-    pub fn root(&self) -> u64 {
+    pub fn root(&self) -> PhysAddr {
         self.root
     }
 
@@ -259,7 +268,7 @@ impl AddressSpace {
 
     fn visit(
         &self,
-        table: u64,
+        table: PhysAddr,
         level: u32,
         base: u64,
         start: u64,
@@ -318,7 +327,7 @@ impl AddressSpace {
         self.free_tables(self.root, 4);
     }
 
-    fn free_tables(&self, table: u64, level: u32) {
+    fn free_tables(&self, table: PhysAddr, level: u32) {
         let entries = if level == 4 { 256 } else { 512 };
         for i in 0..entries {
             // SAFETY: `table` is a live table of this hierarchy.
