@@ -332,37 +332,31 @@ impl<I: Address, O: Address> PagingFormat for Ept<I, O> {
     #[inline]
     fn decode(&self, level: Level, entry: u64) -> Decoded<O, EptRights> {
         let rights = self.rights_of(entry);
-        let present = entry & ept::RWX != 0 || rights.user_execute;
-        if !present {
+        if entry & ept::RWX == 0 && !rights.user_execute {
             return Decoded::NotPresent { rights };
         }
-        if rights.write && !rights.read {
-            return Decoded::Reserved;
-        }
-        if !rights.read && !rights.write && !self.execute_only {
-            return Decoded::Reserved;
-        }
-        if entry & ept::ADDR_MASK & !x86::addr::phys_mask(u32::from(self.maxphyaddr)) != 0 {
+        // Misconfigurations of any present entry (§29.3.3.1).
+        let write_without_read = rights.write && !rights.read;
+        let execute_only = !rights.read && !rights.write;
+        let beyond_maxphyaddr =
+            entry & ept::ADDR_MASK & !x86::addr::phys_mask(u32::from(self.maxphyaddr)) != 0;
+        if write_without_read || (execute_only && !self.execute_only) || beyond_maxphyaddr {
             return Decoded::Reserved;
         }
         let large = entry & ept::LARGE_PAGE != 0;
-        let (size, size_reserved) = match (level, large) {
-            (1, _) => (PageSize::Size4K, 0),
-            (2, true) => (PageSize::Size2M, ept::RESERVED_2M),
-            (3, true) if self.pages_1g => (PageSize::Size1G, ept::RESERVED_1G),
-            (2 | 3, false) => {
-                if entry & ept::RESERVED_TABLE != 0 {
-                    return Decoded::Reserved;
-                }
-                return Decoded::Table {
-                    table: O::from_raw(entry & ept::ADDR_MASK),
-                    rights,
-                };
-            }
-            (3, true) => return Decoded::Reserved,
+        let size = match level {
+            1 => PageSize::Size4K,
+            2 if large => PageSize::Size2M,
+            3 if large => PageSize::Size1G,
             _ => {
-                // A PML5E or PML4E: bits 7:3 (the large-page bit included) are reserved.
-                if entry & ept::RESERVED_PML4E != 0 {
+                // Bits 7:3 of a PML5E or PML4E (the large-page bit included), 6:3 of a
+                // PDPTE or PDE that references a table.
+                let reserved = if level >= 4 {
+                    ept::RESERVED_PML4E
+                } else {
+                    ept::RESERVED_TABLE
+                };
+                if entry & reserved != 0 {
                     return Decoded::Reserved;
                 }
                 return Decoded::Table {
@@ -371,9 +365,13 @@ impl<I: Address, O: Address> PagingFormat for Ept<I, O> {
                 };
             }
         };
-        if entry & size_reserved != 0
-            || MemoryType::from_bits(ept::memory_type_bits(entry)).is_none()
-        {
+        let (size_reserved, supported) = match size {
+            PageSize::Size1G => (ept::RESERVED_1G, self.pages_1g),
+            PageSize::Size2M => (ept::RESERVED_2M, true),
+            _ => (0, true),
+        };
+        let memory_type = MemoryType::from_bits(ept::memory_type_bits(entry));
+        if !supported || entry & size_reserved != 0 || memory_type.is_none() {
             return Decoded::Reserved;
         }
         Decoded::Leaf {

@@ -95,34 +95,27 @@ impl<P: Address, const LEVELS: u8> PagingFormat for LongMode<P, LEVELS> {
         if entry & pte::PRESENT == 0 {
             return Decoded::NotPresent { rights };
         }
-        let mut reserved = self.ctx.reserved_51_m();
-        if !self.ctx.nxe {
-            reserved |= pte::XD;
-        }
-        if entry & reserved != 0 {
+        let xd_reserved = !self.ctx.nxe && entry & pte::XD != 0;
+        if entry & self.ctx.reserved_51_m() != 0 || xd_reserved {
             return Decoded::Reserved;
         }
-        let large = entry & pte::PAGE_SIZE != 0;
-        let (size, size_reserved) = match (level, large) {
-            (_, false) | (1, true) => {
-                let base = P::from_raw(entry & pte::ADDR_MASK);
-                return if level == 1 {
-                    Decoded::Leaf {
-                        page: base,
-                        size: PageSize::Size4K,
-                        rights,
-                    }
-                } else {
-                    Decoded::Table {
-                        table: base,
-                        rights,
-                    }
+        let size = match level {
+            1 => PageSize::Size4K,
+            _ if entry & pte::PAGE_SIZE == 0 => {
+                return Decoded::Table {
+                    table: P::from_raw(entry & pte::ADDR_MASK),
+                    rights,
                 };
             }
-            (2, true) => (PageSize::Size2M, RESERVED_2M),
-            (3, true) if self.ctx.gb_pages => (PageSize::Size1G, RESERVED_1G),
-            // PS in a PML4E or PML5E, or in a PDPTE without 1-GiB pages.
+            2 => PageSize::Size2M,
+            3 if self.ctx.gb_pages => PageSize::Size1G,
+            // PS in a PML5E or PML4E, or in a PDPTE without 1-GiB pages.
             _ => return Decoded::Reserved,
+        };
+        let size_reserved = match size {
+            PageSize::Size1G => RESERVED_1G,
+            PageSize::Size2M => RESERVED_2M,
+            _ => 0,
         };
         if entry & size_reserved != 0 {
             return Decoded::Reserved;
