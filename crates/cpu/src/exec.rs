@@ -60,9 +60,36 @@ impl Cpu {
     /// Fetches and decodes the instruction at CS:RIP, through the decode cache.
     fn fetch<B: Bus>(&mut self, bus: &mut B) -> Ex<Instruction> {
         let bits = self.code_bits;
-        let lin = self.linear(Seg::Cs, self.rip, 1, Access::Exec)?;
-        let lin = self.mask_lin(lin);
-        let p0 = self.translate(bus, lin, Access::Exec, false)?;
+        let lin = if bits == 64 {
+            if !crate::mmu::canonical(self.rip) {
+                return Err(Fault::gp(0).into());
+            }
+            self.rip
+        } else {
+            let lin = self.linear(Seg::Cs, self.rip, 1, Access::Exec)?;
+            self.mask_lin(lin)
+        };
+        let (page1, pcid) = ((lin >> 12) + 1, self.pcid());
+        let f = self.fetch;
+        let p0 = if f.page1 == page1
+            && f.generation == self.tlb.generation()
+            && f.cpl == self.cpl
+            && f.pcid == pcid
+        {
+            Phys::Ram(f.ram + (lin & 0xfff) as usize)
+        } else {
+            let p = self.translate(bus, lin, Access::Exec, false)?;
+            if let Phys::Ram(off) = p {
+                self.fetch = crate::FetchPage {
+                    page1,
+                    ram: off & !0xfff,
+                    generation: self.tlb.generation(),
+                    cpl: self.cpl,
+                    pcid,
+                };
+            }
+            p
+        };
         if let Phys::Ram(off) = p0
             && let Some(ins) = self.icache.lookup(off, bits)
         {

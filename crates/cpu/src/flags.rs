@@ -110,6 +110,15 @@ impl Flags {
     /// Sets or clears the flags in `mask`.
     #[inline]
     pub fn set(&mut self, flag: u64, on: bool) {
+        if flag & STATUS == 0 {
+            // Control and system flags live in `bits` whatever is pending.
+            self.bits = if on {
+                self.bits | flag
+            } else {
+                self.bits & !flag
+            };
+            return;
+        }
         let b = self.bits();
         self.set_bits(if on { b | flag } else { b & !flag });
     }

@@ -70,6 +70,18 @@ pub struct Counters {
     pub events_delivered: u64,
 }
 
+/// The last code page translated for instruction fetch.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FetchPage {
+    /// Linear page number + 1 (0: nothing cached).
+    pub page1: u64,
+    /// RAM offset of the page.
+    pub ram: usize,
+    pub generation: u64,
+    pub cpl: u8,
+    pub pcid: u16,
+}
+
 /// Model-specific registers kept by the CPU itself (SDM Vol. 4).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct MsrState {
@@ -130,6 +142,9 @@ pub struct Cpu {
     /// The executing instruction touched a port or MMIO (check for a stop request).
     pub(crate) touched_device: bool,
     pub(crate) tlb: Tlb,
+    /// The page instructions were last fetched from, valid while the TLB generation, CPL and
+    /// PCID are unchanged: most fetches skip the TLB lookup.
+    pub(crate) fetch: FetchPage,
     pub(crate) icache: ICache,
     pub(crate) counters: Counters,
 }
@@ -172,6 +187,7 @@ impl Cpu {
             next_rip: 0,
             touched_device: false,
             tlb: Tlb::new(),
+            fetch: FetchPage::default(),
             icache: ICache::new(),
             counters: Counters::default(),
         };
@@ -267,8 +283,7 @@ impl Cpu {
         let end = self.retired.saturating_add(max_insns);
         loop {
             // Maskable interrupts are recognised at instruction boundaries (SDM Vol. 3A §6.9).
-            if self.flags.bits() & rflags::IF != 0 && !self.shadow && bus.has_interrupt(self.now())
-            {
+            if self.flags.get(rflags::IF) && !self.shadow && bus.has_interrupt(self.now()) {
                 self.halted = false;
                 if let Some(vector) = bus.acknowledge_interrupt(self.now()) {
                     match self.deliver_interrupt(bus, vector) {

@@ -174,7 +174,7 @@ impl Cpu {
                 // either the access is implicit or EFLAGS.AC = 0 (§4.6.1).
                 if user_page
                     && self.cr4 & cr4::SMAP != 0
-                    && (implicit || self.flags.bits() & rflags::AC == 0)
+                    && (implicit || !self.flags.get(rflags::AC))
                 {
                     return false;
                 }

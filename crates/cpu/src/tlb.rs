@@ -66,6 +66,8 @@ pub(crate) struct Tlb {
     entries: Vec<Entry>,
     /// Slots that may be non-empty.
     live: Vec<u16>,
+    /// Bumped by every change, so that derived caches (the fetch page) know when to drop.
+    generation: u64,
 }
 
 impl Tlb {
@@ -73,6 +75,7 @@ impl Tlb {
         Self {
             entries: vec![EMPTY; ENTRIES],
             live: Vec::with_capacity(ENTRIES),
+            generation: 0,
         }
     }
 
@@ -86,6 +89,7 @@ impl Tlb {
 
     /// Caches a translation (evicting whatever shared its slot).
     pub fn insert(&mut self, lin: u64, entry: Entry) {
+        self.generation += 1;
         let vpn = lin >> 12;
         let slot = (vpn as usize) & (ENTRIES - 1);
         if self.entries[slot].vpn1 == 0 {
@@ -97,7 +101,14 @@ impl Tlb {
         };
     }
 
+    /// Changes with every insertion and flush.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        self.generation += 1;
         let entries = &mut self.entries;
         self.live.retain(|&slot| {
             let e = &mut entries[slot as usize];
