@@ -14,6 +14,7 @@
 
 mod apic;
 mod arch;
+mod cmdline;
 mod elf;
 mod errno;
 mod gdt;
@@ -41,34 +42,11 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     syscall::init();
     apic::init();
 
-    let args = workload_args(boot.cmdline());
+    let args = cmdline::workload_args(boot.cmdline(), programs::WORKLOADS);
     if boot.truncated || args.len() > proc::MAX_ARGS {
         println!("guest-os: command line too long");
         rt::exit(EXIT_USAGE);
     }
     println!("guest-os: init {args}");
     proc::start_init("init", args.as_bytes())
-}
-
-/// The workload part of the command line. Loaders put the image's path first (GRUB, QEMU and
-/// `nestvisor run` do, like argv[0]); the first word is taken for that path, and skipped, when
-/// it looks like a path ('/' or '.' and no '=') or when the word after it names a workload.
-fn workload_args(cmdline: &str) -> &str {
-    let cmdline = cmdline.trim();
-    let Some((first, rest)) = cmdline.split_once(char::is_whitespace) else {
-        return if is_path(cmdline) { "" } else { cmdline };
-    };
-    let rest = rest.trim_start();
-    let second = rest.split_whitespace().next().unwrap_or("");
-    if is_path(first)
-        || (!programs::WORKLOADS.contains(&first) && programs::WORKLOADS.contains(&second))
-    {
-        rest
-    } else {
-        cmdline
-    }
-}
-
-fn is_path(word: &str) -> bool {
-    (word.contains('/') || word.contains('.')) && !word.contains('=')
 }
