@@ -202,3 +202,93 @@ impl<S: ByteSink> Machine<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::multiboot::tests::aout_image;
+
+    #[derive(Debug, Default)]
+    struct Console(Vec<u8>);
+
+    impl ByteSink for Console {
+        fn put(&mut self, byte: u8) {
+            self.0.push(byte);
+        }
+    }
+
+    fn boot(code: &[u8]) -> Machine<Console> {
+        let mut m = Machine::new(4 << 20, Console::default()).unwrap();
+        let loaded = m
+            .load_multiboot(&aout_image(0x10_0000, code, 0), &[], "k")
+            .unwrap();
+        assert_eq!(m.cpu().rip(), u64::from(loaded.entry));
+        m
+    }
+
+    #[test]
+    fn serial_output_and_debug_exit() {
+        let mut m = boot(&[
+            0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+            0xb0, b'o', 0xee, // mov al, 'o'; out dx, al
+            0xb0, b'k', 0xee, // mov al, 'k'; out dx, al
+            0x66, 0xba, 0xf4, 0x00, // mov dx, 0xf4
+            0xb8, 0x2a, 0x00, 0x00, 0x00, // mov eax, 42
+            0xef, // out dx, eax
+        ]);
+        let e = m.run(1000);
+        assert_eq!(e, Ending::DebugExit(ExitRequest { value: 42 }));
+        assert_eq!(m.board().counters().port_io, 3);
+        assert_eq!(m.board_mut().console_mut().0, b"ok");
+    }
+
+    #[test]
+    fn multiboot_entry_state() {
+        let m = boot(&[0xf4]);
+        let c = m.cpu();
+        assert_eq!(c.gpr(cpu::Gpr::Rax), u64::from(multiboot::BOOTLOADER_MAGIC));
+        assert!(c.gpr(cpu::Gpr::Rbx) >= 0x10_0000);
+        assert_eq!(
+            c.rflags() & (x86::reg::rflags::IF | x86::reg::rflags::VM),
+            0
+        );
+        assert_eq!(c.cr0() & 0x8000_0001, 1, "protected mode, paging off");
+    }
+
+    #[test]
+    fn endings_limit_halt_and_triple_fault() {
+        assert_eq!(boot(&[0xeb, 0xfe]).run(500), Ending::InstructionLimit);
+        assert_eq!(
+            boot(&[0xfa, 0xf4]).run(500),
+            Ending::HaltedForever {
+                interrupts_enabled: false
+            }
+        );
+        assert_eq!(
+            boot(&[0xfb, 0xf4]).run(500),
+            Ending::HaltedForever {
+                interrupts_enabled: true
+            }
+        );
+        assert_eq!(boot(&[0xcc]).run(500), Ending::Shutdown);
+        // mov al, 1; out 0x92, al: A20 off is not implemented.
+        assert!(
+            matches!(boot(&[0xb0, 0x01, 0xe6, 0x92]).run(500), Ending::DeviceUnimplemented(m) if m.contains("A20"))
+        );
+        // mov al, 3; out 0x92, al: fast reset.
+        assert_eq!(boot(&[0xb0, 0x03, 0xe6, 0x92]).run(500), Ending::Reset);
+    }
+
+    #[test]
+    fn runs_are_deterministic() {
+        let code = [
+            0x0f, 0x31, // rdtsc
+            0x66, 0xba, 0xf4, 0x00, // mov dx, 0xf4
+            0xef, // out dx, eax
+        ];
+        let a = boot(&code).run(100);
+        let b = boot(&code).run(100);
+        assert_eq!(a, b);
+        assert!(matches!(a, Ending::DebugExit(_)));
+    }
+}
