@@ -80,7 +80,10 @@ pub fn init() {
         arch::wrmsr(IA32_APIC_BASE, msr | APIC_BASE_ENABLE);
         msr & APIC_BASE_ADDR
     };
-    APIC.store(paging::map_mmio(PhysAddr::new(base)), Ordering::Relaxed);
+    APIC.store(
+        paging::map_mmio(PhysAddr::new(base)).as_u64(),
+        Ordering::Relaxed,
+    );
     write(SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
     write(LVT_LINT0, LVT_MASKED);
     write(LVT_LINT1, LVT_MASKED);

@@ -2,7 +2,7 @@
 //! PT_LOAD segments are copied into fresh, zeroed user pages with the segment's rights.
 
 use crate::errno::{EINVAL, Errno};
-use crate::mm::{PAGE_SIZE, page_align_down, page_align_up};
+use crate::mm::{PAGE_SIZE, VirtAddr, page_align_down, page_align_up};
 use crate::vm::{Mm, PROT_EXEC, PROT_READ, PROT_WRITE};
 
 const PT_LOAD: u32 = 1;
@@ -97,7 +97,7 @@ pub fn load(mm: &mut Mm, image: &[u8]) -> Result<u64, Errno> {
                 &[]
             };
             mm.map_filled(
-                page,
+                VirtAddr::new(page),
                 prot,
                 (from.max(page) - page) as usize % PAGE_SIZE as usize,
                 bytes,

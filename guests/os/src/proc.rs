@@ -13,7 +13,7 @@
 use crate::arch::{self, SYSCALL_KERNEL_RSP, TrapFrame};
 use crate::errno::{EAGAIN, ECHILD, EINVAL, ENOENT, ENOMEM, Errno};
 use crate::global::Global;
-use crate::mm::paging;
+use crate::mm::{VirtAddr, paging};
 use crate::vm::{self, Mm, STACK_SIZE, STACK_TOP};
 use crate::{elf, gdt, programs};
 use core::cell::UnsafeCell;
@@ -92,7 +92,8 @@ static CONTEXTS: [AtomicU64; MAX_PROCS + 1] = [const { AtomicU64::new(0) }; MAX_
 /// Unmaps the guard page at the bottom of every kernel stack.
 pub fn init() {
     for slot in 0..MAX_PROCS {
-        paging::unmap_kernel_page(KSTACKS.0.get() as u64 + (slot * KSTACK_SIZE) as u64);
+        let bottom = KSTACKS.0.get() as u64 + (slot * KSTACK_SIZE) as u64;
+        paging::unmap_kernel_page(VirtAddr::new(bottom));
     }
 }
 
@@ -179,14 +180,14 @@ fn populate(mm: &mut Mm, image: &[u8], name: &str, args: &[u8]) -> Result<(u64, 
     let name_at = STACK_TOP - name.len() as u64;
     let args_at = (name_at - args.len() as u64) & !7;
     let info_at = (args_at - 32) & !15;
-    mm.copy_out(name_at, name.as_bytes())?;
-    mm.copy_out(args_at, args)?;
+    mm.copy_out(VirtAddr::new(name_at), name.as_bytes())?;
+    mm.copy_out(VirtAddr::new(args_at), args)?;
     let info = [name_at, name.len() as u64, args_at, args.len() as u64];
     let mut bytes = [0u8; 32];
     for (chunk, word) in bytes.chunks_exact_mut(8).zip(info) {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
-    mm.copy_out(info_at, &bytes)?;
+    mm.copy_out(VirtAddr::new(info_at), &bytes)?;
     // As after a CALL: RSP + 8 is 16-byte aligned at the entry point (x86-64 psABI §3.2.2).
     Ok((entry, info_at - 8, info_at))
 }

@@ -20,6 +20,7 @@
 use crate::arch::TrapFrame;
 use crate::errno::{EFAULT, EINVAL, ENOSYS, Errno};
 use crate::gdt;
+use crate::mm::VirtAddr;
 use crate::proc;
 use rt::arch::{self, wrmsr};
 
@@ -61,10 +62,10 @@ pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
     let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
     let result: Result<u64, Errno> = match frame.rax {
         SYS_EXIT => proc::exit(a0 & 0xFFFF_FFFF),
-        SYS_WRITE => write(a0, a1),
+        SYS_WRITE => write(VirtAddr::new(a0), a1),
         SYS_FORK => proc::fork(frame),
-        SYS_EXEC => exec(frame, a0, a1, a2, a3),
-        SYS_WAIT => wait(a0),
+        SYS_EXEC => exec(frame, VirtAddr::new(a0), a1, VirtAddr::new(a2), a3),
+        SYS_WAIT => wait((a0 != 0).then_some(VirtAddr::new(a0))),
         SYS_GETPID => Ok(u64::from(proc::current_pid())),
         SYS_BRK => Ok(proc::with_current_mm(|mm| mm.brk(a0))),
         SYS_MMAP => proc::with_current_mm(|mm| mm.mmap(a0, a1)),
@@ -80,12 +81,12 @@ pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
 }
 
 /// write(2) to the console, copied in page-sized pieces.
-fn write(buf: u64, len: u64) -> Result<u64, Errno> {
+fn write(buf: VirtAddr, len: u64) -> Result<u64, Errno> {
     let mut chunk = [0u8; 512];
     let mut done = 0;
     while done < len {
         let n = (len - done).min(chunk.len() as u64) as usize;
-        let at = buf.checked_add(done).ok_or(EFAULT)?;
+        let at = VirtAddr::new(buf.as_u64().checked_add(done).ok_or(EFAULT)?);
         proc::with_current_mm(|mm| mm.copy_in(at, &mut chunk[..n]))?;
         rt::serial::write_bytes(&chunk[..n]);
         done += n as u64;
@@ -95,9 +96,9 @@ fn write(buf: u64, len: u64) -> Result<u64, Errno> {
 
 fn exec(
     frame: &mut TrapFrame,
-    name: u64,
+    name: VirtAddr,
     name_len: u64,
-    args: u64,
+    args: VirtAddr,
     args_len: u64,
 ) -> Result<u64, Errno> {
     let mut name_buf = [0u8; 32];
@@ -119,9 +120,9 @@ fn exec(
     Ok(0)
 }
 
-fn wait(status: u64) -> Result<u64, Errno> {
+fn wait(status: Option<VirtAddr>) -> Result<u64, Errno> {
     let (pid, code) = proc::wait()?;
-    if status != 0 {
+    if let Some(status) = status {
         // The child is reaped even if the pointer is bad, as in Linux.
         proc::with_current_mm(|mm| mm.copy_out(status, &code.to_le_bytes()))?;
     }

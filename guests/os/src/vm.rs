@@ -10,7 +10,7 @@
 
 use crate::errno::{EFAULT, EINVAL, ENOMEM, Errno};
 use crate::mm::paging::{self, AddressSpace, Entry, USER_END, pte};
-use crate::mm::{PAGE_SIZE, PhysAddr, frame, page_align_down, page_align_up, phys_to_virt};
+use crate::mm::{PAGE_SIZE, PhysAddr, VirtAddr, frame, page_align_up, phys_to_virt};
 use crate::proc;
 use crate::regions::{RegionError, Regions};
 use crate::trap::pf;
@@ -72,7 +72,7 @@ pub struct Mm {
 
 /// Pages whose translations changed in the current address space.
 struct Invalidation {
-    pages: [u64; INVLPG_LIMIT],
+    pages: [VirtAddr; INVLPG_LIMIT],
     count: usize,
     overflow: bool,
 }
@@ -80,13 +80,13 @@ struct Invalidation {
 impl Invalidation {
     fn new() -> Self {
         Invalidation {
-            pages: [0; INVLPG_LIMIT],
+            pages: [VirtAddr::new(0); INVLPG_LIMIT],
             count: 0,
             overflow: false,
         }
     }
 
-    fn add(&mut self, va: u64) {
+    fn add(&mut self, va: VirtAddr) {
         if self.count < INVLPG_LIMIT {
             self.pages[self.count] = va;
             self.count += 1;
@@ -170,7 +170,7 @@ impl Mm {
         } else {
             inv.pages[..inv.count]
                 .iter()
-                .for_each(|&va| rt::arch::invlpg(va));
+                .for_each(|&va| rt::arch::invlpg(va.as_u64()));
         }
     }
 
@@ -178,11 +178,12 @@ impl Mm {
     fn unmap_range(&mut self, start: u64, end: u64) -> Result<(), Errno> {
         self.regions.remove(start, end).map_err(errno)?;
         let mut inv = Invalidation::new();
-        self.space.for_each_leaf(start, end, |va, e| {
-            frame::release(e.frame());
-            e.set(0);
-            inv.add(va);
-        });
+        self.space
+            .for_each_leaf(VirtAddr::new(start), VirtAddr::new(end), |va, e| {
+                frame::release(e.frame());
+                e.set(0);
+                inv.add(va);
+            });
         self.flush(&inv);
         Ok(())
     }
@@ -215,17 +216,18 @@ impl Mm {
         self.regions.protect(start, end, prot).map_err(errno)?;
         let flags = leaf_flags(prot);
         let mut inv = Invalidation::new();
-        self.space.for_each_leaf(start, end, |va, e| {
-            let old = e.get();
-            let mut new = (old & (pte::ADDR | pte::COW)) | flags;
-            if old & pte::COW != 0 {
-                new &= !pte::W; // stays read-only until the copy is made
-            }
-            if new != old {
-                e.set(new);
-                inv.add(va);
-            }
-        });
+        self.space
+            .for_each_leaf(VirtAddr::new(start), VirtAddr::new(end), |va, e| {
+                let old = e.get();
+                let mut new = (old & (pte::ADDR | pte::COW)) | flags;
+                if old & pte::COW != 0 {
+                    new &= !pte::W; // stays read-only until the copy is made
+                }
+                if new != old {
+                    e.set(new);
+                    inv.add(va);
+                }
+            });
         self.flush(&inv);
         Ok(())
     }
@@ -255,14 +257,17 @@ impl Mm {
 
     /// Makes `va` accessible for `access`, as the page-fault handler does: a zeroed frame for a
     /// first touch, a private copy for a write to a shared page.
-    pub fn resolve(&mut self, va: u64, access: Access) -> Result<(), FaultError> {
-        let vma = self.regions.find(va).ok_or(FaultError::NoMapping)?;
+    pub fn resolve(&mut self, va: VirtAddr, access: Access) -> Result<(), FaultError> {
+        let vma = self
+            .regions
+            .find(va.as_u64())
+            .ok_or(FaultError::NoMapping)?;
         match access {
             Access::Write if vma.prot & PROT_WRITE == 0 => return Err(FaultError::NotWritable),
             Access::Execute if vma.prot & PROT_EXEC == 0 => return Err(FaultError::NotExecutable),
             _ => {}
         }
-        let page = page_align_down(va);
+        let page = va.page();
         let e = self
             .space
             .entry_or_create(page)
@@ -295,12 +300,12 @@ impl Mm {
         }
         // The entry was present: the old translation may be cached (or the fault came from a
         // stale one), so invalidate it.
-        rt::arch::invlpg(page);
+        rt::arch::invlpg(page.as_u64());
         Ok(())
     }
 
     /// The frame backing user page `va`, made accessible for `access`.
-    fn user_frame(&mut self, va: u64, access: Access) -> Result<Entry, Errno> {
+    fn user_frame(&mut self, va: VirtAddr, access: Access) -> Result<Entry, Errno> {
         self.resolve(va, access).map_err(|e| {
             if e == FaultError::OutOfMemory {
                 ENOMEM
@@ -308,19 +313,20 @@ impl Mm {
                 EFAULT
             }
         })?;
-        self.space.entry(page_align_down(va)).ok_or(EFAULT)
+        self.space.entry(va.page()).ok_or(EFAULT)
     }
 
     /// Copies user memory at `va` into `buf` (through the physical window, so `self` need not be
     /// the loaded address space).
-    pub fn copy_in(&mut self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    pub fn copy_in(&mut self, va: VirtAddr, buf: &mut [u8]) -> Result<(), Errno> {
         let mut done = 0;
         while done < buf.len() {
-            let at = va.checked_add(done as u64).ok_or(EFAULT)?;
+            let at = va.as_u64().checked_add(done as u64).ok_or(EFAULT)?;
             if at >= USER_END {
                 return Err(EFAULT);
             }
-            let offset = at % PAGE_SIZE;
+            let at = VirtAddr::new(at);
+            let offset = at.page_offset();
             let chunk = ((PAGE_SIZE - offset) as usize).min(buf.len() - done);
             let e = self.user_frame(at, Access::Read)?;
             // SAFETY: the frame is a live user page of this address space; the chunk stays inside it.
@@ -337,14 +343,15 @@ impl Mm {
     }
 
     /// Copies `data` to user memory at `va` (copy-on-write honoured).
-    pub fn copy_out(&mut self, va: u64, data: &[u8]) -> Result<(), Errno> {
+    pub fn copy_out(&mut self, va: VirtAddr, data: &[u8]) -> Result<(), Errno> {
         let mut done = 0;
         while done < data.len() {
-            let at = va.checked_add(done as u64).ok_or(EFAULT)?;
+            let at = va.as_u64().checked_add(done as u64).ok_or(EFAULT)?;
             if at >= USER_END {
                 return Err(EFAULT);
             }
-            let offset = at % PAGE_SIZE;
+            let at = VirtAddr::new(at);
+            let offset = at.page_offset();
             let chunk = ((PAGE_SIZE - offset) as usize).min(data.len() - done);
             let e = self.user_frame(at, Access::Write)?;
             // SAFETY: as in copy_in; the page is private and writable after resolve.
@@ -363,7 +370,7 @@ impl Mm {
     /// Maps a fresh page at `va` with `prot` and fills it from `bytes` at `offset` (ELF loading).
     pub fn map_filled(
         &mut self,
-        va: u64,
+        va: VirtAddr,
         prot: u64,
         offset: usize,
         bytes: &[u8],
@@ -418,5 +425,5 @@ pub fn user_page_fault(addr: u64, error: u64) -> Result<(), FaultError> {
     if addr >= USER_END {
         return Err(FaultError::KernelAddress);
     }
-    proc::with_current_mm(|mm| mm.resolve(addr, access))
+    proc::with_current_mm(|mm| mm.resolve(VirtAddr::new(addr), access))
 }

@@ -36,6 +36,43 @@ impl PhysAddr {
     }
 }
 
+/// A virtual (linear) address; in 4-level paging bits 47:12 select one entry per paging
+/// structure (SDM Vol. 3A §5.5.4, Figure 5-8).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VirtAddr(u64);
+
+impl VirtAddr {
+    pub const fn new(addr: u64) -> Self {
+        VirtAddr(addr)
+    }
+
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The index of this address's entry in a paging structure of `level` (1: page table,
+    /// 2: page directory, 3: PDPT, 4: PML4).
+    pub const fn table_index(self, level: u32) -> usize {
+        ((self.0 >> (12 + 9 * (level - 1))) & 0x1FF) as usize
+    }
+
+    /// The start of the 4-KiB page holding this address.
+    pub const fn page(self) -> Self {
+        VirtAddr(self.0 & !(PAGE_SIZE - 1))
+    }
+
+    /// The offset of this address in its 4-KiB page.
+    pub const fn page_offset(self) -> u64 {
+        self.0 & (PAGE_SIZE - 1)
+    }
+}
+
+impl fmt::Debug for VirtAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VA:{:#x}", self.0)
+    }
+}
+
 impl fmt::Debug for PhysAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PA:{:#x}", self.0)

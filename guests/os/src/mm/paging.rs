@@ -10,7 +10,7 @@
 //! ignores) marking copy-on-write pages.
 
 use super::frame;
-use super::{PAGE_SIZE, PhysAddr, phys_to_virt, set_phys_window};
+use super::{PAGE_SIZE, PhysAddr, VirtAddr, phys_to_virt, set_phys_window};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rt::BootInfo;
 use rt::arch::{self, KERNEL_VMA};
@@ -109,18 +109,14 @@ impl Entry {
     }
 }
 
-fn index(va: u64, level: u32) -> usize {
-    ((va >> (12 + 9 * (level - 1))) & 0x1FF) as usize
-}
-
 /// The entry for `va` at `level` (1 = PTE) below the table at `table` (of level `from`),
 /// creating missing tables with `table_flags` when `create`. None if a table is missing (and not
 /// created) or memory ran out.
-fn walk(root: PhysAddr, va: u64, level: u32, create: bool, table_flags: u64) -> Option<Entry> {
+fn walk(root: PhysAddr, va: VirtAddr, level: u32, create: bool, table_flags: u64) -> Option<Entry> {
     let mut table = root;
     for l in (level + 1..=4).rev() {
         // SAFETY: `table` is the root or was read from a present non-leaf entry of the hierarchy.
-        let e = unsafe { Entry::of(table, index(va, l)) };
+        let e = unsafe { Entry::of(table, va.table_index(l)) };
         if !e.present() {
             if !create {
                 return None;
@@ -131,7 +127,7 @@ fn walk(root: PhysAddr, va: u64, level: u32, create: bool, table_flags: u64) -> 
         table = e.frame();
     }
     // SAFETY: as above.
-    Some(unsafe { Entry::of(table, index(va, level)) })
+    Some(unsafe { Entry::of(table, va.table_index(level)) })
 }
 
 /// Builds the kernel's hierarchy, enables global pages, NX and PCID when present, and switches
@@ -150,7 +146,8 @@ pub fn init(boot: &BootInfo, top: u64) {
     for region in boot.available() {
         let mut pa = region.base & !(TWO_MIB - 1);
         while pa < region.end().min(top) {
-            let e = walk(root, DIRECT_MAP + pa, 2, true, kernel_table).expect("out of memory");
+            let e = walk(root, VirtAddr::new(DIRECT_MAP + pa), 2, true, kernel_table)
+                .expect("out of memory");
             e.map(PhysAddr::new(pa), pte::P | pte::W | pte::PS | pte::G | nx());
             pa += TWO_MIB;
         }
@@ -167,7 +164,7 @@ pub fn init(boot: &BootInfo, top: u64) {
         } else {
             pte::W | nx()
         };
-        let e = walk(root, va, 1, true, kernel_table).expect("out of memory");
+        let e = walk(root, VirtAddr::new(va), 1, true, kernel_table).expect("out of memory");
         e.map(PhysAddr::new(pa), pte::P | pte::G | rights);
         pa += PAGE_SIZE;
     }
@@ -188,15 +185,15 @@ pub fn init(boot: &BootInfo, top: u64) {
 }
 
 /// Unmaps one page of the kernel image (a stack guard page): touching it faults.
-pub fn unmap_kernel_page(va: u64) {
+pub fn unmap_kernel_page(va: VirtAddr) {
     let e = walk(kernel_root(), va, 1, false, 0).expect("kernel page without a page table");
     e.set(0);
-    arch::invlpg(va);
+    arch::invlpg(va.as_u64());
 }
 
 /// Maps one page of device registers, uncached, and returns its kernel address.
-pub fn map_mmio(pa: PhysAddr) -> u64 {
-    let va = NEXT_MMIO.fetch_add(PAGE_SIZE, Ordering::Relaxed);
+pub fn map_mmio(pa: PhysAddr) -> VirtAddr {
+    let va = VirtAddr::new(NEXT_MMIO.fetch_add(PAGE_SIZE, Ordering::Relaxed));
     let e = walk(kernel_root(), va, 1, true, pte::P | pte::W).expect("out of memory");
     e.map(pa, pte::P | pte::W | pte::PCD | pte::PWT | pte::G | nx());
     va
@@ -252,18 +249,23 @@ impl AddressSpace {
     }
 
     /// The leaf entry of `va`, if its tables exist.
-    pub fn entry(&self, va: u64) -> Option<Entry> {
+    pub fn entry(&self, va: VirtAddr) -> Option<Entry> {
         walk(self.root, va, 1, false, 0)
     }
 
     /// The leaf entry of `va`, creating its tables. None when memory is exhausted.
-    pub fn entry_or_create(&self, va: u64) -> Option<Entry> {
+    pub fn entry_or_create(&self, va: VirtAddr) -> Option<Entry> {
         walk(self.root, va, 1, true, USER_TABLE)
     }
 
     /// Calls `f` for every present leaf of the user half in `[start, end)`.
-    pub fn for_each_leaf(&self, start: u64, end: u64, mut f: impl FnMut(u64, Entry)) {
-        self.visit(self.root, 4, 0, start, end, &mut f);
+    pub fn for_each_leaf(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+        mut f: impl FnMut(VirtAddr, Entry),
+    ) {
+        self.visit(self.root, 4, 0, start.as_u64(), end.as_u64(), &mut f);
     }
 
     fn visit(
@@ -273,7 +275,7 @@ impl AddressSpace {
         base: u64,
         start: u64,
         end: u64,
-        f: &mut impl FnMut(u64, Entry),
+        f: &mut impl FnMut(VirtAddr, Entry),
     ) {
         let span = 1u64 << (12 + 9 * (level - 1));
         let entries = if level == 4 { 256 } else { 512 };
@@ -288,7 +290,7 @@ impl AddressSpace {
                 continue;
             }
             if level == 1 {
-                f(va, e);
+                f(VirtAddr::new(va), e);
             } else {
                 self.visit(e.frame(), level - 1, va, start, end, f);
             }
@@ -301,7 +303,7 @@ impl AddressSpace {
     pub fn fork(&self) -> Option<AddressSpace> {
         let child = AddressSpace::new()?;
         let mut ok = true;
-        self.for_each_leaf(0, USER_END, |va, e| {
+        self.for_each_leaf(VirtAddr::new(0), VirtAddr::new(USER_END), |va, e| {
             if !ok {
                 return;
             }
