@@ -277,7 +277,10 @@ mod tests {
     #[test]
     fn debug_names_the_kind() {
         assert_eq!(format!("{:?}", Gpa::new(0x1000)), "GPA:0x1000");
-        assert_eq!(format!("{:?}", Gva::new(0xffff_8000_0000_0000)), "GVA:0xffff800000000000");
+        assert_eq!(
+            format!("{:?}", Gva::new(0xffff_8000_0000_0000)),
+            "GVA:0xffff800000000000"
+        );
         assert_eq!(format!("{:?}", NGpa::new(0)), "NGPA:0x0");
         assert_eq!(format!("{:?}", Hpa::new(0x2000).frame()), "HFN:0x2");
     }
@@ -287,7 +290,10 @@ mod tests {
         let a = Gpa::new(0x1234_5678);
         assert_eq!(a.align_down(PAGE_SIZE), Gpa::new(0x1234_5000));
         assert_eq!(a.page_offset(), 0x678);
-        assert_eq!(a.checked_align_up(PAGE_SIZE_2M), Some(Gpa::new(0x1240_0000)));
+        assert_eq!(
+            a.checked_align_up(PAGE_SIZE_2M),
+            Some(Gpa::new(0x1240_0000))
+        );
         assert_eq!(Gpa::new(u64::MAX).checked_align_up(PAGE_SIZE), None);
         assert!(Gpa::new(0x20_0000).is_aligned(PAGE_SIZE_2M));
         assert_eq!(Gpa::new(u64::MAX).checked_add(1), None);
@@ -305,7 +311,12 @@ mod tests {
         assert_eq!(va.pt_index(1), 0x1fc);
         let va = Gva::new((1 << 39) * 3 + (1 << 30) * 5 + (1 << 21) * 7 + (1 << 12) * 9 + 1);
         assert_eq!(
-            [va.pt_index(4), va.pt_index(3), va.pt_index(2), va.pt_index(1)],
+            [
+                va.pt_index(4),
+                va.pt_index(3),
+                va.pt_index(2),
+                va.pt_index(1)
+            ],
             [3, 5, 7, 9]
         );
     }
