@@ -19,7 +19,7 @@ use crate::Unimplemented;
 use crate::lapic::{DeliveryMode, InterruptMessage};
 
 /// Default physical base.
-pub const DEFAULT_BASE: u64 = 0xfec0_0000;
+pub const DEFAULT_BASE: x86::Gpa = x86::Gpa::new(0xfec0_0000);
 /// Size of the register window.
 pub const MMIO_SIZE: u64 = 0x1000;
 /// Number of redirection entries (and pins).

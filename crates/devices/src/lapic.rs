@@ -34,7 +34,7 @@ use crate::Unimplemented;
 use x86::Gpa;
 
 /// Default xAPIC base address (§11.4.1).
-pub const DEFAULT_BASE: u64 = 0xfee0_0000;
+pub const DEFAULT_BASE: Gpa = Gpa::new(0xfee0_0000);
 /// Size of the xAPIC register page.
 pub const MMIO_SIZE: u64 = 0x1000;
 /// First x2APIC MSR.
@@ -313,7 +313,7 @@ impl Lapic {
     /// The APIC of the bootstrap processor with `initial_id`, after power-up: globally enabled
     /// in xAPIC mode at the default base, software-disabled (§11.4.7.1).
     pub fn new(initial_id: u32, phys_bits: u8, x2apic_supported: bool) -> Self {
-        let base = DEFAULT_BASE | BASE_BSP | BASE_EN;
+        let base = DEFAULT_BASE.raw() | BASE_BSP | BASE_EN;
         Self {
             state: LapicState::reset(initial_id, base),
             phys_bits,

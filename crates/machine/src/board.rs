@@ -404,7 +404,7 @@ impl<S: ByteSink> Bus for Board<S> {
             };
         }
         if let Some(off) = addr
-            .offset_from(Gpa::new(ioapic::DEFAULT_BASE))
+            .offset_from(ioapic::DEFAULT_BASE)
             .filter(|&o| o < ioapic::MMIO_SIZE)
         {
             return match self.ioapic.mmio_read(off, size) {
@@ -432,7 +432,7 @@ impl<S: ByteSink> Bus for Board<S> {
             return;
         }
         if let Some(off) = addr
-            .offset_from(Gpa::new(ioapic::DEFAULT_BASE))
+            .offset_from(ioapic::DEFAULT_BASE)
             .filter(|&o| o < ioapic::MMIO_SIZE)
         {
             let mut msgs = Vec::new();
