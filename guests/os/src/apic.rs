@@ -1,4 +1,4 @@
-//! The local APIC timer as the scheduler's clock (SDM Vol. 3A §12.4 local APIC, §12.5.4 APIC
+//! The local APIC timer as the scheduler's clock (SDM Vol. 3A §11.4 local APIC, §11.5.4 APIC
 //! timer), and the legacy 8259 PICs masked so that nothing else interrupts.
 //!
 //! The timer runs periodically with a fixed divide value and initial count: no calibration

@@ -2,12 +2,12 @@
 //! exit, the return-to-user path shared by interrupts and new processes, and the kernel-stack
 //! switch.
 //!
-//! - Interrupt and exception entry (SDM Vol. 3A §7.14 "Exception and Interrupt Handling in
+//! - Interrupt and exception entry (SDM Vol. 3A §6.14 "Exception and Interrupt Handling in
 //!   64-bit Mode"): the processor pushes SS, RSP, RFLAGS, CS, RIP and, for vectors 8, 10–14, 17,
-//!   21, 29 and 30, an error code (§7.15); each stub pushes a zero error code where the processor
+//!   21, 29 and 30, an error code (§6.15); each stub pushes a zero error code where the processor
 //!   does not, then its vector, and the common path saves the general registers into a
 //!   [`TrapFrame`] and leaves with IRETQ.
-//! - SYSCALL / SYSRET (SDM Vol. 2B, SYSCALL and SYSRET; Vol. 3A §6.8.8): SYSCALL leaves the user
+//! - SYSCALL / SYSRET (SDM Vol. 2B, SYSCALL and SYSRET; Vol. 3A §5.8.8): SYSCALL leaves the user
 //!   RIP in RCX and RFLAGS in R11 and does not switch stacks, so the entry saves the user RSP in
 //!   a scratch slot (one CPU, interrupts masked by IA32_FMASK) and builds the same [`TrapFrame`]
 //!   on the process's kernel stack.

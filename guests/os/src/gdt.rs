@@ -1,8 +1,8 @@
-//! The kernel's GDT and TSS (SDM Vol. 3A §3.4.5 segment descriptors, §9.7 "Task Management in
+//! The kernel's GDT and TSS (SDM Vol. 3A §3.4.5 segment descriptors, §8.7 "Task Management in
 //! 64-bit Mode"): flat 64-bit code and data segments for rings 0 and 3, laid out as SYSCALL and
-//! SYSRET expect them (§6.8.8: SYSCALL loads CS from STAR[47:32] and SS = CS + 8; 64-bit SYSRET
+//! SYSRET expect them (§5.8.8: SYSCALL loads CS from STAR[47:32] and SS = CS + 8; 64-bit SYSRET
 //! loads CS from STAR[63:48] + 16 and SS from STAR[63:48] + 8), and a 64-bit TSS whose RSP0 is
-//! the running process's kernel stack and whose IST1 is a dedicated #DF stack (§7.14.5).
+//! the running process's kernel stack and whose IST1 is a dedicated #DF stack (§6.14.5).
 
 use core::cell::UnsafeCell;
 use rt::arch::{DescriptorTablePointer, load_gdt, load_tr};
@@ -30,7 +30,7 @@ const DESC_USER_CODE: u64 = 0x00AF_FA00_0000_FFFF;
 /// System descriptor type 9: available 64-bit TSS, present.
 const DESC_TSS_AVAILABLE: u64 = 0x89;
 
-/// The 64-bit TSS (SDM Vol. 3A Figure 9-11).
+/// The 64-bit TSS (SDM Vol. 3A Figure 8-11).
 #[repr(C, packed(4))]
 struct Tss {
     reserved0: u32,
@@ -68,7 +68,7 @@ static TABLES: Tables = Tables {
         ist: [0; 7],
         reserved2: 0,
         reserved3: 0,
-        // No I/O permission bitmap: every port access from ring 3 raises #GP (§19.5.2).
+        // No I/O permission bitmap: every port access from ring 3 raises #GP (SDM Vol. 1, "I/O Permission Bit Map").
         iomap_base: size_of::<Tss>() as u16,
     }),
     df_stack: UnsafeCell::new(DfStack([0; DF_STACK_SIZE])),

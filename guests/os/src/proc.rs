@@ -1,7 +1,7 @@
 //! Processes: a table of up to [`MAX_PROCS`], each with its own address space ([`Mm`]), kernel
 //! stack and PCID; fork, exec, exit, wait; and a round-robin scheduler driven by the LAPIC timer.
 //!
-//! Every switch loads the next process's CR3 (SDM Vol. 3A §5.10.4.1). With PCIDs (§5.10.1) each
+//! Every switch loads the next process's CR3 (SDM Vol. 3A §4.10.4.1). With PCIDs (§4.10.1) each
 //! process slot owns PCID `slot + 1`: the first load after the slot gets a new address space
 //! flushes that PCID, later loads set CR3 bit 63 and keep its translations. The kernel's own
 //! hierarchy runs with PCID 0, and kernel pages are global.

@@ -1,6 +1,6 @@
 //! The system-call interface: SYSCALL with the number in RAX and arguments in RDI, RSI, RDX, R10,
 //! R8, R9 (the x86-64 Linux register convention, SDM Vol. 2B SYSCALL), result in RAX, errors as
-//! `-errno`. The MSRs are set up here (SDM Vol. 3A §6.8.8): IA32_STAR selectors, IA32_LSTAR
+//! `-errno`. The MSRs are set up here (SDM Vol. 3A §5.8.8): IA32_STAR selectors, IA32_LSTAR
 //! entry, IA32_FMASK clearing IF, TF, DF and AC, and IA32_EFER.SCE.
 //!
 //! | nr | call | arguments | returns |

@@ -1,5 +1,5 @@
-//! The IDT and what happens on each vector (SDM Vol. 3A §7.10 IDT, §7.14 64-bit interrupt and
-//! exception handling, §7.15 exception reference, §5.7 page-fault error code).
+//! The IDT and what happens on each vector (SDM Vol. 3A §6.10 IDT, §6.14 64-bit interrupt and
+//! exception handling, §6.15 exception reference, §4.7 page-fault error code).
 //!
 //! Exceptions from ring 3 are the process's fault: a page fault may be resolved (demand-zero or
 //! copy-on-write, see [`crate::vm`]); anything else kills the process with a message saying what
@@ -31,7 +31,7 @@ unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([[0; 2]; 256]));
 
-/// An interrupt gate (SDM Vol. 3A Figure 7-8) to `handler` in the kernel code segment.
+/// An interrupt gate (SDM Vol. 3A Figure 6-8) to `handler` in the kernel code segment.
 fn gate(handler: u64, ist: u8) -> [u64; 2] {
     let low = (handler & 0xFFFF)
         | (u64::from(gdt::KERNEL_CS) << 16)
@@ -89,7 +89,7 @@ pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
     }
 }
 
-/// Page-fault error code bits (SDM Vol. 3A §5.7, Figure 5-12).
+/// Page-fault error code bits (SDM Vol. 3A §4.7, Figure 4-12).
 pub mod pf {
     /// The fault was a protection violation (the page was present).
     pub const PRESENT: u64 = 1 << 0;

@@ -1,12 +1,12 @@
 //! A process's virtual memory: its address space and the regions (VMAs) it may touch, with
 //! demand-zero faulting, copy-on-write after fork, and brk / mmap / munmap / mprotect.
 //!
-//! Pages are created on first touch (SDM Vol. 3A §5.7: a not-present fault, P=0 in the error
+//! Pages are created on first touch (SDM Vol. 3A §4.7: a not-present fault, P=0 in the error
 //! code, inside a region gets a zeroed frame) or duplicated on the first write to a shared page
 //! (a protection fault on a [`pte::COW`] leaf). Translations are invalidated as the SDM requires
-//! (§5.10.4): INVLPG for a single changed page of the current address space, a CR3 load without
+//! (§4.10.4): INVLPG for a single changed page of the current address space, a CR3 load without
 //! the PCID no-flush bit when many pages changed at once; a not-present to present change needs
-//! no invalidation (§5.10.4.3).
+//! no invalidation (§4.10.4.3).
 
 use crate::errno::{EFAULT, EINVAL, ENOMEM, Errno};
 use crate::mm::paging::{self, AddressSpace, Entry, USER_END, pte};

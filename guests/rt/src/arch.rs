@@ -3,10 +3,10 @@
 //! control registers, descriptor-table loads and TLB invalidation.
 //!
 //! The entry stub follows the SDM's recipe for entering IA-32e mode (Vol. 3A §10.8.5
-//! "Initializing IA-32e Mode"): with paging off, load CR3 with a 4-level hierarchy (§5.5), set
+//! "Initializing IA-32e Mode"): with paging off, load CR3 with a 4-level hierarchy (§4.5), set
 //! CR4.PAE, set IA32_EFER.LME (and NXE when CPUID.80000001H:EDX.NX[20] says it exists), then set
 //! CR0.PG, and far-return into a 64-bit code segment (§3.4.5, L bit). The early tables map the
-//! first GiB twice with 2-MiB pages (§5.5.4, PS=1 in the PDE): at 0 (the stub runs there) and at
+//! first GiB twice with 2-MiB pages (§4.5.4, PS=1 in the PDE): at 0 (the stub runs there) and at
 //! `KERNEL_VMA` (the top 2 GiB, where the kernel is linked).
 
 use core::arch::{asm, global_asm};
@@ -268,7 +268,7 @@ pub fn read_cr3() -> u64 {
     v
 }
 
-/// Writes CR3 (SDM Vol. 3A §5.10.4.1: with CR4.PCIDE=1, bit 63 set keeps the PCID's TLB entries).
+/// Writes CR3 (SDM Vol. 3A §4.10.4.1: with CR4.PCIDE=1, bit 63 set keeps the PCID's TLB entries).
 ///
 /// # Safety
 /// `v` must point at a page-table hierarchy that maps the running code, stack and data.
@@ -298,7 +298,7 @@ pub unsafe fn write_cr4(v: u64) {
 }
 
 /// Invalidates the TLB entries for the page containing `va` in the current PCID, and global
-/// entries for it (SDM Vol. 3A §5.10.4.1, INVLPG).
+/// entries for it (SDM Vol. 3A §4.10.4.1, INVLPG).
 #[inline]
 pub fn invlpg(va: u64) {
     // SAFETY: dropping cached translations never breaks memory safety.

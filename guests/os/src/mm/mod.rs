@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 pub const PAGE_SIZE: u64 = 4096;
 
-/// A physical address, as paging-structure entries and CR3 name memory (SDM Vol. 3A §5.5).
+/// A physical address, as paging-structure entries and CR3 name memory (SDM Vol. 3A §4.5).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PhysAddr(u64);
 
@@ -37,7 +37,7 @@ impl PhysAddr {
 }
 
 /// A virtual (linear) address; in 4-level paging bits 47:12 select one entry per paging
-/// structure (SDM Vol. 3A §5.5.4, Figure 5-8).
+/// structure (SDM Vol. 3A §4.5.4, Figure 4-8).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct VirtAddr(u64);
 

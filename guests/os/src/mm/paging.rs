@@ -1,12 +1,12 @@
-//! 4-level paging (SDM Vol. 3A §5.5 "4-Level Paging and 5-Level Paging"): the kernel's own
+//! 4-level paging (SDM Vol. 3A §4.5 "4-Level Paging and 5-Level Paging"): the kernel's own
 //! hierarchy and one hierarchy per process.
 //!
 //! The upper half is the kernel's and is the same in every address space (PML4 entries 256–511
-//! point at shared tables): a direct map of all RAM at [`DIRECT_MAP`] with 2-MiB pages (§5.5.4,
+//! point at shared tables): a direct map of all RAM at [`DIRECT_MAP`] with 2-MiB pages (§4.5.4,
 //! PS=1), device registers at [`MMIO_BASE`] (PCD, §12.12 memory types), and the kernel image at
-//! `KERNEL_VMA` with 4-KiB pages, code read-only and everything else no-execute (§5.6, XD needs
-//! IA32_EFER.NXE). Kernel pages are global (CR4.PGE, §5.10.2.4) so CR3 loads keep them. The lower
-//! half belongs to the process; its leaves carry a software bit (§5.5.5, bits the processor
+//! `KERNEL_VMA` with 4-KiB pages, code read-only and everything else no-execute (§4.6, XD needs
+//! IA32_EFER.NXE). Kernel pages are global (CR4.PGE, §4.10.2.4) so CR3 loads keep them. The lower
+//! half belongs to the process; its leaves carry a software bit (Table 4-19, bits the processor
 //! ignores) marking copy-on-write pages.
 
 use super::frame;
@@ -22,7 +22,7 @@ pub const MMIO_BASE: u64 = 0xFFFF_FF00_0000_0000;
 /// First address above the user half.
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 
-/// Paging-structure entry bits (SDM Vol. 3A Tables 5-15 to 5-20).
+/// Paging-structure entry bits (SDM Vol. 3A Tables 4-15 to 4-20).
 pub mod pte {
     /// Present.
     pub const P: u64 = 1 << 0;
@@ -203,7 +203,7 @@ fn kernel_root() -> PhysAddr {
     PhysAddr::new(KERNEL_ROOT.load(Ordering::Relaxed))
 }
 
-/// Loads CR3 with a hierarchy (SDM Vol. 3A §5.10.4.1): with PCIDs, `keep` leaves the PCID's
+/// Loads CR3 with a hierarchy (SDM Vol. 3A §4.10.4.1): with PCIDs, `keep` leaves the PCID's
 /// cached translations in place (bit 63), otherwise they are flushed; without PCIDs every load
 /// flushes all non-global translations.
 pub fn load(root: PhysAddr, pcid: u16, keep: bool) {
