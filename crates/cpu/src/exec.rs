@@ -181,7 +181,7 @@ impl Cpu {
     // --- operands --------------------------------------------------------------------------
 
     /// The effective address (offset within the segment) of the memory operand.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ea(&self, ins: &Instruction) -> u64 {
         let disp = ins.memory_displacement64();
         let base = ins.memory_base();
@@ -214,7 +214,7 @@ impl Cpu {
     }
 
     /// The location of operand `n`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn loc(&self, ins: &Instruction, n: u32) -> Loc {
         match ins.op_kind(n) {
             OpKind::Register => match regs::gpr_ref(ins.op_register(n)) {
@@ -228,7 +228,7 @@ impl Cpu {
 
     /// The width in bits of operand `n` (register or memory; immediates take the width of
     /// operand 0).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn op_width(&self, ins: &Instruction, n: u32) -> u32 {
         match ins.op_kind(n) {
             OpKind::Register => regs::gpr_ref(ins.op_register(n)).map_or(64, |r| r.width),
@@ -238,7 +238,7 @@ impl Cpu {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get<B: Bus>(&mut self, bus: &mut B, loc: Loc, width: u32) -> Ex<u64> {
         match loc {
             Loc::Reg(r) => Ok(regs::read(&self.gpr, r)),
@@ -247,7 +247,7 @@ impl Cpu {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn put<B: Bus>(&mut self, bus: &mut B, loc: Loc, width: u32, v: u64) -> Ex<()> {
         match loc {
             Loc::Reg(r) => {
@@ -260,7 +260,7 @@ impl Cpu {
     }
 
     /// Reads a read-modify-write destination: faults as a write would.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get_rmw<B: Bus>(&mut self, bus: &mut B, loc: Loc, width: u32) -> Ex<u64> {
         if let Loc::Mem(seg, off) = loc {
             self.probe_write(bus, seg, off, (width / 8) as usize)?;

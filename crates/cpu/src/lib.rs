@@ -276,6 +276,20 @@ impl Cpu {
         self.update_mode();
     }
 
+    /// Loads CR0, CR3, CR4 and IA32_EFER directly, without the checks of MOV to CR and WRMSR
+    /// (a loader's or a test's privilege, like [`Cpu::set_segment`]): an ELF64 loader can enter
+    /// long mode this way. EFER.LMA is taken as given. The TLB is flushed and the PAE PDPTEs are
+    /// loaded at the next walk.
+    pub fn set_control_registers(&mut self, cr0: u64, cr3: u64, cr4: u64, efer: u64) {
+        self.cr0 = cr0 | cr0::ET;
+        self.cr3 = cr3;
+        self.cr4 = cr4;
+        self.efer = efer;
+        self.pdptes = None;
+        self.tlb.flush_all();
+        self.update_mode();
+    }
+
     /// Runs up to `max_insns` instructions (faulting instructions do not retire and do not
     /// count; delivering an event does not count either).
     pub fn run<B: Bus>(&mut self, bus: &mut B, max_insns: u64) -> Result<StopReason, CpuError> {
@@ -487,10 +501,28 @@ mod tests {
                 cpu.set_multiboot_entry(0x8000, 0x2bad_b002, 0x9000);
                 cpu
             }
-            _ => {
+            2 => {
                 let mut cpu = long_mode(&mut bus);
                 install_tables(&mut cpu, &mut bus);
                 cpu.rip = 0x8000;
+                cpu
+            }
+            _ => {
+                // 64-bit mode whose page tables, GDT and IDT are the garbage itself.
+                let mut cpu = Cpu::new();
+                cpu.set_multiboot_entry(0x8000, 0, 0);
+                cpu.set_control_registers(0x8000_0011, 0x8000, 0x20, 0x500);
+                let mut cs = cpu.segment(Seg::Cs);
+                cs.ar = (cs.ar & !state::ar::DB) | state::ar::L;
+                cpu.set_segment(Seg::Cs, cs);
+                cpu.gdtr = DescriptorTable {
+                    base: 0x8000,
+                    limit: 0xffff,
+                };
+                cpu.idtr = DescriptorTable {
+                    base: 0x8000,
+                    limit: 0xfff,
+                };
                 cpu
             }
         };
@@ -505,8 +537,8 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
         #[test]
         fn arbitrary_bytes_never_panic_or_hang(
-            mode in 0u8..3,
-            code in proptest::collection::vec(any::<u8>(), 1..64),
+            mode in 0u8..4,
+            code in proptest::collection::vec(any::<u8>(), 1..128),
             regs in any::<[u64; 4]>(),
         ) {
             let before = std::time::Instant::now();

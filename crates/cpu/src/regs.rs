@@ -34,50 +34,64 @@ pub(crate) struct GprRef {
     pub high: bool,
 }
 
-/// Maps an iced general-purpose register; `None` for any other register.
-#[inline]
-pub(crate) fn gpr_ref(reg: Register) -> Option<GprRef> {
-    let r = reg as u32;
+/// Maps an iced register number to a general-purpose register view, computed once.
+const fn map(r: u32) -> Option<GprRef> {
     let al = Register::AL as u32;
+    let ah = Register::AH as u32;
     let ax = Register::AX as u32;
     let eax = Register::EAX as u32;
     let rax = Register::RAX as u32;
-    let ah = Register::AH as u32;
-    Some(if (ah..ah + 4).contains(&r) {
-        GprRef {
+    if r >= ah && r < ah + 4 {
+        Some(GprRef {
             index: (r - ah) as usize,
             width: 8,
             high: true,
-        }
-    } else if (al..al + 20).contains(&r) {
+        })
+    } else if r >= al && r < al + 20 {
+        // AL, CL, DL, BL, then AH..BH (above), then SPL, BPL, SIL, DIL, R8L..R15L.
         let i = r - al;
-        // AL, CL, DL, BL, then AH..BH (handled above), then SPL, BPL, SIL, DIL, R8L..R15L.
-        GprRef {
+        Some(GprRef {
             index: if i < 4 { i as usize } else { (i - 4) as usize },
             width: 8,
             high: false,
-        }
-    } else if (ax..ax + 16).contains(&r) {
-        GprRef {
+        })
+    } else if r >= ax && r < ax + 16 {
+        Some(GprRef {
             index: (r - ax) as usize,
             width: 16,
             high: false,
-        }
-    } else if (eax..eax + 16).contains(&r) {
-        GprRef {
+        })
+    } else if r >= eax && r < eax + 16 {
+        Some(GprRef {
             index: (r - eax) as usize,
             width: 32,
             high: false,
-        }
-    } else if (rax..rax + 16).contains(&r) {
-        GprRef {
+        })
+    } else if r >= rax && r < rax + 16 {
+        Some(GprRef {
             index: (r - rax) as usize,
             width: 64,
             high: false,
-        }
+        })
     } else {
-        return None;
-    })
+        None
+    }
+}
+
+const TABLE: [Option<GprRef>; 256] = {
+    let mut t = [None; 256];
+    let mut r = 0;
+    while r < 256 {
+        t[r] = map(r as u32);
+        r += 1;
+    }
+    t
+};
+
+/// Maps an iced general-purpose register; `None` for any other register.
+#[inline(always)]
+pub(crate) fn gpr_ref(reg: Register) -> Option<GprRef> {
+    TABLE[reg as usize & 0xff]
 }
 
 /// Reads a register view.
