@@ -33,7 +33,7 @@ const IOWIN: u64 = 0x10;
 const IOEOI: u64 = 0x40;
 
 /// Version register: version 0x20 (with the EOI register), maximum redirection entry 23.
-const VERSION: u32 = 0x20 | ((PINS as u32 - 1) << 16);
+pub const VERSION: u32 = 0x20 | ((PINS as u32 - 1) << 16);
 
 /// Redirection entry bit 12: delivery status (read-only).
 const RTE_DELIVERY_STATUS: u64 = 1 << 12;

@@ -51,7 +51,7 @@ pub const BASE_EN: u64 = 1 << 11;
 
 /// Version register: version 0x14 (an integrated APIC of the P4/Core families) with six LVT
 /// entries (timer, thermal, performance, LINT0, LINT1, error; no CMCI), max LVT index 5.
-const VERSION: u32 = 0x14 | (5 << 16);
+pub const VERSION: u32 = 0x14 | (5 << 16);
 
 /// Register indices (offset >> 4 in the xAPIC page, MSR - 0x800 in x2APIC mode).
 mod r {

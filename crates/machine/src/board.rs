@@ -14,6 +14,9 @@
 //! 8-bit devices are split into byte accesses to consecutive ports, as the ISA bus does;
 //! unclaimed ports read all ones and ignore writes.
 //!
+//! Firmware tables: the MP configuration table ([`crate::mptable`]) at 0xF0000 describes the
+//! processor, the I/O APIC (ID 1) and the interrupt wiring below.
+//!
 //! Interrupt wiring: ISA IRQ *n* goes to 8259 input *n* and to I/O APIC pin *n*, except that
 //! the PIT's IRQ 0 goes to I/O APIC pin 2 (the interrupt source override every PC firmware
 //! and QEMU describe). The 8259's INTR reaches the CPU through LINT0 in ExtINT mode while the
@@ -26,12 +29,13 @@
 //! A device that reports [`devices::Unimplemented`] stops the run: the board records the
 //! message and answers [`cpu::Bus::stop_requested`] with `true`.
 
+use crate::mptable;
 use cpu::bus::AccessSize;
 use cpu::{Bus, MsrAccess, VirtualTime};
 use devices::cmos::{self, Cmos};
 use devices::debug_exit::{self, DebugExit};
 use devices::fw_cfg::{self, FwCfg};
-use devices::ioapic::{self, IoApic};
+use devices::ioapic::{self, IoApic, IoApicState};
 use devices::lapic::{self, ApicError, InterruptMessage, Lapic};
 use devices::pci::PciHost;
 use devices::pic::PicPair;
@@ -137,12 +141,27 @@ impl<S: ByteSink> Board<S> {
         let ram_len = usize::try_from(ram_size).map_err(|_| crate::Error::RamSize(ram_size))?;
         let mut lapic = Lapic::new(0, PHYS_BITS, true);
         lapic.set_virtual_wire();
+        let mut ram = vec![0; ram_len];
+        let mp = mptable::build(
+            lapic::DEFAULT_BASE.raw() as u32,
+            lapic::VERSION as u8,
+            ioapic::DEFAULT_BASE.raw() as u32,
+            ioapic::VERSION as u8,
+            PIT_IOAPIC_PIN as u8,
+        );
+        let at = mptable::FLOATING_POINTER as usize;
+        // In range: RAM is at least MIN_RAM (2 MiB) and the table is a few hundred bytes.
+        ram[at..at + mp.len()].copy_from_slice(&mp);
+        let ioapic = IoApic::from_state(IoApicState {
+            id: mptable::IOAPIC_ID,
+            ..IoApicState::default()
+        });
         Ok(Self {
             pic: firmware_pic(),
-            ram: vec![0; ram_len],
+            ram,
             uart: Uart::new(console, LatchedLine::default()),
             pit: Pit::new(LatchedLine::default()),
-            ioapic: IoApic::new(),
+            ioapic,
             lapic,
             cmos: Cmos::new(ram_size),
             system: SystemPorts::new(),
@@ -638,6 +657,15 @@ mod tests {
         let b = board();
         assert_eq!(b.ram_offset(Gfn::new(0xfff)), Some(0xfff000));
         assert_eq!(b.ram_offset(Gfn::new(0x1000)), None);
+    }
+
+    #[test]
+    fn firmware_leaves_an_mp_table_and_ioapic_id() {
+        let mut b = board();
+        assert_eq!(&b.ram()[0xf_0000..0xf_0004], b"_MP_");
+        assert_eq!(&b.ram()[0xf_0010..0xf_0014], b"PCMP");
+        b.mmio_write(Gpa::new(0xfec0_0000), 4, 0, t(0));
+        assert_eq!(b.mmio_read(Gpa::new(0xfec0_0010), 4, t(0)), 1 << 24);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //!
 //! - [`board`]: RAM, the address and port decoders, interrupt wiring, the [`cpu::Bus`]
 //!   implementation (SDM Vol. 3A §11 for the APIC side, the AT port map for the rest).
+//! - [`mptable`]: the MP configuration table left by the firmware (MP Specification 1.4 §4).
 //! - [`multiboot`]: the loader (GNU Multiboot Specification 0.6.96 §3).
 //! - [`run`]: [`Machine`], the bare run loop: the CPU in slices, timers on virtual time, idle
 //!   time skipped while halted with interrupts enabled, and the [`Ending`] of a run.
 
 pub mod board;
+pub mod mptable;
 pub mod multiboot;
 pub mod run;
 
