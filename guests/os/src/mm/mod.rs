@@ -6,6 +6,7 @@
 
 pub mod frame;
 pub mod paging;
+pub mod ranges;
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
