@@ -703,3 +703,180 @@ pub(crate) struct Snapshot {
     next_rip: u64,
     data: [Segment; 4],
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::fault::{Exc, Fault, vector};
+    use crate::test_utils::TestBus;
+    use crate::{Cpu, DescriptorTable, Seg, StopReason};
+
+    const GDT: u64 = 0x5000;
+    const TSS: u64 = 0x6000;
+    const IDT: u64 = 0x7000;
+    const GATE_TARGET: u64 = 0x10_0800;
+    const INT_HANDLER: u64 = 0x10_0900;
+
+    fn gate32(offset: u64, sel: u16, access: u64, params: u64) -> u64 {
+        (offset & 0xffff)
+            | (u64::from(sel) << 16)
+            | (params << 32)
+            | (access << 40)
+            | ((offset >> 16) << 48)
+    }
+
+    /// 32-bit protected mode with ring 0 and ring 3 flat segments, a 32-bit TSS (ESP0 = 0x9000,
+    /// SS0 = 0x10), a DPL 3 call gate at 0x30 and a DPL 3 interrupt gate for vector 0x80.
+    fn protected_env(code: &[u8]) -> (Cpu, TestBus) {
+        let mut bus = TestBus::new();
+        let gdt = [
+            0,
+            0x00cf_9a00_0000_ffff,
+            0x00cf_9200_0000_ffff,
+            0x00cf_fa00_0000_ffff,
+            0x00cf_f200_0000_ffff,
+            0x67 | (TSS << 16) | (0x89 << 40),
+            gate32(GATE_TARGET, 0x08, 0xec, 1),
+        ];
+        for (i, d) in gdt.iter().enumerate() {
+            bus.write_u64(GDT + 8 * i as u64, *d);
+        }
+        bus.load(TSS + 4, &0x9000u32.to_le_bytes());
+        bus.load(TSS + 8, &0x10u32.to_le_bytes());
+        bus.write_u64(IDT + 8 * 0x80, gate32(INT_HANDLER, 0x08, 0xee, 0));
+        bus.load(0x10_0000, code);
+        let mut cpu = Cpu::new();
+        cpu.set_multiboot_entry(0x10_0000, 0, 0);
+        cpu.gpr = [0; 16];
+        cpu.gpr[4] = 0x8000;
+        cpu.gdtr = DescriptorTable {
+            base: GDT,
+            limit: 0x37,
+        };
+        cpu.idtr = DescriptorTable {
+            base: IDT,
+            limit: 0x7ff,
+        };
+        (cpu, bus)
+    }
+
+    #[test]
+    fn ring3_call_gate_with_parameter_copy_retf_and_32_bit_interrupt_gate() {
+        #[rustfmt::skip]
+        let kernel = [
+            0x66, 0xb8, 0x28, 0x00,                 // mov ax, 0x28
+            0x0f, 0x00, 0xd8,                       // ltr ax
+            0x6a, 0x23,                             // push 0x23        (SS)
+            0x68, 0x00, 0x00, 0x17, 0x00,           // push 0x170000    (ESP)
+            0x6a, 0x02,                             // push 2           (EFLAGS)
+            0x6a, 0x1b,                             // push 0x1b        (CS)
+            0x68, 0x00, 0x10, 0x10, 0x00,           // push 0x101000    (EIP)
+            0xcf,                                   // iretd
+        ];
+        let (mut cpu, mut bus) = protected_env(&kernel);
+        // User: push 0x55; call far 0x33:0 (the call gate); int 0x80
+        bus.load(
+            0x10_1000,
+            &[0x6a, 0x55, 0x9a, 0, 0, 0, 0, 0x33, 0x00, 0xcd, 0x80],
+        );
+        // Gate target (CPL 0): mov eax, [esp+8] (the copied parameter); retf 4
+        bus.load(GATE_TARGET, &[0x8b, 0x44, 0x24, 0x08, 0xca, 0x04, 0x00]);
+        bus.load(INT_HANDLER, &[0xf4]);
+
+        assert_eq!(cpu.run(&mut bus, 8), Ok(StopReason::BudgetExhausted));
+        assert_eq!(
+            (cpu.cpl(), cpu.rip(), cpu.segment(Seg::Ss).selector),
+            (3, 0x10_1000, 0x23)
+        );
+        assert_eq!(
+            bus.ram[GDT as usize + 0x28 + 5] & 0xf,
+            0xb,
+            "LTR marks the TSS busy"
+        );
+
+        // push; call far through the gate: CPL 0 on the TSS stack with the parameter copied.
+        assert_eq!(cpu.run(&mut bus, 2), Ok(StopReason::BudgetExhausted));
+        assert_eq!(
+            (cpu.cpl(), cpu.rip(), cpu.segment(Seg::Ss).selector),
+            (0, GATE_TARGET, 0x10)
+        );
+        let esp = cpu.gpr[4];
+        assert_eq!(esp, 0x9000 - 20);
+        let rd = |bus: &TestBus, a: u64| {
+            u32::from_le_bytes(bus.ram[a as usize..a as usize + 4].try_into().unwrap())
+        };
+        assert_eq!(
+            [
+                rd(&bus, esp),
+                rd(&bus, esp + 4),
+                rd(&bus, esp + 8),
+                rd(&bus, esp + 12),
+                rd(&bus, esp + 16)
+            ],
+            [0x10_1009, 0x1b, 0x55, 0x16_fffc, 0x23]
+        );
+        // mov eax, [esp+8]; retf 4: back at CPL 3, parameter popped from both stacks.
+        assert_eq!(cpu.run(&mut bus, 2), Ok(StopReason::BudgetExhausted));
+        assert_eq!(
+            (cpu.cpl(), cpu.rip(), cpu.gpr[0], cpu.gpr[4]),
+            (3, 0x10_1009, 0x55, 0x17_0000)
+        );
+        // int 0x80 through a 32-bit interrupt gate: stack switch to ESP0 and a 5-dword frame.
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        let esp = cpu.gpr[4];
+        assert_eq!(esp, 0x9000 - 20);
+        assert_eq!(
+            [
+                rd(&bus, esp),
+                rd(&bus, esp + 4),
+                rd(&bus, esp + 12),
+                rd(&bus, esp + 16)
+            ],
+            [0x10_100b, 0x1b, 0x17_0000, 0x23]
+        );
+    }
+
+    #[test]
+    fn segment_load_checks() {
+        let (mut cpu, mut bus) = protected_env(&[]);
+        cpu.icache.attach(&bus);
+        // A ring 3 data segment into SS at CPL 0: #GP(selector).
+        assert_eq!(
+            cpu.load_data_seg(&mut bus, Seg::Ss, 0x23),
+            Err(Exc::Fault(Fault::gp(0x20)))
+        );
+        // Null SS outside 64-bit mode: #GP(0). Null DS: fine, unusable.
+        assert_eq!(
+            cpu.load_data_seg(&mut bus, Seg::Ss, 0),
+            Err(Exc::Fault(Fault::gp(0)))
+        );
+        assert_eq!(cpu.load_data_seg(&mut bus, Seg::Ds, 0), Ok(()));
+        assert!(cpu.segment(Seg::Ds).unusable());
+        // A selector beyond the GDT limit: #GP(selector).
+        assert_eq!(
+            cpu.load_data_seg(&mut bus, Seg::Es, 0x80),
+            Err(Exc::Fault(Fault::gp(0x80)))
+        );
+        // Not present: #NP(selector).
+        bus.ram[GDT as usize + 0x10 + 5] &= 0x7f;
+        assert_eq!(
+            cpu.load_data_seg(&mut bus, Seg::Fs, 0x10),
+            Err(Exc::Fault(Fault::with_code(vector::NP, 0x10)))
+        );
+        // A code segment is not writable: loading it into SS is #GP.
+        assert_eq!(
+            cpu.load_data_seg(&mut bus, Seg::Ss, 0x08),
+            Err(Exc::Fault(Fault::gp(0x08)))
+        );
+        // Reading through the null DS is #GP(0).
+        assert_eq!(
+            cpu.read_seg(&mut bus, Seg::Ds, 0, 4),
+            Err(Exc::Fault(Fault::gp(0)))
+        );
+        // A write beyond a 16-bit limit through SS is #SS(0).
+        cpu.seg[Seg::Ss as usize].limit = 0xfff;
+        assert_eq!(
+            cpu.write_seg(&mut bus, Seg::Ss, 0xffe, 4, 0),
+            Err(Exc::Fault(Fault::with_code(vector::SS, 0)))
+        );
+    }
+}
