@@ -10,6 +10,9 @@
 //! Loopback (MCR.4) routes THR into the receiver and the modem-control outputs into the modem
 //! status inputs as the datasheet's figure 11 shows.
 //!
+//! Reads of the receiver, transmitted bytes and overruns are reported to a [`SerialEvents`]
+//! receiver ([`NoEvents`] by default) for counters and tracing.
+//!
 //! The interrupt output is the chip's INTR pin. The PC gates it with MCR.OUT2 on the board;
 //! like QEMU's `serial.c`, this model drives the pin regardless of OUT2 (simple kernels that
 //! never set OUT2 still get their interrupts under QEMU, and must under nestvisor).
@@ -175,12 +178,31 @@ impl Default for UartState {
     }
 }
 
-/// A 16550A UART whose transmitter writes to `S` and whose INTR pin is `L`.
+/// What a UART tells its owner about (for counters and tracing); every method has a no-op
+/// default, so an owner implements only what it watches.
+pub trait SerialEvents {
+    /// The guest read a byte from the receiver.
+    fn buffer_read(&mut self) {}
+    /// A byte left through the transmitter (or looped back).
+    fn out_byte(&mut self) {}
+    /// A received byte was dropped: the receiver was full (overrun).
+    fn rx_overrun(&mut self) {}
+}
+
+/// [`SerialEvents`] that nobody watches.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoEvents;
+
+impl SerialEvents for NoEvents {}
+
+/// A 16550A UART whose transmitter writes to `S`, whose INTR pin is `L` and whose events go
+/// to `E`.
 #[derive(Debug)]
-pub struct Uart<S, L> {
+pub struct Uart<S, L, E = NoEvents> {
     state: UartState,
     out: S,
     irq: L,
+    events: E,
 }
 
 impl<S: ByteSink, L: IrqLine> Uart<S, L> {
@@ -191,9 +213,26 @@ impl<S: ByteSink, L: IrqLine> Uart<S, L> {
 
     /// Restores a UART from a snapshot.
     pub fn from_state(state: UartState, out: S, irq: L) -> Self {
-        let mut uart = Self { state, out, irq };
+        Uart::with_events(state, out, irq, NoEvents)
+    }
+}
+
+impl<S: ByteSink, L: IrqLine, E: SerialEvents> Uart<S, L, E> {
+    /// A UART in `state` that reports to `events`.
+    pub fn with_events(state: UartState, out: S, irq: L, events: E) -> Self {
+        let mut uart = Self {
+            state,
+            out,
+            irq,
+            events,
+        };
         uart.update_irq();
         uart
+    }
+
+    /// The event receiver.
+    pub fn events(&self) -> &E {
+        &self.events
     }
 
     /// A snapshot of the registers.
@@ -256,6 +295,7 @@ impl<S: ByteSink, L: IrqLine> Uart<S, L> {
             self.state.rx_len += 1;
         } else {
             self.state.lsr |= LSR_OE;
+            self.events.rx_overrun();
         }
         self.update_irq();
     }
@@ -267,6 +307,7 @@ impl<S: ByteSink, L: IrqLine> Uart<S, L> {
         let byte = self.state.rx[0];
         self.state.rx.copy_within(1.., 0);
         self.state.rx_len -= 1;
+        self.events.buffer_read();
         byte
     }
 
@@ -378,6 +419,7 @@ impl<S: ByteSink, L: IrqLine> Uart<S, L> {
                 } else {
                     self.out.put(value);
                 }
+                self.events.out_byte();
                 // The byte left at once: THR is empty again.
                 self.state.thre_pending = true;
             }
@@ -548,6 +590,42 @@ mod tests {
         assert_eq!(u.read(reg::DATA), 0x5a);
         u.write(reg::MCR, MCR_OUT2);
         assert_eq!(u.read(reg::MSR) & 0xf0, MSR_CONNECTED);
+    }
+
+    #[derive(Debug, Default)]
+    struct Counts {
+        read: u32,
+        out: u32,
+        overrun: u32,
+    }
+
+    impl SerialEvents for Counts {
+        fn buffer_read(&mut self) {
+            self.read += 1;
+        }
+        fn out_byte(&mut self) {
+            self.out += 1;
+        }
+        fn rx_overrun(&mut self) {
+            self.overrun += 1;
+        }
+    }
+
+    #[test]
+    fn events_are_reported() {
+        let mut u = Uart::with_events(
+            UartState::default(),
+            VecSink::default(),
+            LatchedLine::default(),
+            Counts::default(),
+        );
+        u.write(reg::DATA, b'a');
+        u.receive(1);
+        u.receive(2);
+        u.read(reg::DATA);
+        u.read(reg::DATA); // empty: no event
+        let c = u.events();
+        assert_eq!((c.read, c.out, c.overrun), (1, 1, 1));
     }
 
     #[test]
