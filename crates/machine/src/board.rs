@@ -68,7 +68,7 @@ const MSR_TSC_DEADLINE: u32 = 0x6e0;
 pub const MAX_RAM: u64 = 3 << 30;
 /// Smallest RAM: the legacy area plus 1 MiB for a kernel.
 pub const MIN_RAM: u64 = 2 << 20;
-/// Physical-address width the board decodes (CPUID.80000008H:EAX[7:0] should agree).
+/// Physical-address width the board decodes (CPUID.80000008H:EAX bits 7:0 should agree).
 pub const PHYS_BITS: u8 = 39;
 
 /// Why the board asked the CPU to stop.

@@ -3,7 +3,7 @@
 //! command line.
 //!
 //! - [`bare`]: `nestvisor run --bare`: one multiboot image on the board, serial output to a
-//!   sink, and the process exit status of each [`machine::Ending`] ([`exit_status`]).
+//!   sink, and the process exit status of each [`machine::Ending`] ([`bare::exit_status`]).
 //! - [`images`]: the guest images embedded at build time.
 
 pub mod images;
