@@ -420,6 +420,16 @@ impl Lapic {
 
     // ----- interrupt acceptance and priority -----------------------------------------------
 
+    /// TPR (§11.8.3).
+    pub fn tpr(&self) -> u8 {
+        self.state.tpr
+    }
+
+    /// Writes TPR (what MOV to CR8 does: TPR[7:4] = CR8[3:0], TPR[3:0] = 0, §11.8.6).
+    pub fn set_tpr(&mut self, tpr: u8) {
+        self.state.tpr = tpr;
+    }
+
     /// PPR (§11.8.3.1).
     pub fn ppr(&self) -> u8 {
         let isrv = highest(&self.state.isr).unwrap_or(0);

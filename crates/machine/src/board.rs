@@ -187,6 +187,19 @@ impl<S: ByteSink> Board<S> {
         self.counters
     }
 
+    /// CR8 as the local APIC defines it: TPR bits 7:4 (SDM Vol. 3A §11.8.6). CR8 and the
+    /// APIC's TPR are one register; a CPU that keeps them in sync calls this and
+    /// [`Board::set_cr8`] for MOV from/to CR8.
+    pub fn cr8(&self) -> u64 {
+        u64::from(self.lapic.tpr() >> 4)
+    }
+
+    /// MOV to CR8: TPR[7:4] = CR8[3:0], TPR[3:0] = 0.
+    pub fn set_cr8(&mut self, value: u64) {
+        self.lapic.set_tpr(((value & 0xf) as u8) << 4);
+        self.dirty = true;
+    }
+
     /// Why the board wants the run to stop, if it does.
     pub fn stop(&self) -> Option<&BoardStop> {
         self.stop.as_ref()
@@ -799,6 +812,20 @@ mod tests {
         // No has_interrupt call (IF = 0): IRR bit 0x50 (IRR bits 95:64) still shows up.
         assert_eq!(b.mmio_read(Gpa::new(0xfee0_0220), 4, t(99)), 0);
         assert_eq!(b.mmio_read(Gpa::new(0xfee0_0220), 4, t(100)), 1 << 0x10);
+    }
+
+    #[test]
+    fn cr8_is_the_tpr() {
+        let mut b = board();
+        b.set_cr8(0x5);
+        assert_eq!(b.mmio_read(Gpa::new(0xfee0_0080), 4, t(0)), 0x50);
+        b.mmio_write(Gpa::new(0xfee0_0080), 4, 0x7f, t(0));
+        assert_eq!(b.cr8(), 0x7);
+        // A vector in class 7 is now held back.
+        b.mmio_write(Gpa::new(0xfee0_0300), 4, 0x0004_0071, t(0)); // self IPI 0x71
+        assert!(!b.has_interrupt(t(1)));
+        b.set_cr8(0);
+        assert!(b.has_interrupt(t(2)));
     }
 
     #[test]
