@@ -393,3 +393,55 @@ mod tests {
         assert_eq!(bus.read_u64(cpu.gpr[4]), CODE + 2);
     }
 }
+
+#[cfg(test)]
+mod trap_tests {
+    use crate::StopReason;
+    use crate::fault::vector;
+    use crate::test_utils::*;
+
+    #[test]
+    fn single_step_traps_after_each_instruction_with_tf() {
+        #[rustfmt::skip]
+        let code = [
+            0x9c,                                   // pushfq
+            0x48, 0x81, 0x0c, 0x24, 0x00, 0x01, 0x00, 0x00, // or qword [rsp], 0x100
+            0x9d,                                   // popfq (TF = 1 afterwards)
+            0x90,                                   // nop  -> #DB after it
+            0x90,
+            0xf4,
+        ];
+        let (mut cpu, mut bus) = long_env(&code);
+        let handler = CODE + 0x800;
+        bus.load(handler, &[0xf4]);
+        set_gate64(&mut bus, vector::DB, handler, false, 0, 0);
+        assert_eq!(cpu.run(&mut bus, 20), Ok(StopReason::Halted));
+        assert_eq!(cpu.rip, handler + 1);
+        assert_eq!(
+            bus.read_u64(cpu.gpr[4]),
+            CODE + 11,
+            "trap after the first NOP"
+        );
+        assert_ne!(cpu.dr[6] & (1 << 14), 0, "DR6.BS");
+        assert_eq!(cpu.rflags() & 0x100, 0, "delivery clears TF");
+    }
+
+    #[test]
+    fn alignment_check_at_cpl3() {
+        // mov eax, [rsp+1]
+        let set = |c: &mut crate::Cpu| {
+            c.cpl = 3;
+            c.cr0 |= x86::reg::cr0::AM;
+            c.flags.set_bits(2 | x86::reg::rflags::AC);
+        };
+        assert_eq!(
+            run_bytes64_fault(&[0x8b, 0x44, 0x24, 0x01], set),
+            vector::AC
+        );
+        // Aligned: no fault (the HLT after it faults with #GP at CPL 3).
+        assert_eq!(
+            run_bytes64_fault(&[0x8b, 0x44, 0x24, 0x00], set),
+            vector::GP
+        );
+    }
+}

@@ -318,8 +318,19 @@ impl Cpu {
                 return Ok(StopReason::BudgetExhausted);
             }
             self.shadow = false;
+            let single_step = self.flags.get(rflags::TF);
+            let events = self.counters.events_delivered;
             match self.step(bus) {
-                Ok(()) => {}
+                Ok(()) => {
+                    // The single-step trap follows an instruction that began with TF = 1,
+                    // unless that instruction delivered an event itself (SDM Vol. 3A §18.3.1.4).
+                    if single_step && self.counters.events_delivered == events {
+                        self.dr[6] |= 1 << 14;
+                        if let Err(stop) = self.deliver_fault(bus, Fault::new(fault::vector::DB)) {
+                            return stop;
+                        }
+                    }
+                }
                 Err(Exc::Fault(f)) => {
                     if let Err(stop) = self.deliver_fault(bus, f) {
                         return stop;

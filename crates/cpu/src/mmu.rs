@@ -81,6 +81,7 @@ impl Cpu {
             if !canonical(lin) || !canonical(last) {
                 return Err(fault().into());
             }
+            self.check_alignment(lin, size, access)?;
             return Ok(lin);
         }
         if self.mode != Mode::Real {
@@ -112,7 +113,24 @@ impl Cpu {
         if !in_limit {
             return Err(fault().into());
         }
-        Ok(s.base.wrapping_add(off) & 0xffff_ffff)
+        let lin = s.base.wrapping_add(off) & 0xffff_ffff;
+        self.check_alignment(lin, size, access)?;
+        Ok(lin)
+    }
+
+    /// Alignment checking (SDM Vol. 3A §6.15 interrupt 17): a misaligned data access at CPL 3
+    /// with CR0.AM = 1 and EFLAGS.AC = 1 raises #AC(0).
+    #[inline]
+    fn check_alignment(&self, lin: u64, size: u64, access: Access) -> Ex<()> {
+        if self.cpl == 3
+            && access != Access::Exec
+            && lin & (size.min(8) - 1) != 0
+            && self.cr0 & cr0::AM != 0
+            && self.flags.get(rflags::AC)
+        {
+            return Err(Fault::with_code(vector::AC, 0).into());
+        }
+        Ok(())
     }
 
     /// Translates a linear address for an access, through the TLB.

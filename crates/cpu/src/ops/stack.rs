@@ -267,8 +267,8 @@ mod tests {
         // pushfq; pop rax: bit 1 set
         let (c, _) = run_bytes64(&[0x9c, 0x58], |_| {});
         assert_eq!(c.gpr[0] & 2, 2);
-        // push -1; popfq: reserved bits stay clear, VM/RF not loaded, IF loaded at CPL 0
-        let (c, _) = run_bytes64(&[0x6a, 0xff, 0x9d], |_| {});
+        // push -1 & !TF; popfq: reserved bits stay clear, VM/RF not loaded, IF loaded at CPL 0
+        let (c, _) = run_bytes64(&[0x68, 0xff, 0xfe, 0xff, 0xff, 0x9d], |_| {});
         let f = c.rflags();
         assert_eq!(
             f & (1 << 3 | 1 << 5 | 1 << 15 | 1 << 16 | 1 << 17 | 1 << 22),
