@@ -748,3 +748,88 @@ mod tests {
         assert_eq!(fault_of(&mut cpu, &mut bus), Fault::gp(0));
     }
 }
+
+#[cfg(test)]
+mod paging_mode_tests {
+    use crate::fault::{Exc, Fault, pf};
+    use crate::test_utils::TestBus;
+    use crate::{Cpu, StopReason};
+    use x86::reg::{cr0, cr4};
+
+    /// 32-bit protected mode at 0x100000 with `code`, paging off.
+    fn env(code: &[u8]) -> (Cpu, TestBus) {
+        let mut bus = TestBus::new();
+        bus.load(0x10_0000, code);
+        let mut cpu = Cpu::new();
+        cpu.set_multiboot_entry(0x10_0000, 0, 0);
+        cpu.gpr = [0; 16];
+        cpu.gpr[4] = 0x8000;
+        (cpu, bus)
+    }
+
+    #[test]
+    fn legacy_32_bit_paging_with_4m_pages() {
+        // Page directory at 0x2000: PDE 0 = 4-MiB identity page (PS), PDE 1 -> table at 0x3000
+        // whose PTE 0 maps 0x400000 -> 0x600000 (read-only, supervisor).
+        #[rustfmt::skip]
+        let code = [
+            0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x10, 0x0f, 0x22, 0xe0, // cr4 |= PSE
+            0xb8, 0x00, 0x20, 0x00, 0x00, 0x0f, 0x22, 0xd8,       // cr3 = 0x2000
+            0x0f, 0x20, 0xc0, 0x0d, 0x00, 0x00, 0x01, 0x80, 0x0f, 0x22, 0xc0, // cr0 |= PG | WP
+            0xa1, 0x00, 0x00, 0x40, 0x00,                         // mov eax, [0x400000]
+            0xf4,
+        ];
+        let (mut cpu, mut bus) = env(&code);
+        bus.load(0x2000, &0x0000_0083u32.to_le_bytes());
+        bus.load(0x2004, &0x0000_3003u32.to_le_bytes());
+        bus.load(0x3000, &0x0060_0001u32.to_le_bytes());
+        bus.load(0x60_0000, &0x1234_5678u32.to_le_bytes());
+        assert_eq!(cpu.run(&mut bus, 20), Ok(StopReason::Halted));
+        assert_eq!(cpu.gpr[0], 0x1234_5678);
+        assert_eq!(
+            bus.ram[0x2000] & 0x20,
+            0x20,
+            "accessed flag of the 4-MiB PDE (code fetch)"
+        );
+        // A write to the read-only page with CR0.WP = 1: #PF(P|W).
+        cpu.icache.attach(&bus);
+        assert_eq!(
+            cpu.write_lin(&mut bus, 0x40_0000, 4, 0, false),
+            Err(Exc::Fault(Fault::page(0x40_0000, pf::P | pf::W)))
+        );
+    }
+
+    #[test]
+    fn pae_paging_loads_pdptes_on_cr3_write() {
+        // PDPT at 0x2000 (PDPTE 0 -> PD at 0x3000 whose PDE 0 is a 2-MiB identity page), then
+        // a CR3 load of a PDPT with a reserved bit set in a present entry: #GP(0).
+        #[rustfmt::skip]
+        let code = [
+            0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x20, 0x0f, 0x22, 0xe0, // cr4 |= PAE
+            0xb8, 0x00, 0x20, 0x00, 0x00, 0x0f, 0x22, 0xd8,       // cr3 = 0x2000
+            0x0f, 0x20, 0xc0, 0x0d, 0x00, 0x00, 0x00, 0x80, 0x0f, 0x22, 0xc0, // cr0 |= PG
+            0xb8, 0x00, 0x40, 0x00, 0x00, 0x0f, 0x22, 0xd8,       // cr3 = 0x4000 (bad PDPT)
+            0xf4,
+        ];
+        let (mut cpu, mut bus) = env(&code);
+        bus.write_u64(0x2000, 0x3001);
+        bus.write_u64(0x3000, 0x83);
+        bus.write_u64(0x4000, 0x3001 | (1 << 5));
+        cpu.icache.attach(&bus);
+        let mut fault = None;
+        for _ in 0..10 {
+            match cpu.step(&mut bus) {
+                Ok(()) => {}
+                Err(Exc::Fault(f)) => {
+                    fault = Some(f);
+                    break;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(fault, Some(Fault::gp(0)));
+        assert_eq!(cpu.cr3, 0x2000, "the faulting load left CR3 alone");
+        assert_eq!(cpu.cr4 & cr4::PAE, cr4::PAE);
+        assert_ne!(cpu.cr0 & cr0::PG, 0);
+    }
+}
