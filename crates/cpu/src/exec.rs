@@ -377,6 +377,7 @@ impl Cpu {
             M::Invlpg | M::Invpcid => self.invlpg(bus, ins),
             M::Lgdt | M::Lidt | M::Sgdt | M::Sidt => self.desc_table(bus, ins),
             M::Ltr | M::Str | M::Lldt | M::Sldt => self.ltr_lldt(bus, ins),
+            M::Lar | M::Lsl | M::Verr | M::Verw => self.lar_lsl(bus, ins),
             M::Swapgs => self.swapgs(),
             M::Wbinvd | M::Invd => self.cache_ctl(),
             M::Clts | M::Lmsw | M::Smsw => self.cr0_insn(bus, ins),

@@ -880,3 +880,95 @@ mod tests {
         );
     }
 }
+
+impl Cpu {
+    /// LAR, LSL, VERR, VERW (SDM Vol. 2A "LAR", Vol. 2B "LSL", "VERR/VERW"): ZF = 1 when the
+    /// selector names a descriptor of an allowed type visible at the current CPL and RPL; no
+    /// fault for a bad selector, only ZF = 0.
+    pub(crate) fn lar_lsl<B: Bus>(&mut self, bus: &mut B, ins: &iced_x86::Instruction) -> Ex<()> {
+        use iced_x86::Mnemonic as M;
+        if self.mode == Mode::Real {
+            return Err(Fault::ud().into());
+        }
+        let m = ins.mnemonic();
+        let src_op = if matches!(m, M::Lar | M::Lsl) { 1 } else { 0 };
+        let l = self.loc(ins, src_op);
+        let sel = self.get(bus, l, 16)? as u16;
+        let long = self.efer & efer::LMA != 0;
+        let found = if sel & 0xfffc == 0 || self.desc_lin(sel).is_none() {
+            None
+        } else {
+            Some(self.read_desc(bus, sel)?)
+        };
+        let ok = found.filter(|&d| {
+            let rpl = (sel & 3) as u8;
+            let visible = desc::conforming(d) && matches!(m, M::Lar | M::Lsl | M::Verr)
+                || desc::dpl(d) >= self.cpl.max(rpl);
+            let typ = desc::typ(d);
+            let type_ok = if desc::code_or_data(d) {
+                match m {
+                    M::Verr => !desc::code(d) || d & (1 << 41) != 0,
+                    M::Verw => !desc::code(d) && d & (1 << 41) != 0,
+                    _ => true,
+                }
+            } else {
+                match (m, long) {
+                    (M::Lar, false) => matches!(typ, 1 | 2 | 3 | 4 | 5 | 9 | 0xb | 0xc),
+                    (M::Lar, true) => matches!(typ, 2 | 9 | 0xb | 0xc),
+                    (M::Lsl, false) => matches!(typ, 1 | 2 | 3 | 9 | 0xb),
+                    (M::Lsl, true) => matches!(typ, 2 | 9 | 0xb),
+                    _ => false,
+                }
+            };
+            visible && type_ok
+        });
+        self.flags.set(rflags::ZF, ok.is_some());
+        if let Some(d) = ok {
+            let w = self.op_width(ins, 0);
+            let dst = self.loc(ins, 0);
+            match m {
+                M::Lar => self.put(bus, dst, w, (d >> 32) & 0x00f0_ff00 & mask(w))?,
+                M::Lsl => self.put(bus, dst, w, u64::from(desc::limit(d)) & mask(w))?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod lar_tests {
+    use crate::test_utils::*;
+    use x86::reg::rflags::ZF;
+
+    #[test]
+    fn lar_lsl_verr_verw() {
+        // lar eax, ecx ; lsl ebx, ecx   (ecx = user data selector 0x2b)
+        let code = [0x0f, 0x02, 0xc1, 0x0f, 0x03, 0xd9, 0xf4];
+        let (mut cpu, mut bus) = long_env(&code);
+        cpu.gpr[1] = u64::from(UDATA);
+        assert_eq!(cpu.run(&mut bus, 10), Ok(crate::StopReason::Halted));
+        assert_eq!(
+            cpu.gpr[0], 0x00c0_f200,
+            "second descriptor dword AND 00F0FF00H"
+        );
+        assert_eq!(cpu.gpr[3], 0xffff_ffff);
+        assert_eq!(cpu.rflags() & ZF, ZF);
+        // verw cx on the 64-bit code selector: not writable -> ZF = 0; verr: readable -> ZF = 1
+        let (mut cpu, mut bus) = long_env(&[0x0f, 0x00, 0xe9, 0xf4]);
+        cpu.gpr[1] = u64::from(KCODE64);
+        cpu.flags.set_bits(2 | ZF);
+        assert_eq!(cpu.run(&mut bus, 10), Ok(crate::StopReason::Halted));
+        assert_eq!(cpu.rflags() & ZF, 0);
+        let (mut cpu, mut bus) = long_env(&[0x0f, 0x00, 0xe1, 0xf4]);
+        cpu.gpr[1] = u64::from(KCODE64);
+        assert_eq!(cpu.run(&mut bus, 10), Ok(crate::StopReason::Halted));
+        assert_eq!(cpu.rflags() & ZF, ZF);
+        // lsl with a selector beyond the GDT: ZF = 0, no fault
+        let (mut cpu, mut bus) = long_env(&[0x0f, 0x03, 0xd9, 0xf4]);
+        cpu.gpr[1] = 0x1000;
+        cpu.gpr[3] = 7;
+        assert_eq!(cpu.run(&mut bus, 10), Ok(crate::StopReason::Halted));
+        assert_eq!((cpu.rflags() & ZF, cpu.gpr[3]), (0, 7));
+    }
+}
