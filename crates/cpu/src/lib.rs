@@ -18,10 +18,24 @@
 //! - `interrupt`: exception and interrupt delivery, #DF and triple fault (Vol. 3A §6).
 //! - `cpuid`, `msr`: identification and model-specific registers (Vol. 2A CPUID, Vol. 4).
 //!
-//! VMX is not implemented yet and not advertised (CPUID.1:ECX.VMX = 0): VMX instructions raise
-//! #UD as on a processor without VMX. The silicon is meant to come as a `vmx` module that owns
-//! the VMCS storage, checks VM entries and turns non-root events into VM exits; the TLB entries
-//! already carry a tag word for VPID/EPTP.
+//! Virtual time: one tick per retired instruction ([`Cpu::now`]); a repeated string
+//! instruction retires once per slice of up to 1024 iterations (it is restarted between slices
+//! so that interrupts are recognised), and HLT lets the board skip ticks
+//! ([`Cpu::skip_idle_ticks`]).
+//!
+//! Not implemented, and never silently wrong: x87, SSE and AVX are not advertised, so their
+//! instructions raise #UD (x87: #NM when CR0.EM or CR0.TS is set, otherwise the run stops with
+//! [`CpuError::Unimplemented`]); hardware task switches, virtual-8086 mode and enabled DR7
+//! breakpoints stop the run with [`CpuError::Unsupported`]; 5-level paging, protection keys,
+//! FSGSBASE, UMIP and XSAVE are not advertised and their CR4 bits raise #GP. Memory types are
+//! not modelled (PAT and the MTRRs are storage), and CR8 is not yet linked to the board's
+//! local-APIC TPR.
+//!
+//! VMX is not implemented yet and not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE reserved):
+//! VMX instructions raise #UD as on a processor without VMX. The silicon is meant to come as a
+//! `vmx` module that owns the VMCS storage, checks VM entries and turns non-root events into
+//! VM exits at the points where this model already decides (the dispatcher, event delivery,
+//! the MSR/CR/I-O paths); the TLB entries already carry a tag word for VPID/EPTP.
 
 pub mod bus;
 mod cpuid;

@@ -3,8 +3,10 @@
 //! §4.3, PAE §4.4, 4-level §4.5, access rights §4.6 incl. WP/SMEP/SMAP/NX, page-fault error
 //! codes §4.7, accessed and dirty flags §4.8), through the TLB ([`crate::tlb`]).
 //!
-//! Known deviation: with PAE paging the four PDPTEs are read at walk time instead of being
-//! loaded into registers by MOV to CR3 (§4.4.1).
+//! A TLB miss walks with `crates/paging` (the same walker the hypervisor uses); the TLB hit
+//! path re-checks the cached rights with the rules of §4.6 (`rights_ok`, tested against the
+//! walker's own check for every combination). With PAE paging the four PDPTEs are registers,
+//! loaded by MOV to CR3/CR0/CR4 (§4.4.1). Alignment checking (#AC) is done here too.
 
 use paging::{
     AccessKind, Pae, Paging4, Paging32, PagingContext, Privilege, WalkError, load_pdptes,
