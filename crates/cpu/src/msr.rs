@@ -16,6 +16,8 @@ use x86::reg::{cr4, efer};
 #[allow(missing_docs)]
 pub(crate) mod index {
     pub const TSC: u32 = 0x10;
+    pub const PLATFORM_ID: u32 = 0x17;
+    pub const BIOS_SIGN_ID: u32 = 0x8b;
     pub const FEATURE_CONTROL: u32 = 0x3a;
     pub const MTRRCAP: u32 = 0xfe;
     pub const SYSENTER_CS: u32 = 0x174;
@@ -58,6 +60,8 @@ impl Cpu {
         let m = &self.msr;
         Ok(match msr {
             TSC => self.now().tsc().wrapping_add(m.tsc_offset),
+            // No platform ID bits, no microcode update loaded (revision 0 in bits 63:32).
+            PLATFORM_ID | BIOS_SIGN_ID => 0,
             FEATURE_CONTROL => m.feature_control,
             MTRRCAP => MTRRCAP_VALUE,
             SYSENTER_CS => m.sysenter_cs,
@@ -90,6 +94,9 @@ impl Cpu {
         let phys_high = !((1u64 << MAXPHYADDR) - 1);
         match msr {
             TSC => self.msr.tsc_offset = v.wrapping_sub(self.now().tsc()),
+            // Writing IA32_BIOS_SIGN_ID prepares a revision read through CPUID.1; there is no
+            // microcode, so the revision stays 0 (SDM Vol. 3A §10.11.7).
+            BIOS_SIGN_ID => {}
             FEATURE_CONTROL => {
                 if self.msr.feature_control & FEATURE_CONTROL_LOCK != 0
                     || v & !FEATURE_CONTROL_LOCK != 0
@@ -221,5 +228,67 @@ impl Cpu {
             self.gpr[Gpr::Rcx as usize] = self.msr.tsc_aux;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fault::Fault;
+    use crate::test_utils::{TestBus, first_fault, long_mode, run_bytes64};
+
+    #[test]
+    fn msr_rules() {
+        let mut bus = TestBus::new();
+        let mut cpu = long_mode(&mut bus);
+        // Unknown MSR: #GP(0).
+        assert_eq!(cpu.read_msr(0x1234), Err(Fault::gp(0)));
+        // Non-canonical LSTAR: #GP(0); canonical: stored.
+        assert_eq!(
+            cpu.write_msr(super::index::LSTAR, 0x0000_8000_0000_0000),
+            Err(Fault::gp(0))
+        );
+        assert_eq!(
+            cpu.write_msr(super::index::LSTAR, 0xffff_8000_0000_1000),
+            Ok(())
+        );
+        assert_eq!(cpu.read_msr(super::index::LSTAR), Ok(0xffff_8000_0000_1000));
+        // EFER: reserved bits #GP; LME cannot change while paging is on.
+        assert_eq!(cpu.write_msr(super::index::EFER, 1 << 2), Err(Fault::gp(0)));
+        assert_eq!(cpu.write_msr(super::index::EFER, 0x400), Err(Fault::gp(0)));
+        // PAT entries must be valid memory types.
+        assert_eq!(cpu.write_msr(super::index::PAT, 2), Err(Fault::gp(0)));
+        // FEATURE_CONTROL: only the lock bit; locked means read-only.
+        assert_eq!(
+            cpu.write_msr(super::index::FEATURE_CONTROL, 1 << 2),
+            Err(Fault::gp(0)),
+            "no VMX yet"
+        );
+        assert_eq!(cpu.write_msr(super::index::FEATURE_CONTROL, 1), Ok(()));
+        assert_eq!(
+            cpu.write_msr(super::index::FEATURE_CONTROL, 1),
+            Err(Fault::gp(0))
+        );
+        // TSC writes offset the virtual-time TSC.
+        assert_eq!(cpu.write_msr(super::index::TSC, 1000), Ok(()));
+        assert_eq!(cpu.read_msr(super::index::TSC), Ok(1000));
+    }
+
+    #[test]
+    fn rdmsr_rdtsc_instructions() {
+        // mov ecx, 0xc0000080; rdmsr -> EFER.LME|LMA in EAX
+        let (c, _) = run_bytes64(&[0xb9, 0x80, 0x00, 0x00, 0xc0, 0x0f, 0x32], |_| {});
+        assert_eq!(c.gpr[0], 0x500);
+        // rdtsc after two instructions: TSC = retired ticks
+        let (c, _) = run_bytes64(&[0x90, 0x90, 0x0f, 0x31], |_| {});
+        assert_eq!((c.gpr[0], c.gpr[2]), (2 * crate::TSC_PER_TICK, 0));
+        // rdmsr at CPL 3: #GP(0); rdtsc at CPL 3 with CR4.TSD: #GP(0)
+        assert_eq!(first_fault(&[0x0f, 0x32], |c| c.cpl = 3), Fault::gp(0));
+        assert_eq!(
+            first_fault(&[0x0f, 0x31], |c| {
+                c.cpl = 3;
+                c.cr4 |= x86::reg::cr4::TSD;
+            }),
+            Fault::gp(0)
+        );
     }
 }
