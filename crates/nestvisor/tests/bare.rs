@@ -384,6 +384,64 @@ fn handler(ch: u8, eoi: &[u8]) -> Vec<u8> {
     c
 }
 
+/// A kernel that arms PIT channel 0 in mode 0 (interrupt on terminal count, one interrupt per
+/// arming) through the remapped 8259 three times and prints a P from each interrupt.
+fn pit_one_shot_kernel() -> Vec<u8> {
+    let mut l = Layout::new(0x20);
+    let mut code = prologue();
+    for (port, value) in [
+        (0x20, 0x11),
+        (0x21, 0x20),
+        (0x21, 0x04),
+        (0x21, 0x01),
+        (0x21, 0xfe),
+    ] {
+        code.extend(outb(port, value));
+    }
+    let mut arm = Vec::new();
+    for (port, value) in [(0x43, 0x30), (0x40, 0x00), (0x40, 0x10)] {
+        arm.extend(outb(port, value)); // mode 0, LSB/MSB, count 0x1000
+    }
+    code.extend(wait_for_interrupts_then_exit(&arm, 3));
+    l.put(Layout::ENTRY, &code);
+    l.put(Layout::HANDLER, &handler(b'P', &outb(0x20, 0x20)));
+    l.0
+}
+
+/// Prints fw_cfg's signature and CPU count, then exits with 0x10.
+fn fw_cfg_kernel() -> Vec<u8> {
+    let mut c = Vec::new();
+    let select = |c: &mut Vec<u8>, key: u8| {
+        c.extend_from_slice(&[0x66, 0xba, 0x10, 0x05]); // mov dx, 0x510
+        c.extend_from_slice(&[0x66, 0xb8, key, 0x00]); // mov ax, key
+        c.extend_from_slice(&[0x66, 0xef]); // out dx, ax
+    };
+    let copy_byte = |c: &mut Vec<u8>, add: u8| {
+        c.extend_from_slice(&[0x66, 0xba, 0x11, 0x05, 0xec]); // mov dx, 0x511; in al, dx
+        c.extend_from_slice(&[0x04, add]); // add al, add
+        c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03, 0xee]); // mov dx, 0x3f8; out dx, al
+    };
+    select(&mut c, 0x00);
+    for _ in 0..4 {
+        copy_byte(&mut c, 0);
+    }
+    select(&mut c, 0x05);
+    copy_byte(&mut c, b'0');
+    c.extend_from_slice(&[0xb0, b'\n', 0xee]); // mov al, 0x0a; out dx, al
+    c.extend_from_slice(&[0x66, 0xba, 0xf4, 0x00, 0xb8, 0x10, 0, 0, 0, 0xef]); // exit 0x10
+    aout_kernel(&c)
+}
+
+#[test]
+fn pit_one_shot_and_fw_cfg() {
+    let o = run_image("pit-one-shot", &pit_one_shot_kernel(), &[]);
+    assert_eq!(o.stdout, b"PPP", "stderr: {}", stderr(&o));
+    assert_eq!(o.status.code(), Some((3 << 1) | 1));
+    let o = run_image("fw-cfg", &fw_cfg_kernel(), &[]);
+    assert_eq!(o.stdout, b"QEMU1\n", "stderr: {}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0x21));
+}
+
 #[test]
 fn apic_timer_wakes_a_halted_cpu() {
     let o = run_image("apic-timer", &apic_timer_kernel(), &[]);
@@ -452,11 +510,13 @@ fn qemu(image: &std::path::Path, args: &[&str]) -> Output {
 fn kernels_behave_the_same_under_qemu() {
     let module = write_temp("parity-module", b"MODULE-DATA\0");
     let module_arg = format!("{} modarg", module.display());
-    let kernels: [(&str, Vec<u8>); 4] = [
+    let kernels: [(&str, Vec<u8>); 6] = [
         ("parity-aout", aout_kernel(HI_THEN_EXIT)),
         ("parity-elf", elf32_kernel(HI_THEN_EXIT)),
         ("parity-bootinfo", aout_kernel(PRINT_BOOT_INFO)),
         ("parity-apic", apic_timer_kernel()),
+        ("parity-pit", pit_one_shot_kernel()),
+        ("parity-fw-cfg", fw_cfg_kernel()),
     ];
     for (name, bytes) in kernels {
         let image = write_temp(name, &bytes);
