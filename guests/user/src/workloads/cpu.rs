@@ -5,7 +5,7 @@ use super::report;
 use crate::params::{Param, parse};
 
 pub fn main(args: &str) {
-    let [iters] = parse("cpu", args, [Param::new("iters", 2_000_000, 1..=1 << 40)]);
+    let [iters] = parse("cpu", args, [Param::new("iters", 1_000_000, 1..=1 << 40)]);
     let mut table = [0u32; 256];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut acc: u64 = 0;

@@ -12,7 +12,7 @@ pub fn main(args: &str) {
         "io",
         args,
         [
-            Param::new("lines", 2000, 1..=1 << 32),
+            Param::new("lines", 500, 1..=1 << 32),
             Param::new("width", 72, 1..=200),
         ],
     );

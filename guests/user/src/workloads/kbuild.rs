@@ -22,9 +22,9 @@ pub fn main(args: &str) {
         "kbuild",
         args,
         [
-            Param::new("jobs", 32, 1..=MAX_JOBS as u64),
+            Param::new("jobs", 8, 1..=MAX_JOBS as u64),
             Param::new("parallel", 4, 1..=MAX_PARALLEL as u64),
-            Param::new("kib", 1024, 16..=1 << 20),
+            Param::new("kib", 2048, 16..=1 << 20),
         ],
     );
     let mut results = [0u32; MAX_JOBS];

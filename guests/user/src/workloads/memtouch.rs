@@ -10,8 +10,8 @@ pub fn main(args: &str) {
         "memtouch",
         args,
         [
-            Param::new("mib", 64, 1..=1 << 16),
-            Param::new("passes", 8, 0..=1 << 20),
+            Param::new("mib", 32, 1..=1 << 16),
+            Param::new("passes", 4, 0..=1 << 20),
         ],
     );
     let len = mib << 20;

@@ -14,7 +14,7 @@ pub fn main(args: &str) {
         "ptchurn",
         args,
         [
-            Param::new("rounds", 4096, 1..=1 << 32),
+            Param::new("rounds", 1024, 1..=1 << 32),
             Param::new("pages", 32, 2..=1 << 16),
         ],
     );

@@ -11,7 +11,7 @@ pub fn main(args: &str) {
     let [calls] = parse(
         "syscall",
         args,
-        [Param::new("calls", 1_000_000, 1..=1 << 40)],
+        [Param::new("calls", 200_000, 1..=1 << 40)],
     );
     let pid = sys::getpid();
     let brk = sys::brk(0);
