@@ -8,11 +8,7 @@ use crate::params::{Param, parse};
 use crate::sys;
 
 pub fn main(args: &str) {
-    let [calls] = parse(
-        "syscall",
-        args,
-        [Param::new("calls", 200_000, 1..=1 << 40)],
-    );
+    let [calls] = parse("syscall", args, [Param::new("calls", 200_000, 1..=1 << 40)]);
     let pid = sys::getpid();
     let brk = sys::brk(0);
     let mut sum = Fnv::new();
