@@ -1,10 +1,12 @@
 //! `ptchurn`: page-table churn. Each round maps `pages` pages, touches them, makes the first
 //! half read-only and reads everything, makes it writable again and writes everything, punches
-//! a one-page hole in the middle, and unmaps the rest.
+//! a one-page hole in the middle, and unmaps the rest. The next round gets the same addresses
+//! back and checks that they read as zero, which a missed TLB invalidation would break.
 
 use super::{fail, map_words, report};
 use crate::params::{Param, parse};
 use crate::sys::{self, PROT_READ, PROT_WRITE};
+use crate::{EXIT_FAILED, exit, println};
 
 const PAGE: u64 = 4096;
 const WORDS_PER_PAGE: usize = (PAGE / 8) as usize;
@@ -24,6 +26,16 @@ pub fn main(args: &str) {
         let words = map_words("ptchurn", len);
         let base = words.as_ptr() as u64;
         let at = (round as usize * 8) % WORDS_PER_PAGE;
+        // Fresh memory reads as zero: a stale translation left by the previous round's munmap
+        // (a missing TLB invalidation) would show the old page's data instead.
+        let previous_at = (round.wrapping_sub(1) as usize * 8) % WORDS_PER_PAGE;
+        for (p, page) in words.chunks_exact(WORDS_PER_PAGE).enumerate() {
+            let seen = page[at] | page[previous_at];
+            if seen != 0 {
+                println!("ptchurn: round {round}, page {p} of fresh memory reads {seen:#x}");
+                exit(EXIT_FAILED);
+            }
+        }
         for (p, page) in words.chunks_exact_mut(WORDS_PER_PAGE).enumerate() {
             page[at] = round ^ ((p as u64) << 20);
         }
