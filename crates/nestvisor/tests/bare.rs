@@ -357,11 +357,14 @@ fn wait_for_interrupts_then_exit(arm: &[u8], n: u8) -> Vec<u8> {
     c
 }
 
-/// A kernel that arms the local APIC timer (one-shot, vector 0x40, divide by 1, 50000 ticks)
-/// three times and prints a T from each interrupt.
+/// A kernel that masks the 8259s, arms the local APIC timer (one-shot, vector 0x40, divide
+/// by 1, 50000 ticks) three times and prints a T from each interrupt.
 fn apic_timer_kernel() -> Vec<u8> {
     let mut l = Layout::new(0x40);
     let mut code = prologue();
+    // Mask the 8259s: the firmware may have left its timer running (SeaBIOS does, under QEMU).
+    code.extend(outb(0x21, 0xff));
+    code.extend(outb(0xa1, 0xff));
     code.extend(store(0xfee0_00f0, 0x1ff)); // SVR: software enable, spurious vector 0xff
     code.extend(store(0xfee0_03e0, 0xb)); // divide by 1
     code.extend(store(0xfee0_0320, 0x40)); // LVT timer: one-shot, vector 0x40
