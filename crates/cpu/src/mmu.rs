@@ -714,3 +714,90 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod tlb_properties {
+    use super::*;
+    use crate::test_utils::*;
+    use proptest::prelude::*;
+
+    const PT: u64 = 0x4000;
+    const BASE: u64 = 0x40_0000;
+    const PAGES: u64 = 8;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Access page `i` (write?, user?).
+        Access(u64, bool, bool),
+        /// Rewrite PTE `i` behind the TLB's back.
+        Edit(u64, u64),
+        /// INVLPG page `i`.
+        Invlpg(u64),
+        /// MOV to CR3 (flushes non-global entries).
+        ReloadCr3,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..PAGES, any::<bool>(), any::<bool>()).prop_map(|(i, w, u)| Op::Access(i, w, u)),
+            2 => (0..PAGES, 0u64..64, 0u64..8).prop_map(|(i, f, flags)| Op::Edit(i, ((0x500 + f) << 12) | flags)),
+            2 => (0..PAGES).prop_map(Op::Invlpg),
+            1 => Just(Op::ReloadCr3),
+        ]
+    }
+
+    fn access(
+        cpu: &mut Cpu,
+        bus: &mut TestBus,
+        i: u64,
+        write: bool,
+        user: bool,
+    ) -> Result<Phys, Exc> {
+        cpu.cpl = if user { 3 } else { 0 };
+        let a = if write { Access::Write } else { Access::Read };
+        cpu.translate(bus, BASE + i * 4096 + 8, a, false)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Once the architectural flush for a page has happened (INVLPG or MOV to CR3) and the
+        /// page has not been edited since, a translation through the TLB equals a fresh walk.
+        #[test]
+        fn after_the_flush_the_tlb_agrees_with_a_fresh_walk(ops in proptest::collection::vec(op(), 1..80)) {
+            let (mut cpu, mut bus) = long_env(&[]);
+            bus.write_u64(0x3000 + 8 * 2, PT | 7);
+            for i in 0..PAGES {
+                bus.write_u64(PT + 8 * i, ((0x500 + i) << 12) | 7);
+            }
+            cpu.icache.attach(&bus);
+            let mut fresh = long_mode(&mut TestBus::new());
+            fresh.cr3 = cpu.cr3;
+            fresh.icache.attach(&bus);
+            let mut stale = [false; PAGES as usize];
+            for op in ops {
+                match op {
+                    Op::Access(i, w, u) => {
+                        let got = access(&mut cpu, &mut bus, i, w, u);
+                        fresh.tlb.flush_all();
+                        let want = access(&mut fresh, &mut bus, i, w, u);
+                        if !stale[i as usize] {
+                            prop_assert_eq!(got, want, "page {} write {} user {}", i, w, u);
+                        }
+                    }
+                    Op::Edit(i, pte) => {
+                        bus.write_u64(PT + 8 * i, pte);
+                        stale[i as usize] = true;
+                    }
+                    Op::Invlpg(i) => {
+                        cpu.tlb.flush_page(BASE + i * 4096);
+                        stale[i as usize] = false;
+                    }
+                    Op::ReloadCr3 => {
+                        cpu.tlb.flush_non_global();
+                        stale = [false; PAGES as usize];
+                    }
+                }
+            }
+        }
+    }
+}
