@@ -297,6 +297,12 @@ fn a_faulting_user_program_is_killed_and_the_kernel_carries_on() {
         ("ud", "#UD invalid opcode"),
         ("gp", "#GP general protection"),
         ("de", "#DE divide error"),
+        // A write after mprotect(PROT_READ): faults only if the kernel invalidated the
+        // writable translation.
+        (
+            "mprotect",
+            "write to 0x100000000000 (protection violation): region is not writable",
+        ),
     ];
     for (name, runner) in runners() {
         let clean = result_line(&runner(image(), "syscall calls=500", 64), "syscall");

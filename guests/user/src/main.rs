@@ -55,6 +55,7 @@ const FAULTS: &[(&str, fn())] = &[
     ("ud", arch::undefined_opcode),
     ("gp", arch::privileged),
     ("de", arch::divide_by_zero),
+    ("mprotect", write_after_mprotect),
 ];
 
 #[unsafe(no_mangle)]
@@ -173,6 +174,24 @@ fn fault(kind: &str) {
     }
     println!("fault: still alive after '{kind}'");
     exit(EXIT_FAILED);
+}
+
+/// Writes to a page, makes it read-only, writes again: the second write must fault (it would
+/// not if the kernel left the writable translation in the TLB).
+fn write_after_mprotect() {
+    const PAGE: u64 = 4096;
+    let Ok(addr) = sys::mmap(PAGE, sys::PROT_READ | sys::PROT_WRITE) else {
+        return;
+    };
+    let word = addr as *mut u64;
+    // SAFETY: the page was just mapped read-write for this process.
+    unsafe { word.write_volatile(1) };
+    // SAFETY: nothing but the deliberate write below touches the page while it is read-only.
+    if unsafe { sys::mprotect(addr, PAGE, sys::PROT_READ) }.is_err() {
+        return;
+    }
+    // SAFETY: deliberately faults; the kernel kills the process before the store completes.
+    unsafe { word.write_volatile(2) };
 }
 
 struct Names<T: 'static>(&'static [(&'static str, T)]);
