@@ -244,3 +244,64 @@ mod tests {
         assert_eq!(c.gpr[0], 0);
     }
 }
+
+#[cfg(test)]
+mod far_tests {
+    use crate::fault::{Exc, Fault};
+    use crate::state::Mode;
+    use crate::test_utils::*;
+    use crate::{Seg, StopReason};
+
+    #[test]
+    fn long_mode_to_compatibility_mode_and_back() {
+        #[rustfmt::skip]
+        let code = [
+            0x6a, 0x18,                         // push 0x18 (32-bit code)
+            0x68, 0x00, 0x01, 0x10, 0x00,       // push 0x100100
+            0x48, 0xcb,                         // retfq
+        ];
+        let (mut cpu, mut bus) = long_env(&code);
+        // Compatibility mode: mov eax, 0x12345678; jmp 0x08:0x100200
+        bus.load(
+            0x10_0100,
+            &[
+                0xb8, 0x78, 0x56, 0x34, 0x12, 0xea, 0x00, 0x02, 0x10, 0x00, 0x08, 0x00,
+            ],
+        );
+        bus.load(0x10_0200, &[0xf4]);
+        assert_eq!(cpu.run(&mut bus, 3), Ok(StopReason::BudgetExhausted));
+        assert_eq!(
+            (cpu.mode(), cpu.code_bits, cpu.rip),
+            (Mode::Compatibility, 32, 0x10_0100)
+        );
+        assert_eq!(cpu.gpr[4], STACK_TOP, "RETF popped 16 bytes");
+        assert_eq!(cpu.run(&mut bus, 10), Ok(StopReason::Halted));
+        assert_eq!(
+            (cpu.mode(), cpu.segment(Seg::Cs).selector),
+            (Mode::Long64, KCODE64)
+        );
+        assert_eq!(cpu.gpr[0], 0x1234_5678);
+    }
+
+    #[test]
+    fn rep_movs_fault_leaves_the_progress_in_the_registers() {
+        // rep movsb from 0x3ffffff8 (the last 8 mapped bytes) to 0x200000, 16 bytes.
+        let (mut cpu, mut bus) = long_env(&[0xf3, 0xa4]);
+        cpu.gpr[6] = 0x3fff_fff8;
+        cpu.gpr[7] = 0x20_0000;
+        cpu.gpr[1] = 16;
+        cpu.icache.attach(&bus);
+        let e = cpu.step(&mut bus);
+        assert_eq!(e, Err(Exc::Fault(Fault::page(0x4000_0000, 0))));
+        assert_eq!(
+            (cpu.gpr[1], cpu.gpr[6], cpu.gpr[7]),
+            (8, 0x4000_0000, 0x20_0008)
+        );
+        assert_eq!(cpu.rip, CODE, "the fault reports the string instruction");
+        assert_eq!(
+            bus.read_u64(0x20_0000),
+            u64::MAX,
+            "the 8 bytes before the fault were copied"
+        );
+    }
+}
