@@ -661,6 +661,43 @@ mod tests {
         assert_eq!(e, Exc::Fault(Fault::page(0x40_0000, pf::P | pf::U)));
     }
 
+    #[test]
+    fn invpcid_single_context_and_bad_type() {
+        #[rustfmt::skip]
+        let code: &[u8] = &[
+            0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rax, [0x400000]
+            0x48, 0xc7, 0x04, 0x25, 0x00, 0x40, 0x00, 0x00, 0x07, 0x00, 0x51, 0x00, // remap to B
+            0x48, 0xc7, 0xc1, 0x01, 0x00, 0x00, 0x00,                   // mov rcx, 1
+            0x66, 0x0f, 0x38, 0x82, 0x0f,                               // invpcid rcx, [rdi] (PCID 6)
+            0x48, 0x8b, 0x1c, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rbx, [0x400000]
+            0x66, 0x0f, 0x38, 0x82, 0x0e,                               // invpcid rcx, [rsi] (PCID 5)
+            0x48, 0x8b, 0x14, 0x25, 0x00, 0x00, 0x40, 0x00,             // mov rdx, [0x400000]
+            0x48, 0xc7, 0xc1, 0x04, 0x00, 0x00, 0x00,                   // mov rcx, 4
+            0x66, 0x0f, 0x38, 0x82, 0x0e,                               // invpcid rcx, [rsi]: #GP
+        ];
+        let (mut cpu, mut bus) = env(code);
+        cpu.cr4 |= cr4::PCIDE;
+        cpu.cr3 |= 5;
+        bus.write_u64(0x20_0000, 6);
+        bus.write_u64(0x20_0010, 5);
+        cpu.gpr[7] = 0x20_0000;
+        cpu.gpr[6] = 0x20_0010;
+        cpu.icache.attach(&bus);
+        let fault = loop {
+            match cpu.step(&mut bus) {
+                Ok(()) => {}
+                Err(Exc::Fault(f)) => break f,
+                Err(e) => panic!("{e:?}"),
+            }
+        };
+        assert_eq!(fault, Fault::gp(0), "INVPCID type 4 is #GP(0)");
+        assert_eq!(
+            cpu.gpr[3], A,
+            "another PCID's flush leaves this PCID's entries"
+        );
+        assert_eq!(cpu.gpr[2], B, "single-context INVPCID of the current PCID");
+    }
+
     /// The TLB hit path re-checks rights with `rights_ok`; it must agree with the walker's
     /// rules (`PageRights::permit`) for every combination, or a hit would grant what a walk
     /// refuses.
