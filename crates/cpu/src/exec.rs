@@ -222,7 +222,18 @@ impl Cpu {
                 None => Loc::Imm(0),
             },
             OpKind::Memory => Loc::Mem(seg_of(ins.memory_segment()), self.ea(ins)),
-            _ => Loc::Imm(ins.immediate(n)),
+            OpKind::Immediate8
+            | OpKind::Immediate8_2nd
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => Loc::Imm(ins.immediate(n)),
+            // Branch targets and string operands are handled by their instructions, which
+            // never ask for them here.
+            _ => Loc::Imm(0),
         }
     }
 
