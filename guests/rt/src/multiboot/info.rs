@@ -1,12 +1,20 @@
-//! The multiboot1 information structure (multiboot spec 0.6.96 §3.3): memory map, command line
-//! and modules, read once at boot through the early mapping of the first GiB and copied into a
-//! [`BootInfo`] in kernel memory, so the kernel may drop the identity mapping and reuse the
-//! loader's memory.
+//! The multiboot1 information structure (multiboot spec 0.6.96 §3.3): flags, memory map,
+//! command line and modules, parsed through a [`PhysMemory`] reader into a [`BootInfo`] of
+//! fixed-size copies. Pure code over the reader, tested on the host
+//! (`crates/nestvisor/tests/guest_os_multiboot.rs` includes this file).
 
-use crate::arch::KERNEL_VMA;
+/// Physical memory as the parser reads it (little endian).
+pub trait PhysMemory {
+    fn read_u8(&self, pa: u64) -> u8;
 
-/// EAX value a multiboot1 loader passes to the image (spec §3.2).
-pub const BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
+    fn read_u32(&self, pa: u64) -> u32 {
+        u32::from_le_bytes(core::array::from_fn(|i| self.read_u8(pa + i as u64)))
+    }
+
+    fn read_u64(&self, pa: u64) -> u64 {
+        u64::from(self.read_u32(pa)) | (u64::from(self.read_u32(pa + 4)) << 32)
+    }
+}
 
 /// flags bit 0: mem_lower / mem_upper valid.
 const INFO_MEMORY: u32 = 1 << 0;
@@ -24,8 +32,6 @@ const MAX_REGIONS: usize = 64;
 const MAX_MODULES: usize = 16;
 const MAX_CMDLINE: usize = 4096;
 const MAX_MODULE_NAME: usize = 128;
-/// The early mapping covers physical addresses below this.
-const EARLY_LIMIT: u64 = 1 << 30;
 
 /// One memory-map entry: `[base, base + length)` of type `kind` (1 = available RAM).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,7 +78,8 @@ pub struct BootInfo {
 }
 
 impl BootInfo {
-    const EMPTY: BootInfo = BootInfo {
+    /// Nothing known yet.
+    pub const EMPTY: BootInfo = BootInfo {
         regions: [MemoryRegion {
             base: 0,
             length: 0,
@@ -120,76 +127,40 @@ fn utf8_prefix(bytes: &[u8]) -> &str {
     }
 }
 
-/// Reads physical memory through the early mapping.
-struct Early;
-
-impl Early {
-    fn check(pa: u64, len: u64) {
-        if pa.checked_add(len).is_none_or(|end| end > EARLY_LIMIT) {
-            panic!("multiboot: structure at {pa:#x}+{len:#x} lies above the first GiB");
+/// Copies the NUL-terminated string at `pa` into `out`; returns (length, truncated).
+fn read_cstr(mem: &impl PhysMemory, pa: u64, out: &mut [u8]) -> (usize, bool) {
+    for (i, slot) in out.iter_mut().enumerate() {
+        let b = mem.read_u8(pa + i as u64);
+        if b == 0 {
+            return (i, false);
         }
+        *slot = b;
     }
-
-    fn u32(pa: u64) -> u32 {
-        Self::check(pa, 4);
-        // SAFETY: the first GiB is mapped at KERNEL_VMA by the entry stub; unaligned read.
-        unsafe { core::ptr::read_unaligned((KERNEL_VMA + pa) as *const u32) }
-    }
-
-    fn u64(pa: u64) -> u64 {
-        u64::from(Self::u32(pa)) | (u64::from(Self::u32(pa + 4)) << 32)
-    }
-
-    fn u8(pa: u64) -> u8 {
-        Self::check(pa, 1);
-        // SAFETY: as above.
-        unsafe { core::ptr::read((KERNEL_VMA + pa) as *const u8) }
-    }
-
-    /// Copies the NUL-terminated string at `pa` into `out`; returns (length, truncated).
-    fn cstr(pa: u64, out: &mut [u8]) -> (usize, bool) {
-        for (i, slot) in out.iter_mut().enumerate() {
-            let b = Self::u8(pa + i as u64);
-            if b == 0 {
-                return (i, false);
-            }
-            *slot = b;
-        }
-        (out.len(), true)
-    }
+    (out.len(), true)
 }
 
-struct BootCell(core::cell::UnsafeCell<BootInfo>);
-
-// SAFETY: written once by `parse` before the image's code runs, read-only afterwards.
-unsafe impl Sync for BootCell {}
-
-static BOOT_INFO: BootCell = BootCell(core::cell::UnsafeCell::new(BootInfo::EMPTY));
-
-/// Parses the information structure at physical `info`. Called once, by the runtime.
-pub(crate) fn parse(info: u64) -> &'static BootInfo {
-    // SAFETY: called exactly once, before kernel_main, on one CPU: nobody else holds a reference.
-    let boot = unsafe { &mut *BOOT_INFO.0.get() };
-    let flags = Early::u32(info);
+/// Fills `boot` from the information structure at physical `info`.
+pub fn parse(mem: &impl PhysMemory, info: u64, boot: &mut BootInfo) {
+    let flags = mem.read_u32(info);
 
     if flags & INFO_CMDLINE != 0 {
-        let (len, cut) = Early::cstr(u64::from(Early::u32(info + 16)), &mut boot.cmdline);
+        let (len, cut) = read_cstr(mem, u64::from(mem.read_u32(info + 16)), &mut boot.cmdline);
         boot.cmdline_len = len;
         boot.truncated |= cut;
     }
 
     if flags & INFO_MODS != 0 {
-        let count = Early::u32(info + 20) as usize;
-        let base = u64::from(Early::u32(info + 24));
+        let count = mem.read_u32(info + 20) as usize;
+        let base = u64::from(mem.read_u32(info + 24));
         boot.truncated |= count > MAX_MODULES;
         for i in 0..count.min(MAX_MODULES) {
             let m = base + 16 * i as u64;
             let module = &mut boot.modules[i];
-            module.start = u64::from(Early::u32(m));
-            module.end = u64::from(Early::u32(m + 4));
-            let string = Early::u32(m + 8);
+            module.start = u64::from(mem.read_u32(m));
+            module.end = u64::from(mem.read_u32(m + 4));
+            let string = mem.read_u32(m + 8);
             if string != 0 {
-                let (len, cut) = Early::cstr(u64::from(string), &mut module.name);
+                let (len, cut) = read_cstr(mem, u64::from(string), &mut module.name);
                 module.name_len = len;
                 boot.truncated |= cut;
             }
@@ -198,27 +169,28 @@ pub(crate) fn parse(info: u64) -> &'static BootInfo {
     }
 
     if flags & INFO_MMAP != 0 {
-        let length = u64::from(Early::u32(info + 44));
-        let base = u64::from(Early::u32(info + 48));
+        let length = u64::from(mem.read_u32(info + 44));
+        let base = u64::from(mem.read_u32(info + 48));
         let mut entry = base;
         // Each entry: size (u32, not counting itself), base_addr (u64), length (u64), type (u32).
         while entry + 24 <= base + length {
-            let size = u64::from(Early::u32(entry));
+            let size = u64::from(mem.read_u32(entry));
+            if size < 20 {
+                boot.truncated = true;
+                break; // a malformed entry: too short to hold one, and no way to the next
+            }
             let region = MemoryRegion {
-                base: Early::u64(entry + 4),
-                length: Early::u64(entry + 12),
-                kind: Early::u32(entry + 20),
+                base: mem.read_u64(entry + 4),
+                length: mem.read_u64(entry + 12),
+                kind: mem.read_u32(entry + 20),
             };
             push_region(boot, region);
-            if size < 20 {
-                break; // a malformed entry: stop rather than loop
-            }
             entry += size + 4;
         }
     } else if flags & INFO_MEMORY != 0 {
         // No map: mem_lower KiB at 0 and mem_upper KiB at 1 MiB (spec §3.3).
-        let lower = u64::from(Early::u32(info + 4)) * 1024;
-        let upper = u64::from(Early::u32(info + 8)) * 1024;
+        let lower = u64::from(mem.read_u32(info + 4)) * 1024;
+        let upper = u64::from(mem.read_u32(info + 8)) * 1024;
         push_region(
             boot,
             MemoryRegion {
@@ -236,7 +208,6 @@ pub(crate) fn parse(info: u64) -> &'static BootInfo {
             },
         );
     }
-    boot
 }
 
 fn push_region(boot: &mut BootInfo, region: MemoryRegion) {
