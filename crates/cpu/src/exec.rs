@@ -58,6 +58,7 @@ impl Cpu {
     }
 
     /// Fetches and decodes the instruction at CS:RIP, through the decode cache.
+    #[inline(always)]
     fn fetch<B: Bus>(&mut self, bus: &mut B) -> Ex<Instruction> {
         let bits = self.code_bits;
         let lin = if bits == 64 {

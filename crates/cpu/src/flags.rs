@@ -39,16 +39,13 @@ pub(crate) struct Flags {
 
 #[inline]
 pub(crate) const fn mask(width: u32) -> u64 {
-    if width >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << width) - 1
-    }
+    // Branch-free; widths are 8, 16, 32 or 64 (0 would give all ones, never a panic).
+    u64::MAX >> (64u32.wrapping_sub(width) & 63)
 }
 
 #[inline]
 pub(crate) const fn sign(width: u32) -> u64 {
-    1u64 << (width - 1)
+    1u64 << (width.wrapping_sub(1) & 63)
 }
 
 /// PF: set when the low byte has an even number of one bits.

@@ -1,7 +1,9 @@
 //! Integer arithmetic: ADD, ADC, SUB, SBB, CMP, INC, DEC, NEG, and the two-operand dispatcher
 //! shared with the logic group (SDM Vol. 2A/2B instruction pages; flags per Vol. 1 Appendix A).
 
-use iced_x86::{Instruction, Mnemonic as M};
+use iced_x86::{Instruction, Mnemonic as M, OpKind};
+
+use crate::regs;
 
 use crate::Cpu;
 use crate::bus::Bus;
@@ -58,6 +60,27 @@ impl Cpu {
 
     /// `op0 = op0 op op1` (or just the flags for CMP and TEST).
     pub(crate) fn alu<B: Bus>(&mut self, bus: &mut B, ins: &Instruction, op: AluOp) -> Ex<()> {
+        // Fast path: a register destination (no LOCK possible) and a register or immediate
+        // source, the common case in compiled code.
+        if ins.op0_kind() == OpKind::Register && !ins.has_lock_prefix() {
+            if let Some(d) = regs::gpr_ref(ins.op0_register()) {
+                let b = match ins.op1_kind() {
+                    OpKind::Register => {
+                        regs::gpr_ref(ins.op1_register()).map(|s| regs::read(&self.gpr, s))
+                    }
+                    OpKind::Memory => None,
+                    _ => Some(ins.immediate(1)),
+                };
+                if let Some(b) = b {
+                    let a = regs::read(&self.gpr, d);
+                    let r = self.alu_compute(op, d.width, a, b & crate::flags::mask(d.width));
+                    if !matches!(op, AluOp::Cmp | AluOp::Test) {
+                        regs::write(&mut self.gpr, d, r);
+                    }
+                    return Ok(());
+                }
+            }
+        }
         let width = self.op_width(ins, 0);
         let dst = self.loc(ins, 0);
         let src = self.loc(ins, 1);
