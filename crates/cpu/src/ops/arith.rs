@@ -62,23 +62,24 @@ impl Cpu {
     pub(crate) fn alu<B: Bus>(&mut self, bus: &mut B, ins: &Instruction, op: AluOp) -> Ex<()> {
         // Fast path: a register destination (no LOCK possible) and a register or immediate
         // source, the common case in compiled code.
-        if ins.op0_kind() == OpKind::Register && !ins.has_lock_prefix() {
-            if let Some(d) = regs::gpr_ref(ins.op0_register()) {
-                let b = match ins.op1_kind() {
-                    OpKind::Register => {
-                        regs::gpr_ref(ins.op1_register()).map(|s| regs::read(&self.gpr, s))
-                    }
-                    OpKind::Memory => None,
-                    _ => Some(ins.immediate(1)),
-                };
-                if let Some(b) = b {
-                    let a = regs::read(&self.gpr, d);
-                    let r = self.alu_compute(op, d.width, a, b & crate::flags::mask(d.width));
-                    if !matches!(op, AluOp::Cmp | AluOp::Test) {
-                        regs::write(&mut self.gpr, d, r);
-                    }
-                    return Ok(());
+        if ins.op0_kind() == OpKind::Register
+            && !ins.has_lock_prefix()
+            && let Some(d) = regs::gpr_ref(ins.op0_register())
+        {
+            let b = match ins.op1_kind() {
+                OpKind::Register => {
+                    regs::gpr_ref(ins.op1_register()).map(|s| regs::read(&self.gpr, s))
                 }
+                OpKind::Memory => None,
+                _ => Some(ins.immediate(1)),
+            };
+            if let Some(b) = b {
+                let a = regs::read(&self.gpr, d);
+                let r = self.alu_compute(op, d.width, a, b & mask(d.width));
+                if !matches!(op, AluOp::Cmp | AluOp::Test) {
+                    regs::write(&mut self.gpr, d, r);
+                }
+                return Ok(());
             }
         }
         let width = self.op_width(ins, 0);
@@ -134,7 +135,7 @@ impl Cpu {
     /// destination or a compare.
     #[inline]
     pub(crate) fn check_lock(&self, ins: &Instruction, writes: bool) -> Ex<()> {
-        if ins.has_lock_prefix() && (!writes || ins.op0_kind() != iced_x86::OpKind::Memory) {
+        if ins.has_lock_prefix() && (!writes || ins.op0_kind() != OpKind::Memory) {
             return Err(Fault::ud().into());
         }
         Ok(())
