@@ -112,7 +112,7 @@ fn memory_map_command_line_and_modules() {
         (modules[1].start, modules[1].end, modules[1].name()),
         (0x30_0000, 0x30_0800, "")
     );
-    assert!(!boot.truncated);
+    assert!(!boot.truncated && !boot.cmdline_truncated());
 }
 
 #[test]
@@ -162,6 +162,7 @@ fn malformed_and_oversized_input_is_cut_not_followed() {
     m.put32(INFO + 48, MMAP as u32);
     let boot = parse(&m);
     assert_eq!(boot.cmdline().len(), 4096);
+    assert!(boot.cmdline_truncated());
     assert_eq!(boot.modules().len(), 16);
     assert_eq!(boot.regions(), [region(0x10_0000, 0x10_0000, 1)]);
     assert!(boot.truncated);

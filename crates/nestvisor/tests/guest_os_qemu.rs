@@ -260,12 +260,15 @@ fn unknown_workload_is_refused() {
 
 #[test]
 fn malformed_parameters_are_refused() {
+    // Longer than exec's argument limit (1024 bytes).
+    let long = format!("cpu{}", " iters=1".repeat(150));
     let cases = [
         ("cpu iters=abc", "'abc' is not a number"),
         ("cpu iters", "malformed parameter 'iters'"),
         ("cpu nope=3", "unknown parameter 'nope'"),
         ("memtouch mib=0", "out of range"),
         ("kbuild fault=meteor", "unknown fault 'meteor'"),
+        (long.as_str(), "command line too long"),
     ];
     for (name, runner) in runners() {
         for (append, message) in cases {

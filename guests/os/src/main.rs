@@ -43,7 +43,7 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     apic::init();
 
     let args = cmdline::workload_args(boot.cmdline(), programs::WORKLOADS);
-    if boot.truncated || args.len() > proc::MAX_ARGS {
+    if boot.cmdline_truncated() || args.len() > proc::MAX_ARGS {
         println!("guest-os: command line too long");
         rt::exit(EXIT_USAGE);
     }

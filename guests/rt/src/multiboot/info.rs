@@ -73,7 +73,8 @@ pub struct BootInfo {
     module_count: usize,
     cmdline: [u8; MAX_CMDLINE],
     cmdline_len: usize,
-    /// Entries or bytes the fixed-size copy had to leave out.
+    cmdline_cut: bool,
+    /// Entries or bytes the fixed-size copy had to leave out (anywhere).
     pub truncated: bool,
 }
 
@@ -95,6 +96,7 @@ impl BootInfo {
         module_count: 0,
         cmdline: [0; MAX_CMDLINE],
         cmdline_len: 0,
+        cmdline_cut: false,
         truncated: false,
     };
 
@@ -116,6 +118,11 @@ impl BootInfo {
     /// The command line (empty if the loader gave none), cut at the first invalid UTF-8 byte.
     pub fn cmdline(&self) -> &str {
         utf8_prefix(&self.cmdline[..self.cmdline_len])
+    }
+
+    /// Whether the command line was longer than the copy and was cut.
+    pub fn cmdline_truncated(&self) -> bool {
+        self.cmdline_cut
     }
 }
 
@@ -146,6 +153,7 @@ pub fn parse(mem: &impl PhysMemory, info: u64, boot: &mut BootInfo) {
     if flags & INFO_CMDLINE != 0 {
         let (len, cut) = read_cstr(mem, u64::from(mem.read_u32(info + 16)), &mut boot.cmdline);
         boot.cmdline_len = len;
+        boot.cmdline_cut = cut;
         boot.truncated |= cut;
     }
 
