@@ -82,15 +82,46 @@ pub mod bare {
         },
     }
 
+    /// Reads an image or module: the file at `path` if there is one, otherwise the embedded
+    /// image of that name (`nestvisor image --list`), so `run --bare guest-os` works from any
+    /// directory. A file always wins, and `./NAME` names the file explicitly.
     fn read(path: &Path) -> Result<Vec<u8>, BareError> {
-        std::fs::read(path).map_err(|source| BareError::Read {
-            path: path.to_owned(),
-            source,
-        })
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(bytes),
+            Err(source) if source.kind() == std::io::ErrorKind::NotFound => path
+                .to_str()
+                .and_then(crate::images::by_name)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| BareError::Read {
+                    path: path.to_owned(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!(
+                            "no such file, and no embedded image of that name (embedded: {})",
+                            crate::images::NAMES.join(", ")
+                        ),
+                    ),
+                }),
+            Err(source) => Err(BareError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// How a run ended, with the CPU's counters at the end.
+    #[derive(Debug)]
+    pub struct Outcome {
+        /// Why the run stopped.
+        pub ending: Ending,
+        /// Instructions the CPU retired.
+        pub instructions: u64,
+        /// The CPU model's own counters (TLB, decode cache, events).
+        pub counters: cpu::Counters,
     }
 
     /// Builds the machine, loads the image and runs it; COM1 writes to `console`.
-    pub fn run<S: ByteSink>(config: &BareConfig, console: S) -> Result<Ending, BareError> {
+    pub fn run<S: ByteSink>(config: &BareConfig, console: S) -> Result<Outcome, BareError> {
         let image = read(&config.image)?;
         let mut module_data = Vec::with_capacity(config.modules.len());
         for m in &config.modules {
@@ -116,7 +147,12 @@ pub mod bare {
         machine
             .load_multiboot(&image, &modules, &cmdline)
             .map_err(load_err)?;
-        Ok(machine.run(config.max_insns))
+        let ending = machine.run(config.max_insns);
+        Ok(Outcome {
+            ending,
+            instructions: machine.cpu().instructions_retired(),
+            counters: machine.cpu().counters(),
+        })
     }
 
     /// COM1 on the process's standard output: raw bytes, flushed at every newline, when 4 KiB

@@ -1,12 +1,15 @@
-//! `nestvisor`: run guests on the software x86-64 + VMX hardware model, nested to any depth.
+//! `nestvisor`: run guests on the software x86-64 hardware model.
 //!
-//! Subcommands: `run` (today with `--bare`: an image directly on the board). Exit statuses
-//! are listed in `--help` and in `docs/board.md`.
+//! Subcommands: `run --bare` (an image directly on the board), `image` (export an embedded
+//! guest image so it can be booted elsewhere, e.g. under QEMU), and `demo` (the main job of the
+//! README). Exit statuses are listed in `--help` and in `docs/board.md`.
 
 use clap::{Args, Parser, Subcommand};
-use nestvisor::bare::{self, BareConfig, StdoutSink};
+use nestvisor::bare::{self, BareConfig, Outcome, StdoutSink};
+use nestvisor::images;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 const EXIT_STATUSES: &str = "\
 Exit status of `run --bare`:
@@ -20,11 +23,14 @@ Exit status of `run --bare`:
   14            the guest requested a reset
 Every ending except the debug-exit port prints a one-line reason on stderr.";
 
+/// The command line of the demo: guest-os's kernel-build workload, sized to take a few seconds.
+const DEMO_APPEND: &str = "kbuild jobs=8 parallel=4 kib=256";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nestvisor",
     version,
-    about = "Run guests on a software x86-64 CPU with VMX, nested to any depth"
+    about = "Run guests on nestvisor's software x86-64 hardware model"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +42,10 @@ enum Command {
     /// Boot a multiboot1 kernel.
     #[command(after_help = EXIT_STATUSES)]
     Run(RunArgs),
+    /// Write an embedded guest image to a file (or list them with --list).
+    Image(ImageArgs),
+    /// The main job: guest-os's kernel-build workload on the hardware model, with a summary.
+    Demo,
 }
 
 #[derive(Debug, Args)]
@@ -43,9 +53,11 @@ struct RunArgs {
     /// Run the image directly on the hardware model (no hypervisor below it).
     #[arg(long, required = true)]
     bare: bool,
-    /// The multiboot1 kernel (ELF32, ELF64 or a.out-kludge).
+    /// The multiboot1 kernel (ELF32, ELF64 or a.out-kludge): a file, or the name of an embedded
+    /// image (`nestvisor image --list`) when no such file exists.
     image: PathBuf,
-    /// A module: "FILE [ARGS]"; the whole string is its command line. Repeatable.
+    /// A module: "FILE [ARGS]"; the whole string is its command line. FILE may name an
+    /// embedded image as IMAGE may. Repeatable.
     #[arg(long = "module", value_name = "FILE [ARGS]")]
     modules: Vec<String>,
     /// Kernel command line after the image path.
@@ -59,10 +71,25 @@ struct RunArgs {
     max_insns: Option<u64>,
 }
 
+#[derive(Debug, Args)]
+struct ImageArgs {
+    /// The embedded image to export.
+    #[arg(required_unless_present = "list")]
+    name: Option<String>,
+    /// Where to write it.
+    #[arg(long, value_name = "FILE", required_unless_present = "list")]
+    out: Option<PathBuf>,
+    /// List the embedded images.
+    #[arg(long)]
+    list: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Image(args) => image(args),
+        Command::Demo => demo(),
     }
 }
 
@@ -76,15 +103,83 @@ fn run(args: RunArgs) -> ExitCode {
         max_insns: args.max_insns.unwrap_or(u64::MAX),
     };
     match bare::run(&config, StdoutSink::default()) {
-        Ok(ending) => {
-            if !matches!(ending, machine::Ending::DebugExit(_)) {
-                eprintln!("nestvisor: {ending}");
-            }
-            ExitCode::from(bare::exit_status(&ending))
-        }
+        Ok(outcome) => finish(&outcome),
         Err(e) => {
             eprintln!("nestvisor: {e}");
             ExitCode::from(bare::EXIT_BAD_INPUT)
         }
+    }
+}
+
+/// Reports how a run ended (on stderr, unless the guest ended it through the debug-exit port)
+/// and turns it into the process exit status.
+fn finish(outcome: &Outcome) -> ExitCode {
+    if !matches!(outcome.ending, machine::Ending::DebugExit(_)) {
+        eprintln!("nestvisor: {}", outcome.ending);
+    }
+    ExitCode::from(bare::exit_status(&outcome.ending))
+}
+
+fn image(args: ImageArgs) -> ExitCode {
+    if args.list {
+        for name in images::NAMES {
+            println!("{name}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let (Some(name), Some(out)) = (args.name, args.out) else {
+        eprintln!("nestvisor: image needs NAME and --out FILE, or --list");
+        return ExitCode::from(2);
+    };
+    let Some(bytes) = images::by_name(&name) else {
+        eprintln!(
+            "nestvisor: no embedded image {name:?} (embedded: {})",
+            images::NAMES.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    match std::fs::write(&out, bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nestvisor: cannot write {}: {e}", out.display());
+            ExitCode::from(bare::EXIT_BAD_INPUT)
+        }
+    }
+}
+
+/// Boots the embedded guest-os on the bare hardware model with the kernel-build workload and
+/// prints what ran. Until the hypervisor exists, the deepest stack that works is one level:
+/// guest-os directly on the software CPU.
+fn demo() -> ExitCode {
+    eprintln!("nestvisor demo: guest-os `{DEMO_APPEND}` on the bare hardware model");
+    let config = BareConfig {
+        image: PathBuf::from("guest-os"),
+        modules: Vec::new(),
+        append: DEMO_APPEND.to_owned(),
+        mem_mib: 128,
+        max_insns: u64::MAX,
+    };
+    let start = Instant::now();
+    let outcome = match bare::run(&config, StdoutSink::default()) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("nestvisor: {e}");
+            return ExitCode::from(bare::EXIT_BAD_INPUT);
+        }
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let c = &outcome.counters;
+    eprintln!(
+        "nestvisor demo: {} instructions retired, {} TLB misses, {} events delivered; \
+         {seconds:.2} s wall time ({:.1} MIPS)",
+        outcome.instructions,
+        c.tlb_misses,
+        c.events_delivered,
+        outcome.instructions as f64 / seconds.max(1e-9) / 1e6
+    );
+    match outcome.ending {
+        // guest-os reports success as debug-exit value 0.
+        machine::Ending::DebugExit(request) if request.value == 0 => ExitCode::SUCCESS,
+        _ => finish(&outcome),
     }
 }

@@ -1,0 +1,81 @@
+//! The command line around the runs: exporting embedded images and naming them in `run`.
+
+use std::process::Command;
+
+fn nestvisor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nestvisor"))
+}
+
+#[test]
+fn image_list_names_every_embedded_image() {
+    let out = nestvisor().args(["image", "--list"]).output().unwrap();
+    assert!(out.status.success());
+    let listed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listed, nestvisor::images::NAMES);
+}
+
+#[test]
+fn image_export_writes_the_embedded_bytes() {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("exported-guest-os-{}.elf", std::process::id()));
+    let status = nestvisor()
+        .args(["image", "guest-os", "--out"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(written, nestvisor::images::by_name("guest-os").unwrap());
+}
+
+#[test]
+fn image_export_of_an_unknown_name_is_a_usage_error() {
+    let out = nestvisor()
+        .args(["image", "no-such-image", "--out", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no embedded image \"no-such-image\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("guest-os"),
+        "the message lists what exists: {stderr}"
+    );
+}
+
+#[test]
+fn run_boots_an_embedded_image_by_name() {
+    // cpu-modes is the quickest of the CPU test programs; it ends with debug-exit value 0.
+    let out = nestvisor()
+        .args(["run", "--bare", "cpu-modes"])
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("summary cpu-modes:"), "{stdout}");
+    assert!(stdout.contains("failures=0"), "{stdout}");
+}
+
+#[test]
+fn run_of_a_name_that_is_neither_file_nor_image_fails_to_load() {
+    let out = nestvisor()
+        .args(["run", "--bare", "no-such-image"])
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no embedded image of that name"),
+        "{stderr}"
+    );
+}
