@@ -130,6 +130,7 @@ impl Flags {
             CF => self.cf(),
             ZF => self.res == 0,
             SF => self.res & sign(self.width) != 0,
+            OF => self.of(),
             _ => self.status() & flag != 0,
         }
     }
@@ -146,17 +147,28 @@ impl Flags {
         }
     }
 
-    fn status(&self) -> u64 {
+    /// The overflow flag.
+    #[inline]
+    fn of(&self) -> bool {
         let s = sign(self.width);
         let (a, b, r) = (self.a, self.b, self.res);
-        let of = match self.op {
-            FlagOp::None => return self.bits & STATUS,
+        match self.op {
+            FlagOp::None => self.bits & OF != 0,
             FlagOp::Add => (a ^ r) & (b ^ r) & s != 0,
             FlagOp::Sub => (a ^ b) & (a ^ r) & s != 0,
             FlagOp::Inc => r == s,
             FlagOp::Dec => a == s,
             FlagOp::Logic => false,
-        };
+        }
+    }
+
+    fn status(&self) -> u64 {
+        let s = sign(self.width);
+        let (a, b, r) = (self.a, self.b, self.res);
+        if self.op == FlagOp::None {
+            return self.bits & STATUS;
+        }
+        let of = self.of();
         let af = match self.op {
             FlagOp::Add | FlagOp::Sub => (a ^ b ^ r) & 0x10 != 0,
             FlagOp::Inc | FlagOp::Dec => (a ^ 1 ^ r) & 0x10 != 0,
@@ -182,5 +194,36 @@ impl Flags {
             f |= OF;
         }
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Reading one flag lazily agrees with the whole evaluated register.
+        #[test]
+        fn single_flag_reads_agree_with_the_evaluated_register(
+            op in 0u8..5, w in 0usize..4, a in any::<u64>(), b in any::<u64>(), carry in any::<bool>(),
+        ) {
+            let width = [8, 16, 32, 64][w];
+            let op = [FlagOp::Add, FlagOp::Sub, FlagOp::Inc, FlagOp::Dec, FlagOp::Logic][op as usize];
+            let res = match op {
+                FlagOp::Add => a.wrapping_add(b).wrapping_add(u64::from(carry)),
+                FlagOp::Sub => a.wrapping_sub(b).wrapping_sub(u64::from(carry)),
+                FlagOp::Inc => a.wrapping_add(1),
+                FlagOp::Dec => a.wrapping_sub(1),
+                _ => a & b,
+            };
+            let mut f = Flags::new(2);
+            f.set_lazy(op, width, a, b, res, carry);
+            let all = f.bits();
+            for flag in [CF, PF, AF, ZF, SF, OF] {
+                prop_assert_eq!(f.get(flag), all & flag != 0, "flag {:#x}", flag);
+            }
+            prop_assert_eq!(f.cf(), all & CF != 0);
+        }
     }
 }

@@ -42,6 +42,16 @@ impl Cpu {
     pub(crate) fn mov<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let r0 = ins.op0_register();
         let r1 = ins.op1_register();
+        let general = |kind: OpKind, r: Register| {
+            kind != OpKind::Register || crate::regs::gpr_ref(r).is_some()
+        };
+        if general(ins.op0_kind(), r0) && general(ins.op1_kind(), r1) {
+            let w = self.op_width(ins, 0);
+            let src = self.loc(ins, 1);
+            let v = self.get(bus, src, w)?;
+            let dst = self.loc(ins, 0);
+            return self.put(bus, dst, w, v);
+        }
         if ins.op0_kind() == OpKind::Register && r0.is_cr()
             || ins.op1_kind() == OpKind::Register && r1.is_cr()
         {
