@@ -833,3 +833,67 @@ mod paging_mode_tests {
         assert_ne!(cpu.cr0 & cr0::PG, 0);
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use crate::StopReason;
+    use crate::state::Seg;
+    use crate::test_utils::*;
+    use x86::reg::cr0;
+
+    #[test]
+    fn sysenter_sysexit_in_ia32e_mode() {
+        let (mut cpu, mut bus) = long_env(&[0x0f, 0x34]); // sysenter
+        bus.load(CODE + 0x800, &[0x48, 0x0f, 0x35]); // sysexitq
+        cpu.msr.sysenter_cs = 0x08;
+        cpu.msr.sysenter_eip = CODE + 0x800;
+        cpu.msr.sysenter_esp = 0x9000;
+        cpu.cpl = 3;
+        cpu.gpr[2] = 0x10_2000; // RDX: return RIP
+        cpu.gpr[1] = 0x17_0000; // RCX: return RSP
+        assert_eq!(cpu.run(&mut bus, 1), Ok(StopReason::BudgetExhausted));
+        assert_eq!((cpu.cpl, cpu.rip, cpu.gpr[4]), (0, CODE + 0x800, 0x9000));
+        assert_eq!(
+            (cpu.segment(Seg::Cs).selector, cpu.segment(Seg::Ss).selector),
+            (0x08, 0x10)
+        );
+        assert_eq!(cpu.run(&mut bus, 1), Ok(StopReason::BudgetExhausted));
+        assert_eq!((cpu.cpl, cpu.rip, cpu.gpr[4]), (3, 0x10_2000, 0x17_0000));
+        assert_eq!(
+            (cpu.segment(Seg::Cs).selector, cpu.segment(Seg::Ss).selector),
+            (0x2b, 0x33)
+        );
+    }
+
+    #[test]
+    fn swapgs_string_io_and_msw() {
+        // swapgs
+        let (c, _) = run_bytes64(&[0x0f, 0x01, 0xf8], |c| {
+            c.seg[Seg::Gs as usize].base = 1;
+            c.msr.kernel_gs_base = 2;
+        });
+        assert_eq!((c.seg[Seg::Gs as usize].base, c.msr.kernel_gs_base), (2, 1));
+        // rep outsb of "hi" to port 0x3f8, then insb from it
+        let (_, bus) = run_bytes64(&[0xf3, 0x6e, 0x6c], |c| {
+            c.gpr[2] = 0x3f8;
+            c.gpr[1] = 2;
+            c.gpr[6] = CODE + 0x100;
+            c.gpr[7] = 0x20_0000;
+        });
+        assert_eq!(
+            bus.port_writes,
+            vec![(0x3f8, 0), (0x3f8, 0)],
+            "bytes at CODE+0x100 are zero"
+        );
+        assert_eq!(
+            bus.ram[0x20_0000], 0xf8,
+            "INSB stored the byte read from the port"
+        );
+        // lmsw ax (MP|TS, PE kept); smsw ebx; clts
+        let (c, _) = run_bytes64(&[0x0f, 0x01, 0xf0, 0x0f, 0x01, 0xe3, 0x0f, 0x06], |c| {
+            c.gpr[0] = 0x000a
+        });
+        assert_eq!(c.gpr[3] & 0xf, cr0::PE | cr0::MP | cr0::TS);
+        assert_eq!(c.cr0 & (cr0::PE | cr0::MP | cr0::TS), cr0::PE | cr0::MP);
+    }
+}
