@@ -80,6 +80,7 @@ pub(crate) fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
 }
 
 impl Cpu {
+    #[inline(never)]
     pub(crate) fn cpuid(&mut self) -> crate::fault::Ex<()> {
         let leaf = self.gpr[Gpr::Rax as usize] as u32;
         let sub = self.gpr[Gpr::Rcx as usize] as u32;

@@ -164,6 +164,7 @@ impl Cpu {
     }
 
     /// The error for an instruction the model does not implement.
+    #[inline(never)]
     pub(crate) fn unimplemented<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Exc {
         let lin = self.seg[Seg::Cs as usize].base.wrapping_add(self.rip);
         let bytes = (0..ins.len() as u64)

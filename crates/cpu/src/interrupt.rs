@@ -67,6 +67,7 @@ impl Cpu {
     }
 
     /// INT n, INT3, INTO, INT1: traps whose return address is the next instruction.
+    #[inline(never)]
     pub(crate) fn soft_int<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let (v, src) = match ins.mnemonic() {
             M::Int3 => (vector::BP, Source::Software),

@@ -190,6 +190,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn msr_insn<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         if self.cpl != 0 {
             return Err(Fault::gp(0).into());
@@ -217,6 +218,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn rdtsc(&mut self, ins: &Instruction) -> Ex<()> {
         if self.cr4 & cr4::TSD != 0 && self.cpl != 0 {
             return Err(Fault::gp(0).into());

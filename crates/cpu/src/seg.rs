@@ -264,6 +264,7 @@ impl Cpu {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn far_jmp<B: Bus>(
         &mut self,
         bus: &mut B,
@@ -297,6 +298,7 @@ impl Cpu {
         )
     }
 
+    #[inline(never)]
     pub(crate) fn far_call<B: Bus>(
         &mut self,
         bus: &mut B,
@@ -443,6 +445,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn far_ret<B: Bus>(&mut self, bus: &mut B, osize: u32, imm: u64) -> Ex<()> {
         let bytes = (osize / 8) as usize;
         let b = bytes as u64;
@@ -548,6 +551,7 @@ impl Cpu {
     }
 
     /// IRET, IRETD, IRETQ.
+    #[inline(never)]
     pub(crate) fn iret<B: Bus>(&mut self, bus: &mut B, ins: &iced_x86::Instruction) -> Ex<()> {
         let osize: u32 = match ins.mnemonic() {
             iced_x86::Mnemonic::Iret => 16,
@@ -885,6 +889,7 @@ impl Cpu {
     /// LAR, LSL, VERR, VERW (SDM Vol. 2A "LAR", Vol. 2B "LSL", "VERR/VERW"): ZF = 1 when the
     /// selector names a descriptor of an allowed type visible at the current CPL and RPL; no
     /// fault for a bad selector, only ZF = 0.
+    #[inline(never)]
     pub(crate) fn lar_lsl<B: Bus>(&mut self, bus: &mut B, ins: &iced_x86::Instruction) -> Ex<()> {
         use iced_x86::Mnemonic as M;
         if self.mode == Mode::Real {

@@ -48,6 +48,7 @@ impl Cpu {
         self.put(bus, dst, w, r)
     }
 
+    #[inline(never)]
     pub(crate) fn bit_scan<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let w = self.op_width(ins, 0);
         let src_loc = self.loc(ins, 1);
@@ -82,6 +83,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn bswap(&mut self, ins: &Instruction) -> Ex<()> {
         let r = ins.op0_register();
         let v = self.reg(r);

@@ -149,6 +149,7 @@ impl Cpu {
     }
 
     /// CMPXCHG8B / CMPXCHG16B m64/m128.
+    #[inline(never)]
     pub(crate) fn cmpxchg_wide<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.check_lock(ins, true)?;
         let Loc::Mem(seg, off) = self.loc(ins, 0) else {
@@ -213,6 +214,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn lahf_sahf(&mut self, ins: &Instruction) -> Ex<()> {
         let st = SF | ZF | AF | PF | CF;
         if ins.mnemonic() == M::Lahf {
@@ -226,6 +228,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn xlat<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let src = self.loc(ins, 0);
         let v = self.get(bus, src, 8)?;

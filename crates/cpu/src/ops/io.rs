@@ -37,6 +37,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn port_io<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let is_in = ins.mnemonic() == iced_x86::Mnemonic::In;
         let (port_op, data_reg) = if is_in {

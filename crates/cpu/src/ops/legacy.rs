@@ -57,6 +57,7 @@ impl Cpu {
         self.flags.set_status(f);
     }
 
+    #[inline(never)]
     pub(crate) fn bcd(&mut self, ins: &Instruction) -> Ex<()> {
         let al = self.reg(Register::AL);
         let ax = self.reg(Register::AX);
@@ -120,6 +121,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn bound<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let w = self.op_width(ins, 0);
         let Loc::Mem(seg, off) = self.loc(ins, 1) else {
@@ -136,6 +138,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn arpl<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         if self.mode == Mode::Real {
             return Err(Fault::ud().into());
@@ -153,6 +156,7 @@ impl Cpu {
     }
 
     /// LDS, LES, LFS, LGS, LSS r, m16:16/32/64.
+    #[inline(never)]
     pub(crate) fn load_far_pointer<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let Loc::Mem(seg, off) = self.loc(ins, 1) else {
             return Err(Fault::ud().into());
@@ -194,6 +198,7 @@ impl Cpu {
     /// An instruction the dispatcher does not handle. If it needs a CPUID feature this
     /// processor lacks, the outcome is architectural: #UD (x87 instructions: #NM when CR0.EM or
     /// CR0.TS is set). Otherwise it is a hole in the model, reported by name.
+    #[inline(never)]
     pub(crate) fn not_dispatched<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Exc {
         let features = ins.cpuid_features();
         let fpu = features.iter().any(|f| {

@@ -122,6 +122,7 @@ impl Cpu {
     }
 
     /// SHLD / SHRD.
+    #[inline(never)]
     pub(crate) fn shift_double<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let width = self.op_width(ins, 0);
         let dst = self.loc(ins, 0);

@@ -23,6 +23,7 @@ use x86::reg::rflags::{DF, ZF};
 const SLICE: u64 = 1024;
 
 impl Cpu {
+    #[inline(never)]
     pub(crate) fn string<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         use M::*;
         let m = ins.mnemonic();

@@ -41,12 +41,14 @@ impl Cpu {
         self.cr0 & cr0::PG != 0 && self.cr4 & cr4::PAE != 0 && self.efer & efer::LMA == 0
     }
 
+    #[inline(never)]
     pub(crate) fn hlt(&mut self) -> Ex<()> {
         self.require_cpl0()?;
         self.halted = true;
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn cli_sti(&mut self, ins: &Instruction) -> Ex<()> {
         let iopl = ((self.flags.bits() & rflags::IOPL) >> rflags::IOPL_SHIFT) as u8;
         if self.mode != Mode::Real && self.cpl > iopl {
@@ -164,6 +166,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn mov_cr<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.require_cpl0()?;
         let to_cr = ins.op0_register().is_cr();
@@ -204,6 +207,7 @@ impl Cpu {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn mov_dr(&mut self, ins: &Instruction) -> Ex<()> {
         self.require_cpl0()?;
         let to_dr = ins.op0_register().is_dr();
@@ -248,6 +252,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn cr0_insn<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         match ins.mnemonic() {
             M::Clts => {
@@ -275,6 +280,7 @@ impl Cpu {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn desc_table<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let Loc::Mem(seg, off) = self.loc(ins, 0) else {
             return Err(Fault::ud().into());
@@ -320,6 +326,7 @@ impl Cpu {
         )
     }
 
+    #[inline(never)]
     pub(crate) fn ltr_lldt<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         if self.mode == Mode::Real {
             return Err(Fault::ud().into());
@@ -400,6 +407,7 @@ impl Cpu {
         }
     }
 
+    #[inline(never)]
     pub(crate) fn invlpg<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.require_cpl0()?;
         if ins.mnemonic() == M::Invlpg {
@@ -448,6 +456,7 @@ impl Cpu {
         Ok(())
     }
 
+    #[inline(never)]
     pub(crate) fn swapgs(&mut self) -> Ex<()> {
         if self.mode != Mode::Long64 {
             return Err(Fault::ud().into());
@@ -472,6 +481,7 @@ impl Cpu {
         s
     }
 
+    #[inline(never)]
     pub(crate) fn fast_syscall<B: Bus>(&mut self, _bus: &mut B, ins: &Instruction) -> Ex<()> {
         let long = self.efer & efer::LMA != 0;
         match ins.mnemonic() {
