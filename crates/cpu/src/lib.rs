@@ -29,7 +29,7 @@
 //! breakpoints stop the run with [`CpuError::Unsupported`]; 5-level paging, protection keys,
 //! FSGSBASE, UMIP and XSAVE are not advertised and their CR4 bits raise #GP. Memory types are
 //! not modelled (PAT and the MTRRs are storage), and CR8 is not yet linked to the board's
-//! local-APIC TPR.
+//! local-APIC TPR (writing a non-zero priority stops the run with `Unsupported`).
 //!
 //! VMX is not implemented yet and not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE reserved):
 //! VMX instructions raise #UD as on a processor without VMX. The silicon is meant to come as a

@@ -200,6 +200,15 @@ impl Cpu {
                 if v >> 4 != 0 {
                     return Err(Fault::gp(0).into());
                 }
+                if v != 0 {
+                    // CR8 is the local APIC's TPR (SDM Vol. 3A §11.8.6); the board's APIC does
+                    // not see it yet, so a priority that should mask interrupts would not.
+                    let rip = self.seg[Seg::Cs as usize].base.wrapping_add(self.rip);
+                    return Err(Exc::Error(Box::new(CpuError::Unsupported {
+                        rip,
+                        what: "a non-zero task priority in CR8 (not linked to the local APIC)",
+                    })));
+                }
                 self.cr8 = v;
                 Ok(())
             }
