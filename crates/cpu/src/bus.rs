@@ -19,8 +19,9 @@
 //! - **MSRs the board owns** (IA32_APIC_BASE, the x2APIC range 0x800–0x8FF, IA32_TSC_DEADLINE):
 //!   [`Bus::rdmsr`]/[`Bus::wrmsr`] are asked first and may answer [`MsrAccess::NotMine`], in
 //!   which case the CPU handles the MSR itself or raises #GP(0).
-//! - **Time.** Time is virtual: it advances by one tick per retired instruction (and by the
-//!   ticks a halted CPU is told to skip, see [`crate::Cpu::skip_idle_ticks`]), never with the
+//! - **Time.** Time is virtual: it advances by one tick per retired instruction or event
+//!   delivered between instructions (see [`crate::Cpu::run`]), and by the ticks a halted CPU
+//!   is told to skip ([`crate::Cpu::skip_idle_ticks`]), never with the
 //!   host clock. Every bus call that may depend on time gets `now`. The TSC reads
 //!   `now.tsc()` = ticks × [`TSC_PER_TICK`]; the board derives the APIC timer from the same
 //!   clock.
@@ -32,7 +33,8 @@ use x86::{Gfn, Gpa};
 /// calibrate against it.
 pub const TSC_PER_TICK: u64 = 1;
 
-/// A point of virtual time: retired instructions plus skipped idle ticks since reset.
+/// A point of virtual time: steps (retired instructions and delivered events) plus skipped
+/// idle ticks since reset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VirtualTime(u64);
 

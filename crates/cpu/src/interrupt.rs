@@ -42,7 +42,11 @@ impl Cpu {
             }
             let ret = self.rip;
             match self.deliver_event(bus, cur.vector, cur.error_code, Source::Hardware, ret) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // A delivery is a step of virtual time (see `Cpu::run`).
+                    self.retired += 1;
+                    return Ok(());
+                }
                 Err(Exc::Fault(second)) => {
                     cur = match (cur.class(), second.class()) {
                         (Class::DoubleFault, Class::Contributory | Class::PageFault) => {
@@ -444,5 +448,29 @@ mod trap_tests {
             run_bytes64_fault(&[0x8b, 0x44, 0x24, 0x00], set),
             vector::GP
         );
+    }
+}
+
+#[cfg(test)]
+mod fault_loop_tests {
+    use crate::Cpu;
+    use crate::StopReason;
+    use crate::fault::vector;
+    use crate::state::{Seg, Segment};
+    use crate::test_utils::TestBus;
+
+    /// Real mode, #UD whose handler is the same UD2: every step is a delivery, the stack wraps
+    /// forever, and nothing retires. The budget must still end the run.
+    #[test]
+    fn a_fault_loop_exhausts_the_budget() {
+        let mut bus = TestBus::new();
+        let mut cpu = Cpu::new();
+        cpu.set_segment(Seg::Cs, Segment::real(0, true));
+        cpu.rip = 0x7000;
+        bus.load(0x7000, &[0x0f, 0x0b]); // ud2
+        bus.load(u64::from(vector::UD) * 4, &[0x00, 0x70, 0x00, 0x00]); // IVT[6] = 0000:7000
+        assert_eq!(cpu.run(&mut bus, 1000), Ok(StopReason::BudgetExhausted));
+        assert_eq!(cpu.instructions_retired(), 1000);
+        assert_eq!(cpu.counters().events_delivered, 1000);
     }
 }

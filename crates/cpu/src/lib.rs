@@ -18,7 +18,8 @@
 //! - `interrupt`: exception and interrupt delivery, #DF and triple fault (Vol. 3A §6).
 //! - `cpuid`, `msr`: identification and model-specific registers (Vol. 2A CPUID, Vol. 4).
 //!
-//! Virtual time: one tick per retired instruction ([`Cpu::now`]); a repeated string
+//! Virtual time: one tick per retired instruction or event delivered between instructions
+//! ([`Cpu::now`]); a repeated string
 //! instruction retires once per slice of up to 1024 iterations (it is restarted between slices
 //! so that interrupts are recognised), and HLT lets the board skip ticks
 //! ([`Cpu::skip_idle_ticks`]).
@@ -304,8 +305,10 @@ impl Cpu {
         self.update_mode();
     }
 
-    /// Runs up to `max_insns` instructions (faulting instructions do not retire and do not
-    /// count; delivering an event does not count either).
+    /// Runs up to `max_insns` steps: a step is a retired instruction or an exception or
+    /// interrupt delivered between instructions (a faulting instruction does not retire, but
+    /// the delivery of its fault counts, so that a guest caught in a fault loop still advances
+    /// virtual time and exhausts its budget).
     pub fn run<B: Bus>(&mut self, bus: &mut B, max_insns: u64) -> Result<StopReason, CpuError> {
         self.icache.attach(bus);
         let end = self.retired.saturating_add(max_insns);
@@ -315,7 +318,7 @@ impl Cpu {
                 self.halted = false;
                 if let Some(vector) = bus.acknowledge_interrupt(self.now()) {
                     match self.deliver_interrupt(bus, vector) {
-                        Ok(()) => {}
+                        Ok(()) => self.retired += 1,
                         Err(Exc::Error(e)) => return Err(*e),
                         Err(Exc::Fault(f)) => {
                             if let Err(stop) = self.deliver_fault(bus, f) {
@@ -361,12 +364,14 @@ impl Cpu {
         }
     }
 
-    /// Virtual time now: retired instructions plus skipped idle ticks.
+    /// Virtual time now: steps (retired instructions and delivered events) plus skipped idle
+    /// ticks.
     pub fn now(&self) -> VirtualTime {
         VirtualTime::from_ticks(self.retired.wrapping_add(self.idle_ticks))
     }
 
-    /// Instructions retired since creation.
+    /// Steps since creation: instructions retired plus exceptions and interrupts delivered
+    /// between instructions (see [`Cpu::run`]). This is the virtual clock's tick count.
     pub fn instructions_retired(&self) -> u64 {
         self.retired
     }
