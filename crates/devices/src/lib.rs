@@ -118,6 +118,17 @@ pub trait ByteSink {
     fn flush(&mut self) {}
 }
 
+/// A borrowed sink is a sink, so a caller can keep what a run's devices wrote.
+impl<S: ByteSink + ?Sized> ByteSink for &mut S {
+    fn put(&mut self, byte: u8) {
+        (**self).put(byte);
+    }
+
+    fn flush(&mut self) {
+        (**self).flush();
+    }
+}
+
 /// A device operation that this model does not implement. The board stops the run with the
 /// message rather than guessing: a silent approximation would hide a guest's expectations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

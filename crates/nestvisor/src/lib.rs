@@ -5,8 +5,12 @@
 //! - [`bare`]: `nestvisor run --bare`: one multiboot image on the board, serial output to a
 //!   sink, and the process exit status of each [`machine::Ending`] ([`bare::exit_status`]).
 //! - [`images`]: the guest images embedded at build time.
+//! - [`qemu`]: QEMU as the reference machine.
+//! - [`bench`]: `nestvisor bench cpu`, the software CPU's speed against QEMU's.
 
+pub mod bench;
 pub mod images;
+pub mod qemu;
 
 /// Running an image directly on the hardware model (`run --bare`).
 pub mod bare {

@@ -6,7 +6,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use nestvisor::bare::{self, BareConfig, Outcome, StdoutSink};
-use nestvisor::images;
+use nestvisor::{bench, images};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -46,6 +46,28 @@ enum Command {
     Image(ImageArgs),
     /// The main job: guest-os's kernel-build workload on the hardware model, with a summary.
     Demo,
+    /// Benchmarks measured in the same run against a peer (docs/benchmarking.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The software CPU against QEMU's software emulation (TCG) on the same two bare kernels.
+    Cpu(BenchCpuArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchCpuArgs {
+    /// Multiplies every workload size (1 for the reported figures).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Runs per size; the fastest counts.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    repeats: u32,
+    /// Also write the figures as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +112,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Image(args) => image(args),
         Command::Demo => demo(),
+        Command::Bench(BenchCommand::Cpu(args)) => bench_cpu(args),
     }
 }
 
@@ -182,4 +205,37 @@ fn demo() -> ExitCode {
         machine::Ending::DebugExit(request) if request.value == 0 => ExitCode::SUCCESS,
         _ => finish(&outcome),
     }
+}
+
+fn bench_cpu(args: BenchCpuArgs) -> ExitCode {
+    if !(args.scale > 0.0 && args.scale.is_finite()) {
+        eprintln!("nestvisor: --scale must be a positive number");
+        return ExitCode::from(2);
+    }
+    let options = bench::Options {
+        scale: args.scale,
+        repeats: args.repeats,
+    };
+    let rows = match bench::cpu(options) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("nestvisor: bench cpu: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", bench::table(&rows));
+    if let Some(path) = args.json {
+        let json = match serde_json::to_string_pretty(&rows) {
+            Ok(json) => json,
+            Err(e) => {
+                eprintln!("nestvisor: bench cpu: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(&path, json + "\n") {
+            eprintln!("nestvisor: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -79,3 +79,42 @@ fn run_of_a_name_that_is_neither_file_nor_image_fails_to_load() {
         "{stderr}"
     );
 }
+
+/// A smoke run of `bench cpu` at a tiny scale: both machines run both kernels, agree on their
+/// output (the harness refuses to time a CPU that computes something else), and the table and
+/// the JSON name every kernel. The figures themselves are not judged here: at this scale they
+/// are mostly noise, and speed is measured with `nestvisor bench`, not with tests.
+#[test]
+fn bench_cpu_smoke_run_compares_both_machines() {
+    let json = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-cpu-{}.json", std::process::id()));
+    let out = nestvisor()
+        .args([
+            "bench",
+            "cpu",
+            "--scale",
+            "0.005",
+            "--repeats",
+            "1",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for kernel in ["bench-intloop", "bench-mmu"] {
+        assert!(stdout.contains(kernel), "{stdout}");
+    }
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert!(
+            row["instructions_per_unit"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+    }
+}
