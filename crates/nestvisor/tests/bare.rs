@@ -479,32 +479,18 @@ fn pit_through_the_8259_wakes_a_halted_cpu() {
     assert_eq!(o.status.code(), Some((4 << 1) | 1));
 }
 
-/// Runs `image` under QEMU (TCG, the isa-debug-exit device at 0xF4 as on the board) with
-/// `args` after `-kernel IMAGE`.
-fn qemu(image: &std::path::Path, args: &[&str]) -> Output {
-    let qemu = "qemu-system-x86_64";
-    let mut cmd = Command::new(qemu);
-    cmd.args(["-accel", "tcg", "-kernel"])
-        .arg(image)
-        .args([
-            "-serial",
-            "stdio",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-        ])
-        .args([
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-m",
-            "32",
-        ])
-        .args(args);
-    cmd.output().unwrap_or_else(|e| {
-        panic!("{qemu} not found ({e}): install qemu-system-x86 to run this test")
-    })
+/// Runs `image` under QEMU (`nestvisor::qemu`: TCG, the isa-debug-exit device at 0xF4 as on the
+/// board) with command line `append`, 32 MiB of RAM and `extra` arguments.
+fn qemu(image: &std::path::Path, append: &str, extra: &[&str]) -> Output {
+    assert!(
+        nestvisor::qemu::available(),
+        "{} not found: install qemu-system-x86 (scripts/setup does) to run this test",
+        nestvisor::qemu::BINARY
+    );
+    nestvisor::qemu::command(image, append, 32)
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 /// The same image gives the same serial output and the same exit status under QEMU and under
@@ -523,8 +509,7 @@ fn kernels_behave_the_same_under_qemu() {
     ];
     for (name, bytes) in kernels {
         let image = write_temp(name, &bytes);
-        let extra = ["-append", "console=ttyS0", "-initrd", &module_arg];
-        let q = qemu(&image, &extra);
+        let q = qemu(&image, "console=ttyS0", &["-initrd", &module_arg]);
         let n = nestvisor(&[
             "run",
             "--bare",

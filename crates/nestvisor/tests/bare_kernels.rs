@@ -9,10 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+use support::{Run, image};
 
 /// Each test program with the number of checks its summary must report: fewer would mean a
 /// part of it did not run (a feature it looks for in CPUID went missing, say).
@@ -32,99 +33,8 @@ const STATUS_USAGE: i32 = 5;
 /// features nestvisor's CPUID also reports and the programs look for (1-GiB pages, RDTSCP,
 /// SMEP, SMAP). QEMU 7.2 TCG has no PCID, so the PCID part of cpu-paging runs
 /// only on request (`pcid=1`).
-const QEMU_CPU: &str = "qemu64,vendor=GenuineIntel,+pdpe1gb,+rdtscp,+smep,+smap";
 const MEM_MIB: u32 = 128;
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// What a run printed and how it ended.
-#[derive(Debug)]
-struct Run {
-    stdout: String,
-    status: Option<i32>,
-}
-
-/// The embedded image `name` as a file.
-fn image(name: &str) -> PathBuf {
-    let bytes =
-        nestvisor::images::by_name(name).unwrap_or_else(|| panic!("{name} is not embedded"));
-    let path =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.elf", std::process::id()));
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
-/// `qemu-system-x86_64 -accel tcg -kernel IMAGE -append ARGS` with the debug-exit device.
-fn run_qemu(image: &Path, append: &str) -> Run {
-    let qemu = "qemu-system-x86_64";
-    if Command::new(qemu)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        panic!(
-            "{qemu} not found: install it (e.g. `apt-get install -y qemu-system-x86`, as scripts/setup does) to run the CPU test programs"
-        );
-    }
-    let mut command = Command::new(qemu);
-    command
-        .args(["-accel", "tcg", "-cpu", QEMU_CPU, "-kernel"])
-        .arg(image)
-        .args(["-append", append])
-        .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
-        .args([
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-no-reboot",
-        ])
-        .args(["-m", &MEM_MIB.to_string()]);
-    run_with_timeout(command)
-}
-
-/// `nestvisor run --bare IMAGE --append ARGS`.
-fn run_nestvisor(image: &Path, append: &str) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nestvisor"));
-    command.args(["run", "--bare"]).arg(image).args([
-        "--append",
-        append,
-        "--mem",
-        &MEM_MIB.to_string(),
-    ]);
-    run_with_timeout(command)
-}
-
-/// Runs a command to its end, killing it after [`TIMEOUT`].
-fn run_with_timeout(mut command: Command) -> Run {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        pipe.read_to_end(&mut bytes).unwrap();
-        String::from_utf8_lossy(&bytes).into_owned()
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > TIMEOUT {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            let stdout = reader.join().unwrap();
-            panic!("timed out after {TIMEOUT:?}: {command:?}\n--- output ---\n{stdout}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Run {
-        stdout: reader.join().unwrap(),
-        status: status.code(),
-    }
-}
 
 /// Checks that a run passed: status, and a summary line with no failures and `checks` checks
 /// (when given).
@@ -284,4 +194,14 @@ fn nestvisor_keeps_pcid_translations_across_cr3_loads_with_bit_63() {
     let image = image("cpu-paging");
     let run = run_nestvisor(&image, "strict=1 pcid=1");
     assert_passed(&run, "cpu-paging", Some(36), "nestvisor");
+}
+
+/// The program under QEMU.
+fn run_qemu(image: &Path, append: &str) -> Run {
+    support::qemu(image, append, MEM_MIB, TIMEOUT)
+}
+
+/// The program under `nestvisor run --bare`.
+fn run_nestvisor(image: &Path, append: &str) -> Run {
+    support::nestvisor(image, append, MEM_MIB, TIMEOUT)
 }

@@ -9,13 +9,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
-use nestvisor::images;
+mod support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::Run;
 
 /// Each workload with its smoke-size parameters (a few seconds under QEMU TCG at most).
 const SMOKE: &[(&str, &str)] = &[
@@ -36,13 +35,6 @@ const STATUS_USAGE: i32 = 3;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-/// What a run printed and how it ended.
-#[derive(Debug)]
-struct Run {
-    stdout: String,
-    status: Option<i32>,
-}
-
 /// Boots `image` with command line `append` and `mem_mib` MiB of RAM.
 type Runner = fn(image: &Path, append: &str, mem_mib: u32) -> Run;
 
@@ -50,99 +42,6 @@ type Runner = fn(image: &Path, append: &str, mem_mib: u32) -> Run;
 /// (`nestvisor run --bare`). Every test below runs on each and compares across them.
 fn runners() -> Vec<(&'static str, Runner)> {
     vec![("qemu", run_qemu), ("nestvisor", run_nestvisor)]
-}
-
-/// The guest-os image as a file (QEMU needs a path), named after its content so that
-/// concurrent test processes share it and stale copies are never reused.
-fn image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let bytes = images::by_name("guest-os").expect("guest-os is embedded");
-        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let path = dir.join(format!("guest-os-{hash:016x}.elf"));
-        if !path.exists() {
-            let partial = dir.join(format!("guest-os-{hash:016x}.{}.part", std::process::id()));
-            std::fs::write(&partial, bytes).unwrap();
-            std::fs::rename(&partial, &path).unwrap();
-        }
-        path
-    })
-}
-
-fn run_qemu(image: &Path, append: &str, mem_mib: u32) -> Run {
-    let qemu = "qemu-system-x86_64";
-    if Command::new(qemu)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        panic!(
-            "{qemu} not found: install it (e.g. `apt-get install -y qemu-system-x86`) to run the guest-os tests"
-        );
-    }
-    let mut command = Command::new(qemu);
-    command
-        .args(["-accel", "tcg", "-kernel"])
-        .arg(image)
-        .args(["-append", append])
-        .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
-        .args([
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-no-reboot",
-        ])
-        .args(["-m", &mem_mib.to_string()]);
-    run_with_timeout(command)
-}
-
-/// `nestvisor run --bare IMAGE --append ... --mem MIB`: the same image on the project's own
-/// board, whose debug-exit port gives the same process status as QEMU's.
-fn run_nestvisor(image: &Path, append: &str, mem_mib: u32) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nestvisor"));
-    command.args(["run", "--bare"]).arg(image).args([
-        "--append",
-        append,
-        "--mem",
-        &mem_mib.to_string(),
-    ]);
-    run_with_timeout(command)
-}
-
-/// Runs a command to its end, killing it after [`TIMEOUT`].
-fn run_with_timeout(mut command: Command) -> Run {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        pipe.read_to_end(&mut bytes).unwrap();
-        String::from_utf8_lossy(&bytes).into_owned()
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > TIMEOUT {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            let stdout = reader.join().unwrap();
-            panic!("timed out after {TIMEOUT:?}: {command:?}\n--- output ---\n{stdout}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        stdout: reader.join().unwrap(),
-        status: status.code(),
-    }
 }
 
 /// The single `result <workload> checksum=<16 hex digits>` line of a run.
@@ -353,4 +252,18 @@ fn running_out_of_memory_kills_the_process_not_the_kernel() {
             run.stdout
         );
     }
+}
+
+/// The guest-os image as a file (QEMU needs a path).
+fn image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| support::image("guest-os"))
+}
+
+fn run_qemu(image: &Path, append: &str, mem_mib: u32) -> Run {
+    support::qemu(image, append, mem_mib, TIMEOUT)
+}
+
+fn run_nestvisor(image: &Path, append: &str, mem_mib: u32) -> Run {
+    support::nestvisor(image, append, mem_mib, TIMEOUT)
 }
