@@ -189,7 +189,6 @@ fn nestvisor_keeps_global_translations_across_cr3_loads() {
 /// it drops them, INVPCID type 0 drops one address (§5.10.4.1, "INVPCID"). QEMU 7.2 TCG has no
 /// PCID.
 #[test]
-#[ignore = "nestvisor's TLB is direct-mapped by page number alone: PCID 2's entry for the same address evicts PCID 1's"]
 fn nestvisor_keeps_pcid_translations_across_cr3_loads_with_bit_63() {
     let image = image("cpu-paging");
     let run = run_nestvisor(&image, "strict=1 pcid=1");
