@@ -16,6 +16,9 @@
 //!   interrupt is pending ([`Bus::has_interrupt`]) and hands over its vector when the CPU
 //!   acknowledges it ([`Bus::acknowledge_interrupt`]). The CPU asks only at instruction
 //!   boundaries where RFLAGS.IF = 1 and no STI or MOV SS shadow is in force.
+//! - **The task priority** (SDM Vol. 3A §11.8.6): CR8 is the local APIC's TPR[7:4], one
+//!   register with two names, so MOV to and from CR8 go to the board ([`Bus::cr8`],
+//!   [`Bus::set_cr8`]), whose APIC then holds back interrupts of a lower priority class.
 //! - **MSRs the board owns** (IA32_APIC_BASE, the x2APIC range 0x800–0x8FF, IA32_TSC_DEADLINE):
 //!   [`Bus::rdmsr`]/[`Bus::wrmsr`] are asked first and may answer [`MsrAccess::NotMine`], in
 //!   which case the CPU handles the MSR itself or raises #GP(0).
@@ -102,6 +105,20 @@ pub trait Bus {
     /// INTA: the vector of the highest-priority pending interrupt, now in service, or `None`
     /// if it went away (a spurious interrupt the CPU then ignores).
     fn acknowledge_interrupt(&mut self, now: VirtualTime) -> Option<u8>;
+
+    /// MOV from CR8: the task-priority class, TPR[7:4] of the local APIC (SDM Vol. 3A
+    /// §11.8.6). A board without a local APIC has no priorities: CR8 reads as 0.
+    fn cr8(&mut self, now: VirtualTime) -> u8 {
+        let _ = now;
+        0
+    }
+
+    /// MOV to CR8 of `class` (0–15; the CPU has refused larger values): TPR[7:4] = `class`,
+    /// TPR[3:0] = 0, and the APIC holds back interrupts whose priority class is not above it.
+    /// A board without a local APIC has no priorities to hold back.
+    fn set_cr8(&mut self, class: u8, now: VirtualTime) {
+        let _ = (class, now);
+    }
 
     /// RDMSR of a board MSR, or [`MsrAccess::NotMine`].
     fn rdmsr(&mut self, msr: u32, now: VirtualTime) -> MsrAccess {

@@ -29,8 +29,8 @@
 //! [`CpuError::Unimplemented`]); hardware task switches, virtual-8086 mode and enabled DR7
 //! breakpoints stop the run with [`CpuError::Unsupported`]; 5-level paging, protection keys,
 //! FSGSBASE, UMIP and XSAVE are not advertised and their CR4 bits raise #GP. Memory types are
-//! not modelled (PAT and the MTRRs are storage), and CR8 is not yet linked to the board's
-//! local-APIC TPR (writing a non-zero priority stops the run with `Unsupported`).
+//! not modelled (PAT and the MTRRs are storage). CR8 is the board's local-APIC TPR
+//! ([`Bus::cr8`]), so the CPU keeps no copy of it.
 //!
 //! VMX is not implemented yet and not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE reserved):
 //! VMX instructions raise #UD as on a processor without VMX. The silicon is meant to come as a
@@ -137,7 +137,6 @@ pub struct Cpu {
     /// The PAE PDPTE registers, loaded by MOV to CR3/CR0/CR4 (SDM Vol. 3A §4.4.1); `None` until
     /// loaded (state set directly by a loader or a test: loaded at the first walk).
     pub(crate) pdptes: Option<paging::Pdptes>,
-    pub(crate) cr8: u64,
     pub(crate) efer: u64,
     pub(crate) dr: [u64; 8],
     pub(crate) msr: MsrState,
@@ -188,7 +187,6 @@ impl Cpu {
             cr3: 0,
             cr4: 0,
             pdptes: None,
-            cr8: 0,
             efer: 0,
             dr: [0; 8],
             msr: MsrState::default(),
@@ -246,7 +244,6 @@ impl Cpu {
         self.cr2 = 0;
         self.cr3 = 0;
         self.cr4 = 0;
-        self.cr8 = 0;
         self.efer = 0;
         self.dr = [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400];
         self.msr = MsrState {

@@ -34,6 +34,8 @@ pub struct TestBus {
     pub mmio_writes: Vec<(u64, u64)>,
     pub irqs: VecDeque<u8>,
     pub stop: bool,
+    /// What MOV to CR8 wrote (no priorities are applied to `irqs`).
+    pub cr8: u8,
 }
 
 impl TestBus {
@@ -44,6 +46,7 @@ impl TestBus {
             mmio_writes: Vec::new(),
             irqs: VecDeque::new(),
             stop: false,
+            cr8: 0,
         }
     }
 
@@ -95,6 +98,12 @@ impl Bus for TestBus {
     }
     fn stop_requested(&self) -> bool {
         self.stop
+    }
+    fn cr8(&mut self, _now: VirtualTime) -> u8 {
+        self.cr8
+    }
+    fn set_cr8(&mut self, class: u8, _now: VirtualTime) {
+        self.cr8 = class;
     }
 }
 

@@ -187,19 +187,6 @@ impl<S: ByteSink> Board<S> {
         self.counters
     }
 
-    /// CR8 as the local APIC defines it: TPR bits 7:4 (SDM Vol. 3A §11.8.6). CR8 and the
-    /// APIC's TPR are one register; a CPU that keeps them in sync calls this and
-    /// [`Board::set_cr8`] for MOV from/to CR8.
-    pub fn cr8(&self) -> u64 {
-        u64::from(self.lapic.tpr() >> 4)
-    }
-
-    /// MOV to CR8: TPR[7:4] = CR8[3:0], TPR[3:0] = 0.
-    pub fn set_cr8(&mut self, value: u64) {
-        self.lapic.set_tpr(((value & 0xf) as u8) << 4);
-        self.dirty = true;
-    }
-
     /// Why the board wants the run to stop, if it does.
     pub fn stop(&self) -> Option<&BoardStop> {
         self.stop.as_ref()
@@ -548,6 +535,19 @@ impl<S: ByteSink> Bus for Board<S> {
         }
     }
 
+    /// CR8 and the APIC's TPR are one register: CR8 = TPR[7:4] (SDM Vol. 3A §11.8.6).
+    fn cr8(&mut self, now: VirtualTime) -> u8 {
+        self.catch_up(now);
+        self.lapic.tpr() >> 4
+    }
+
+    /// TPR[7:4] = CR8[3:0], TPR[3:0] = 0; the pending interrupt is re-evaluated against it.
+    fn set_cr8(&mut self, class: u8, now: VirtualTime) {
+        self.catch_up(now);
+        self.lapic.set_tpr((class & 0xf) << 4);
+        self.dirty = true;
+    }
+
     fn rdmsr(&mut self, msr: u32, now: VirtualTime) -> MsrAccess {
         self.counters.msr += 1;
         self.catch_up(now);
@@ -817,15 +817,19 @@ mod tests {
     #[test]
     fn cr8_is_the_tpr() {
         let mut b = board();
-        b.set_cr8(0x5);
+        b.set_cr8(0x5, t(0));
         assert_eq!(b.mmio_read(Gpa::new(0xfee0_0080), 4, t(0)), 0x50);
         b.mmio_write(Gpa::new(0xfee0_0080), 4, 0x7f, t(0));
-        assert_eq!(b.cr8(), 0x7);
+        assert_eq!(b.cr8(t(0)), 0x7);
         // A vector in class 7 is now held back.
         b.mmio_write(Gpa::new(0xfee0_0300), 4, 0x0004_0071, t(0)); // self IPI 0x71
         assert!(!b.has_interrupt(t(1)));
-        b.set_cr8(0);
-        assert!(b.has_interrupt(t(2)));
+        b.set_cr8(6, t(2));
+        assert!(b.has_interrupt(t(2)), "class 7 is above priority class 6");
+        b.set_cr8(7, t(3));
+        assert!(!b.has_interrupt(t(3)));
+        b.set_cr8(0, t(4));
+        assert!(b.has_interrupt(t(4)));
     }
 
     #[test]

@@ -279,6 +279,109 @@ mod tests {
         assert_eq!(boot(&[0xb0, 0x03, 0xe6, 0x92]).run(500), Ending::Reset);
     }
 
+    /// Puts the CPU of a booted machine in 64-bit mode at CPL 0: identity-mapped 2-MiB pages
+    /// for the first GiB, a GDT (0x08 64-bit code, 0x10 data) and an IDT whose gate `vector`
+    /// leads to `handler`, described at `DESCRIPTORS` (GDTR, then IDTR) for the guest's LGDT
+    /// and LIDT; RSP at the top of the table area.
+    fn enter_long_mode(m: &mut Machine<Console>, vector: u8, handler: u64) {
+        use cpu::Bus as _;
+        use cpu::{Seg, Segment, state::ar};
+        const PML4: u64 = 0x30_0000;
+        const PDPT: u64 = PML4 + 0x1000;
+        const PD: u64 = PML4 + 0x2000;
+        const GDT: u64 = PML4 + 0x3000;
+        const IDT: u64 = PML4 + 0x4000;
+        let ram = m.board_mut().ram_mut();
+        let mut put = |at: u64, bytes: &[u8]| {
+            ram[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+        };
+        put(PML4, &(PDPT | 3).to_le_bytes());
+        put(PDPT, &(PD | 3).to_le_bytes());
+        for i in 0..512u64 {
+            put(PD + 8 * i, &((i << 21) | 0x83).to_le_bytes());
+        }
+        put(GDT + 8, &0x00af_9a00_0000_ffff_u64.to_le_bytes());
+        put(GDT + 16, &0x00cf_9200_0000_ffff_u64.to_le_bytes());
+        let gate = (handler & 0xffff) | (0x08 << 16) | (0x8e << 40) | ((handler >> 16) << 48);
+        put(IDT + 16 * u64::from(vector), &gate.to_le_bytes());
+        put(DESCRIPTORS, &0x17u16.to_le_bytes());
+        put(DESCRIPTORS + 2, &GDT.to_le_bytes());
+        put(DESCRIPTORS + 10, &0xfffu16.to_le_bytes());
+        put(DESCRIPTORS + 12, &IDT.to_le_bytes());
+        let c = m.cpu_mut();
+        // CR0.PE|PG, CR4.PAE, EFER.LME|LMA.
+        c.set_control_registers(0x8000_0001, PML4, 0x20, 0x500);
+        for s in Seg::ALL {
+            c.set_segment(s, Segment::flat32(0x10, false, 0));
+        }
+        let mut cs = Segment::flat32(0x08, true, 0);
+        cs.ar = (cs.ar & !ar::DB) | ar::L;
+        c.set_segment(Seg::Cs, cs);
+        c.set_gpr(cpu::Gpr::Rsp, PML4 + 0xf_f000);
+    }
+
+    /// Where [`enter_long_mode`] describes its GDT and IDT for LGDT and LIDT.
+    const DESCRIPTORS: u64 = 0x30_5000;
+
+    /// CR8 is the local APIC's TPR[7:4] (SDM Vol. 3A §11.8.6): a MOV to CR8 shows in the APIC's
+    /// TPR, and an interrupt whose priority class is not above it waits until CR8 is lowered.
+    #[test]
+    fn cr8_is_the_apic_task_priority_and_holds_back_interrupts() {
+        #[rustfmt::skip]
+        let code: &[u8] = &[
+            0x0f, 0x01, 0x14, 0x25, 0x00, 0x50, 0x30, 0x00, // lgdt [0x305000]
+            0x0f, 0x01, 0x1c, 0x25, 0x0a, 0x50, 0x30, 0x00, // lidt [0x30500a]
+            0xb9, 0x1b, 0x00, 0x00, 0x00,                   // mov ecx, 0x1b (IA32_APIC_BASE)
+            0x0f, 0x32,                                     // rdmsr
+            0x0d, 0x00, 0x0c, 0x00, 0x00,                   // or eax, 0xc00 (EN, EXTD: x2APIC)
+            0x0f, 0x30,                                     // wrmsr
+            0xb9, 0x0f, 0x08, 0x00, 0x00,                   // mov ecx, 0x80f (SVR)
+            0xb8, 0xff, 0x01, 0x00, 0x00,                   // mov eax, 0x1ff (APIC on)
+            0x31, 0xd2,                                     // xor edx, edx
+            0x0f, 0x30,                                     // wrmsr
+            0xb8, 0x07, 0x00, 0x00, 0x00,                   // mov eax, 7
+            0x44, 0x0f, 0x22, 0xc0,                         // mov cr8, rax
+            0xb9, 0x3f, 0x08, 0x00, 0x00,                   // mov ecx, 0x83f (SELF IPI)
+            0xb8, 0x71, 0x00, 0x00, 0x00,                   // mov eax, 0x71 (class 7)
+            0x0f, 0x30,                                     // wrmsr
+            0xb9, 0x08, 0x08, 0x00, 0x00,                   // mov ecx, 0x808 (TPR)
+            0x0f, 0x32,                                     // rdmsr
+            0x49, 0x89, 0xc0,                               // mov r8, rax
+            0x45, 0x0f, 0x20, 0xc1,                         // mov r9, cr8
+            0xfb,                                           // sti
+            0x90,                                           // nop
+            0x90,                                           // nop
+            0x4d, 0x89, 0xe5,                               // mov r13, r12
+            0xb8, 0x06, 0x00, 0x00, 0x00,                   // mov eax, 6
+            0x44, 0x0f, 0x22, 0xc0,                         // mov cr8, rax
+            0x90,                                           // nop
+            0x4d, 0x89, 0xe6,                               // mov r14, r12
+            0xf4,                                           // hlt
+            // handler (vector 0x71):
+            0x49, 0xff, 0xc4,                               // inc r12
+            0xb9, 0x0b, 0x08, 0x00, 0x00,                   // mov ecx, 0x80b (EOI)
+            0x31, 0xc0,                                     // xor eax, eax
+            0x31, 0xd2,                                     // xor edx, edx
+            0x0f, 0x30,                                     // wrmsr
+            0x48, 0xcf,                                     // iretq
+        ];
+        let mut m = boot(code);
+        let handler = m.cpu().rip() + 0x63;
+        enter_long_mode(&mut m, 0x71, handler);
+        assert_eq!(
+            m.run(1000),
+            Ending::HaltedForever {
+                interrupts_enabled: true
+            }
+        );
+        let r = |g| m.cpu().gpr(g);
+        use cpu::Gpr::{R8, R9, R13, R14};
+        assert_eq!(r(R8), 0x70, "TPR[7:4] = CR8");
+        assert_eq!(r(R9), 7, "MOV from CR8");
+        assert_eq!(r(R13), 0, "class 7 is held back by CR8 = 7");
+        assert_eq!(r(R14), 1, "and delivered once CR8 = 6");
+    }
+
     #[test]
     fn runs_are_deterministic() {
         let code = [

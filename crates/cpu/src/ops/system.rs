@@ -181,7 +181,7 @@ impl Cpu {
                 Register::CR2 => self.cr2,
                 Register::CR3 => self.cr3,
                 Register::CR4 => self.cr4,
-                Register::CR8 => self.cr8,
+                Register::CR8 => u64::from(bus.cr8(self.now())),
                 _ => return Err(Fault::ud().into()),
             };
             self.set_reg(gpr, v);
@@ -196,22 +196,15 @@ impl Cpu {
             }
             Register::CR3 => self.write_cr3(bus, v),
             Register::CR4 => self.write_cr4(bus, v),
-            Register::CR8 => {
-                if v >> 4 != 0 {
-                    return Err(Fault::gp(0).into());
+            // CR8 is the local APIC's TPR[7:4] (SDM Vol. 3A §11.8.6); bits 63:4 are reserved
+            // (Vol. 2B "MOV—Move to/from Control Registers": #GP(0)).
+            Register::CR8 => match u8::try_from(v) {
+                Ok(class @ 0..=0xf) => {
+                    bus.set_cr8(class, self.now());
+                    Ok(())
                 }
-                if v != 0 {
-                    // CR8 is the local APIC's TPR (SDM Vol. 3A §11.8.6); the board's APIC does
-                    // not see it yet, so a priority that should mask interrupts would not.
-                    let rip = self.seg[Seg::Cs as usize].base.wrapping_add(self.rip);
-                    return Err(Exc::Error(Box::new(CpuError::Unsupported {
-                        rip,
-                        what: "a non-zero task priority in CR8 (not linked to the local APIC)",
-                    })));
-                }
-                self.cr8 = v;
-                Ok(())
-            }
+                _ => Err(Fault::gp(0).into()),
+            },
             _ => Err(Fault::ud().into()),
         }
     }
@@ -702,6 +695,30 @@ mod tests {
             first_fault(&[0x0f, 0x22, 0xc0], |c| {
                 c.cpl = 3;
             }),
+            Fault::gp(0)
+        );
+    }
+
+    #[test]
+    fn cr8_goes_to_the_board_and_its_reserved_bits_fault() {
+        #[rustfmt::skip]
+        let (cpu, bus) = run_bytes64(&[
+            0xb8, 0x09, 0x00, 0x00, 0x00,   // mov eax, 9
+            0x44, 0x0f, 0x22, 0xc0,         // mov cr8, rax
+            0x44, 0x0f, 0x20, 0xc3,         // mov rbx, cr8
+        ], |_| {});
+        assert_eq!((bus.cr8, cpu.gpr[3]), (9, 9));
+        // Bits 63:4 are reserved: #GP(0).
+        for v in [0x10u64, 1 << 63] {
+            // mov rax, v; mov cr8, rax
+            let mut code = vec![0x48, 0xb8];
+            code.extend_from_slice(&v.to_le_bytes());
+            code.extend_from_slice(&[0x44, 0x0f, 0x22, 0xc0]);
+            assert_eq!(first_fault(&code, |_| {}), Fault::gp(0), "{v:#x}");
+        }
+        // At CPL 3: #GP(0).
+        assert_eq!(
+            first_fault(&[0x44, 0x0f, 0x20, 0xc0], |c| c.cpl = 3),
             Fault::gp(0)
         );
     }
