@@ -61,10 +61,10 @@ impl Cpu {
     #[inline(always)]
     fn fetch<B: Bus>(&mut self, bus: &mut B) -> Ex<Instruction> {
         let bits = self.code_bits;
+        // In 64-bit mode RIP is the linear address; its canonical check waits for the miss
+        // path, because the cached page was canonical and canonicality is a property of the
+        // page number.
         let lin = if bits == 64 {
-            if !crate::mmu::canonical(self.rip) {
-                return Err(Fault::gp(0).into());
-            }
             self.rip
         } else {
             let lin = self.linear(Seg::Cs, self.rip, 1, Access::Exec)?;
@@ -79,6 +79,9 @@ impl Cpu {
         {
             Phys::Ram(f.ram + (lin & 0xfff) as usize)
         } else {
+            if bits == 64 && !crate::mmu::canonical(lin) {
+                return Err(Fault::gp(0).into());
+            }
             let p = self.translate(bus, lin, Access::Exec, false)?;
             if let Phys::Ram(off) = p {
                 self.fetch = crate::FetchPage {
@@ -477,4 +480,21 @@ fn is_cmovcc(m: M) -> bool {
             | M::Cmovle
             | M::Cmovg
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fault::{Exc, Fault};
+    use crate::test_utils::{CODE, long_env};
+
+    /// A fetch at a non-canonical RIP is #GP(0) (SDM Vol. 3A §3.3.7.1), also right after a
+    /// fetch from a page with the same low address bits.
+    #[test]
+    fn fetch_at_a_non_canonical_rip_is_gp() {
+        let (mut cpu, mut bus) = long_env(&[0x90]); // nop
+        cpu.icache.attach(&bus);
+        assert_eq!(cpu.step(&mut bus), Ok(()));
+        cpu.rip = CODE | (1 << 47);
+        assert_eq!(cpu.step(&mut bus), Err(Exc::Fault(Fault::gp(0))));
+    }
 }
