@@ -42,6 +42,23 @@ impl Cpu {
     pub(crate) fn mov<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let r0 = ins.op0_register();
         let r1 = ins.op1_register();
+        // Fast path: a general register from a general register or an immediate, the common
+        // case in compiled code (the write masks the value to the register's width).
+        if ins.op0_kind() == OpKind::Register
+            && let Some(d) = crate::regs::gpr_ref(r0)
+        {
+            let v = match ins.op1_kind() {
+                OpKind::Register => {
+                    crate::regs::gpr_ref(r1).map(|s| crate::regs::read(&self.gpr, s))
+                }
+                OpKind::Memory => None,
+                _ => Some(ins.immediate(1)),
+            };
+            if let Some(v) = v {
+                crate::regs::write(&mut self.gpr, d, v);
+                return Ok(());
+            }
+        }
         let general = |kind: OpKind, r: Register| {
             kind != OpKind::Register || crate::regs::gpr_ref(r).is_some()
         };
@@ -278,6 +295,32 @@ impl Cpu {
 mod tests {
     use crate::test_utils::run_bytes64;
     use x86::reg::rflags::{CF, ZF};
+
+    #[test]
+    fn register_and_immediate_moves_merge_or_zero_extend_by_width() {
+        let init = |c: &mut crate::Cpu| {
+            c.gpr[0] = 0x1111_1111_1111_1111;
+            c.gpr[3] = 0x2222_2222_8765_4321;
+        };
+        // mov ah, bl
+        let (c, _) = run_bytes64(&[0x88, 0xdc], init);
+        assert_eq!(c.gpr[0], 0x1111_1111_1111_2111);
+        // mov ax, bx
+        let (c, _) = run_bytes64(&[0x66, 0x89, 0xd8], init);
+        assert_eq!(c.gpr[0], 0x1111_1111_1111_4321);
+        // mov eax, ebx
+        let (c, _) = run_bytes64(&[0x89, 0xd8], init);
+        assert_eq!(c.gpr[0], 0x8765_4321);
+        // mov rax, -2 (imm32 sign-extended)
+        let (c, _) = run_bytes64(&[0x48, 0xc7, 0xc0, 0xfe, 0xff, 0xff, 0xff], init);
+        assert_eq!(c.gpr[0], u64::MAX - 1);
+        // mov al, 0x80
+        let (c, _) = run_bytes64(&[0xb0, 0x80], init);
+        assert_eq!(c.gpr[0], 0x1111_1111_1111_1180);
+        // mov rbx, ds (a segment source leaves the fast path): the selector, zero-extended
+        let (c, _) = run_bytes64(&[0x48, 0x8c, 0xdb], init);
+        assert_eq!(c.gpr[3], 0x10);
+    }
 
     #[test]
     fn moves_and_extensions() {
