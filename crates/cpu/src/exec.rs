@@ -48,7 +48,8 @@ pub(crate) fn width_mask(bits: u32) -> u64 {
 impl Cpu {
     /// Executes one instruction.
     pub(crate) fn step<B: Bus>(&mut self, bus: &mut B) -> Ex<()> {
-        let ins = self.fetch(bus)?;
+        let mut ins = Instruction::default();
+        self.fetch(bus, &mut ins)?;
         let mask = width_mask(self.code_bits);
         self.next_rip = self.rip.wrapping_add(ins.len() as u64) & mask;
         self.execute(bus, &ins)?;
@@ -57,9 +58,11 @@ impl Cpu {
         Ok(())
     }
 
-    /// Fetches and decodes the instruction at CS:RIP, through the decode cache.
+    /// Fetches and decodes the instruction at CS:RIP into `ins`, through the decode cache. (An
+    /// out-parameter rather than a returned value: the instruction is copied once per step,
+    /// from the cache to the caller's frame.)
     #[inline(always)]
-    fn fetch<B: Bus>(&mut self, bus: &mut B) -> Ex<Instruction> {
+    fn fetch<B: Bus>(&mut self, bus: &mut B, ins: &mut Instruction) -> Ex<()> {
         let bits = self.code_bits;
         // In 64-bit mode RIP is the linear address; its canonical check waits for the miss
         // path, because the cached page was canonical and canonicality is a property of the
@@ -95,12 +98,11 @@ impl Cpu {
             p
         };
         if let Phys::Ram(off) = p0
-            && let Some(ins) = self.icache.lookup(off, bits)
+            && let Some(cached) = self.icache.lookup(off, bits)
         {
-            let ins = *ins;
+            *ins = *cached;
             self.counters.decode_hits += 1;
-            self.check_cs_limit(ins.len())?;
-            return Ok(ins);
+            return self.check_cs_limit(ins.len());
         }
         self.counters.decode_misses += 1;
         let mut bytes = [0u8; 15];
@@ -131,7 +133,7 @@ impl Cpu {
             }
         }
         let mut decoder = Decoder::new(bits, &bytes[..n], DecoderOptions::NONE);
-        let ins = decoder.decode();
+        *ins = decoder.decode();
         if ins.is_invalid() {
             if decoder.last_error() == DecoderError::NoMoreBytes
                 && let Some(e) = second_fault
@@ -149,9 +151,9 @@ impl Cpu {
         if let Phys::Ram(off) = p0
             && ins.len() <= in_page
         {
-            self.icache.insert(off, bits, &ins);
+            self.icache.insert(off, bits, ins);
         }
-        Ok(ins)
+        Ok(())
     }
 
     /// The whole instruction must lie within CS (SDM Vol. 3A §5.3).
