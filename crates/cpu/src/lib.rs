@@ -55,6 +55,7 @@ pub mod state;
 #[cfg(test)]
 pub(crate) mod test_utils;
 mod tlb;
+pub mod vmx;
 
 pub use bus::{Bus, MsrAccess, TSC_PER_TICK, VirtualTime};
 pub use error::{CpuError, StopReason};
