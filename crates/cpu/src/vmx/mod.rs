@@ -6,8 +6,11 @@
 //!
 //! - [`capabilities`]: the capability MSRs of the modeled processor ([`capabilities::MODEL`]),
 //!   the contract everything else implements (Vol. 3D Appendix A).
+//! - [`vmcs`]: VMCS storage, the region format, launch state, VMREAD/VMWRITE (§24.2, §24.11,
+//!   §30.3).
 //!
 //! Not wired into the interpreter yet: VMX is not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE is
 //! reserved), so nothing here changes what a guest sees.
 
 pub mod capabilities;
+pub mod vmcs;
