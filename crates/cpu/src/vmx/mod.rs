@@ -8,9 +8,12 @@
 //!   the contract everything else implements (Vol. 3D Appendix A).
 //! - [`vmcs`]: VMCS storage, the region format, launch state, VMREAD/VMWRITE (§24.2, §24.11,
 //!   §30.3).
+//! - [`checks`]: the VM-entry checks on controls, host state and guest state, as pure
+//!   functions that name the failing rule (§26.2, §26.3.1, §26.7).
 //!
 //! Not wired into the interpreter yet: VMX is not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE is
 //! reserved), so nothing here changes what a guest sees.
 
 pub mod capabilities;
+pub mod checks;
 pub mod vmcs;
