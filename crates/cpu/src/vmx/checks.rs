@@ -35,7 +35,7 @@ use x86::addr::phys_mask;
 use x86::paging::Eptp;
 use x86::reg::{cr0, cr4, efer, rflags};
 use x86::segment::AccessRights;
-use x86::vmx::caps::ControlViolation;
+use x86::vmx::caps::{AllowedControls64, ControlViolation, VmFuncCap};
 use x86::vmx::controls::{
     ActivityState, entry, exit, interruptibility as intr, pending_debug, pin_based, primary_proc,
     secondary_proc,
@@ -144,6 +144,7 @@ rules! {
     PinReserved, Control, "26.2.1.1", "reserved pin-based VM-execution controls must be set as IA32_VMX_TRUE_PINBASED_CTLS allows";
     PrimaryReserved, Control, "26.2.1.1", "reserved primary processor-based controls must be set as IA32_VMX_TRUE_PROCBASED_CTLS allows";
     SecondaryReserved, Control, "26.2.1.1", "with \"activate secondary controls\", reserved secondary controls must be 0 (IA32_VMX_PROCBASED_CTLS2)";
+    TertiaryReserved, Control, "26.2.1.1", "with \"activate tertiary controls\", reserved tertiary controls must be 0 (IA32_VMX_PROCBASED_CTLS3)";
     Cr3TargetCount, Control, "26.2.1.1", "the CR3-target count must not exceed IA32_VMX_MISC[24:16]";
     IoBitmapAddress, Control, "26.2.1.1", "with \"use I/O bitmaps\", each I/O-bitmap address must be 4-KByte aligned and within MAXPHYADDR";
     MsrBitmapAddress, Control, "26.2.1.1", "with \"use MSR bitmaps\", the MSR-bitmap address must be 4-KByte aligned and within MAXPHYADDR";
@@ -168,10 +169,14 @@ rules! {
     UnrestrictedRequiresEpt, Control, "26.2.1.1", "\"unrestricted guest\" requires \"enable EPT\"";
     ModeBasedRequiresEpt, Control, "26.2.1.1", "\"mode-based execute control for EPT\" requires \"enable EPT\"";
     SubPageRequiresEpt, Control, "26.2.1.1", "\"sub-page write permissions for EPT\" requires \"enable EPT\"";
+    VmFunctionReserved, Control, "26.2.1.1", "with \"enable VM functions\", reserved VM-function controls must be 0 (IA32_VMX_VMFUNC)";
+    EptpSwitchingRequiresEpt, Control, "26.2.1.1", "EPTP switching (VM function 0) requires \"enable EPT\"";
+    EptpListAddress, Control, "26.2.1.1", "with EPTP switching, the EPTP-list address must be 4-KByte aligned and within MAXPHYADDR";
     VmcsShadowingBitmaps, Control, "26.2.1.1", "with \"VMCS shadowing\", the VMREAD- and VMWRITE-bitmap addresses must be 4-KByte aligned and within MAXPHYADDR";
     VeInfoAddress, Control, "26.2.1.1", "with \"EPT-violation #VE\", the virtualization-exception information address must be 4-KByte aligned and within MAXPHYADDR";
     // §26.2.1.2 VM-exit control fields.
     ExitReserved, Control, "26.2.1.2", "reserved VM-exit controls must be set as IA32_VMX_TRUE_EXIT_CTLS allows";
+    SecondaryExitReserved, Control, "26.2.1.2", "with \"activate secondary controls\" (VM-exit), reserved secondary VM-exit controls must be 0 (IA32_VMX_EXIT_CTLS2)";
     SavePreemptionTimer, Control, "26.2.1.2", "\"save VMX-preemption timer value\" requires \"activate VMX-preemption timer\"";
     ExitMsrStoreAddress, Control, "26.2.1.2", "with a non-zero VM-exit MSR-store count, bits 3:0 of the address must be 0 and no bit beyond MAXPHYADDR set";
     ExitMsrStoreEnd, Control, "26.2.1.2", "the last byte of the VM-exit MSR-store area must be within MAXPHYADDR";
@@ -382,6 +387,17 @@ fn page_address(v: &Vmcs, m: &VmxModel, field: F, rule: Rule) -> CheckResult {
     ensure(a & 0xfff == 0 && within(a, m.maxphyaddr), rule, field, a)
 }
 
+/// The allowed-1 check of a 64-bit control field (tertiary controls, secondary VM-exit
+/// controls, VM-function controls).
+fn allowed64(ctl: AllowedControls64, value: u64, rule: Rule, field: F) -> CheckResult {
+    ctl.check(value).map_err(|bits| EntryCheckFailure {
+        rule,
+        field,
+        value,
+        bits: Some(bits),
+    })
+}
+
 /// The allowed-0/1 check of a control field.
 fn allowed(ctl: AllowedControls, value: u32, rule: Rule, field: F) -> CheckResult {
     ctl.check(value).map_err(|bits| EntryCheckFailure {
@@ -520,6 +536,15 @@ fn check_execution_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
             F::SecondaryProcBasedControls,
         )?;
     }
+    if c.primary & p1::ACTIVATE_TERTIARY_CONTROLS != 0 {
+        let tertiary = v.get(F::TertiaryProcBasedControls);
+        allowed64(
+            caps.tertiary_proc,
+            tertiary,
+            Rule::TertiaryReserved,
+            F::TertiaryProcBasedControls,
+        )?;
+    }
     let count = v.get(F::Cr3TargetCount);
     ensure(
         count <= u64::from(caps.misc.cr3_target_count()),
@@ -646,6 +671,24 @@ fn check_execution_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
             secondary,
         )?;
     }
+    if c.secondary & p2::ENABLE_VM_FUNCTIONS != 0 {
+        let vmfunc = v.get(F::VmFunctionControls);
+        allowed64(
+            caps.vmfunc.allowed(),
+            vmfunc,
+            Rule::VmFunctionReserved,
+            F::VmFunctionControls,
+        )?;
+        if vmfunc & VmFuncCap::EPTP_SWITCHING != 0 {
+            ensure(
+                ept,
+                Rule::EptpSwitchingRequiresEpt,
+                F::VmFunctionControls,
+                vmfunc,
+            )?;
+            page_address(v, m, F::EptpListAddress, Rule::EptpListAddress)?;
+        }
+    }
     if c.secondary & p2::VMCS_SHADOWING != 0 {
         page_address(v, m, F::VmreadBitmapAddress, Rule::VmcsShadowingBitmaps)?;
         page_address(v, m, F::VmwriteBitmapAddress, Rule::VmcsShadowingBitmaps)?;
@@ -670,6 +713,15 @@ fn check_exit_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
         Rule::ExitReserved,
         F::PrimaryVmExitControls,
     )?;
+    if c.exit & exit::ACTIVATE_SECONDARY_CONTROLS != 0 {
+        let secondary = v.get(F::SecondaryVmExitControls);
+        allowed64(
+            m.caps.secondary_exit,
+            secondary,
+            Rule::SecondaryExitReserved,
+            F::SecondaryVmExitControls,
+        )?;
+    }
     ensure(
         c.pin & pin_based::ACTIVATE_PREEMPTION_TIMER != 0
             || c.exit & exit::SAVE_PREEMPTION_TIMER == 0,

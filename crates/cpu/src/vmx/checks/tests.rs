@@ -251,10 +251,14 @@ fn v86_vmcs() -> Vmcs {
 fn superset() -> VmxModel {
     let mut m = MODEL;
     m.caps.pin_based.allowed1 = u32::MAX;
-    m.caps.primary_proc.allowed1 = !primary_proc::ACTIVATE_TERTIARY_CONTROLS;
+    m.caps.primary_proc.allowed1 = u32::MAX;
     m.caps.secondary_proc.allowed1 = u32::MAX;
-    m.caps.exit.allowed1 = !exit::ACTIVATE_SECONDARY_CONTROLS;
+    m.caps.exit.allowed1 = u32::MAX;
     m.caps.entry.allowed1 = u32::MAX;
+    // Tertiary and secondary VM-exit controls: only bit 0 may be 1.
+    m.caps.tertiary_proc.allowed1 = 1;
+    m.caps.secondary_exit.allowed1 = 1;
+    m.caps.vmfunc = VmFuncCap(VmFuncCap::EPTP_SWITCHING);
     m
 }
 
@@ -468,6 +472,7 @@ fn rows() -> Vec<Row> {
         (Long, |v| or(v, F::PrimaryProcBasedControls, u64::from(p1::USE_TSC_OFFSETTING)), Rule::PrimaryReserved, F::PrimaryProcBasedControls, E7),
         (Long, |v| or(v, F::PrimaryProcBasedControls, u64::from(p1::MONITOR_TRAP_FLAG)), Rule::PrimaryReserved, F::PrimaryProcBasedControls, E7),
         (Long, |v| or(v, F::SecondaryProcBasedControls, u64::from(p2::VIRTUALIZE_APIC_ACCESSES)), Rule::SecondaryReserved, F::SecondaryProcBasedControls, E7),
+        (Superset, |v| { or(v, F::PrimaryProcBasedControls, u64::from(p1::ACTIVATE_TERTIARY_CONTROLS)); v.set(F::TertiaryProcBasedControls, 0b11) }, Rule::TertiaryReserved, F::TertiaryProcBasedControls, E7),
         (Long, |v| v.set(F::Cr3TargetCount, 5), Rule::Cr3TargetCount, F::Cr3TargetCount, E7),
         (Long, |v| v.set(F::IoBitmapB, 0x11008), Rule::IoBitmapAddress, F::IoBitmapB, E7),
         (Long, |v| v.set(F::IoBitmapA, 1 << 39), Rule::IoBitmapAddress, F::IoBitmapA, E7),
@@ -494,12 +499,16 @@ fn rows() -> Vec<Row> {
         (Long, |v| without_ept(v, p2::UNRESTRICTED_GUEST), Rule::UnrestrictedRequiresEpt, F::SecondaryProcBasedControls, E7),
         (Superset, |v| without_ept(v, p2::MODE_BASED_EXECUTE_CONTROL), Rule::ModeBasedRequiresEpt, F::SecondaryProcBasedControls, E7),
         (Superset, |v| without_ept(v, p2::SUB_PAGE_WRITE_PERMISSIONS), Rule::SubPageRequiresEpt, F::SecondaryProcBasedControls, E7),
+        (Superset, |v| { or(v, F::SecondaryProcBasedControls, u64::from(p2::ENABLE_VM_FUNCTIONS)); v.set(F::VmFunctionControls, 0b10) }, Rule::VmFunctionReserved, F::VmFunctionControls, E7),
+        (Superset, |v| { without_ept(v, p2::ENABLE_VM_FUNCTIONS); v.set(F::VmFunctionControls, 1) }, Rule::EptpSwitchingRequiresEpt, F::VmFunctionControls, E7),
+        (Superset, |v| { or(v, F::SecondaryProcBasedControls, u64::from(p2::ENABLE_VM_FUNCTIONS)); v.set(F::VmFunctionControls, 1); v.set(F::EptpListAddress, 0x19008) }, Rule::EptpListAddress, F::EptpListAddress, E7),
         (Long, |v| v.set(F::VmwriteBitmapAddress, 0x15001), Rule::VmcsShadowingBitmaps, F::VmwriteBitmapAddress, E7),
         (Long, |v| v.set(F::VmreadBitmapAddress, 1 << 40), Rule::VmcsShadowingBitmaps, F::VmreadBitmapAddress, E7),
         (Superset, |v| { or(v, F::SecondaryProcBasedControls, u64::from(p2::EPT_VIOLATION_VE)); v.set(F::VirtualizationExceptionInfoAddress, 0x10) }, Rule::VeInfoAddress, F::VirtualizationExceptionInfoAddress, E7),
         // §26.2.1.2
         (Long, |v| clear(v, F::PrimaryVmExitControls, 0x1), Rule::ExitReserved, F::PrimaryVmExitControls, E7),
         (Long, |v| or(v, F::PrimaryVmExitControls, u64::from(exit::LOAD_IA32_PERF_GLOBAL_CTRL)), Rule::ExitReserved, F::PrimaryVmExitControls, E7),
+        (Superset, |v| { or(v, F::PrimaryVmExitControls, u64::from(exit::ACTIVATE_SECONDARY_CONTROLS)); v.set(F::SecondaryVmExitControls, 0b100) }, Rule::SecondaryExitReserved, F::SecondaryVmExitControls, E7),
         (Long, |v| clear(v, F::PinBasedControls, u64::from(pin::ACTIVATE_PREEMPTION_TIMER)), Rule::SavePreemptionTimer, F::PrimaryVmExitControls, E7),
         (Long, |v| v.set(F::VmExitMsrStoreAddress, 0x16008), Rule::ExitMsrStoreAddress, F::VmExitMsrStoreAddress, E7),
         (Long, |v| { v.set(F::VmExitMsrStoreAddress, (1 << 39) - 16); v.set(F::VmExitMsrStoreCount, 2) }, Rule::ExitMsrStoreEnd, F::VmExitMsrStoreCount, E7),
