@@ -228,6 +228,7 @@ rules! {
     GuestSysenterEsp, Guest, "26.3.1.1", "guest IA32_SYSENTER_ESP must be canonical";
     GuestSysenterEip, Guest, "26.3.1.1", "guest IA32_SYSENTER_EIP must be canonical";
     GuestPat, Guest, "26.3.1.1", "with \"load IA32_PAT\", each guest PAT entry must be 0, 1, 4, 5, 6 or 7";
+    GuestBndcfgs, Guest, "26.3.1.1", "with \"load IA32_BNDCFGS\", guest IA32_BNDCFGS bits 11:2 must be 0 and bits 63:12 canonical";
     GuestEferReserved, Guest, "26.3.1.1", "with \"load IA32_EFER\", reserved guest EFER bits must be 0";
     GuestEferLma, Guest, "26.3.1.1", "with \"load IA32_EFER\", guest EFER.LMA must equal \"IA-32e mode guest\"";
     GuestEferLme, Guest, "26.3.1.1", "with \"load IA32_EFER\" and CR0.PG, guest EFER.LME must equal \"IA-32e mode guest\"";
@@ -1179,6 +1180,15 @@ fn check_guest_registers(v: &Vmcs, m: &VmxModel) -> CheckResult {
     if c.entry & entry::LOAD_IA32_PAT != 0 {
         let pat = v.get(F::GuestIa32Pat);
         ensure(pat_valid(pat), Rule::GuestPat, F::GuestIa32Pat, pat)?;
+    }
+    if c.entry & entry::LOAD_IA32_BNDCFGS != 0 {
+        let b = v.get(F::GuestIa32Bndcfgs);
+        ensure(
+            b & 0xffc == 0 && canonical(b & !0xfff),
+            Rule::GuestBndcfgs,
+            F::GuestIa32Bndcfgs,
+            b,
+        )?;
     }
     if c.entry & entry::LOAD_IA32_EFER != 0 {
         let e = v.get(F::GuestIa32Efer);

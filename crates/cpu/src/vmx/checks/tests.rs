@@ -574,6 +574,8 @@ fn rows() -> Vec<Row> {
         (Long, |v| v.set(F::GuestIa32SysenterEsp, NON_CANONICAL), Rule::GuestSysenterEsp, F::GuestIa32SysenterEsp, Q0),
         (Long, |v| v.set(F::GuestIa32SysenterEip, NON_CANONICAL), Rule::GuestSysenterEip, F::GuestIa32SysenterEip, Q0),
         (Long, |v| v.set(F::GuestIa32Pat, 0x0807_0406_0007_0406), Rule::GuestPat, F::GuestIa32Pat, Q0),
+        (Superset, |v| { or(v, F::VmEntryControls, u64::from(entry::LOAD_IA32_BNDCFGS)); v.set(F::GuestIa32Bndcfgs, 1 << 2) }, Rule::GuestBndcfgs, F::GuestIa32Bndcfgs, Q0),
+        (Superset, |v| { or(v, F::VmEntryControls, u64::from(entry::LOAD_IA32_BNDCFGS)); v.set(F::GuestIa32Bndcfgs, NON_CANONICAL | 1) }, Rule::GuestBndcfgs, F::GuestIa32Bndcfgs, Q0),
         (Long, |v| or(v, F::GuestIa32Efer, 1 << 2), Rule::GuestEferReserved, F::GuestIa32Efer, Q0),
         (Long, |v| clear(v, F::GuestIa32Efer, efer::LMA), Rule::GuestEferLma, F::GuestIa32Efer, Q0),
         (Long, |v| clear(v, F::GuestIa32Efer, efer::LME), Rule::GuestEferLme, F::GuestIa32Efer, Q0),
