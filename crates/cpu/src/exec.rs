@@ -73,12 +73,14 @@ impl Cpu {
             let lin = self.linear(Seg::Cs, self.rip, 1, Access::Exec)?;
             self.mask_lin(lin)
         };
-        let (page1, pcid) = ((lin >> 12) + 1, self.pcid());
+        // CR3 rather than the PCID names the address space: it is one load instead of a test
+        // of CR4.PCIDE, and any change of the PCID is a change of CR3.
+        let page1 = (lin >> 12) + 1;
         let f = self.fetch;
         let p0 = if f.page1 == page1
             && f.generation == self.tlb.generation()
             && f.cpl == self.cpl
-            && f.pcid == pcid
+            && f.cr3 == self.cr3
         {
             Phys::Ram(f.ram + (lin & 0xfff) as usize)
         } else {
@@ -92,7 +94,7 @@ impl Cpu {
                     ram: off & !0xfff,
                     generation: self.tlb.generation(),
                     cpl: self.cpl,
-                    pcid,
+                    cr3: self.cr3,
                 };
             }
             p
@@ -488,6 +490,31 @@ fn is_cmovcc(m: M) -> bool {
 mod tests {
     use crate::fault::{Exc, Fault};
     use crate::test_utils::{CODE, long_env};
+
+    /// A MOV to CR3 that keeps the TLB (PCID no-flush bit) still moves instruction fetch to
+    /// the new address space: the next instruction comes from the new mapping of the page.
+    #[test]
+    fn fetch_follows_a_cr3_load_that_keeps_the_tlb() {
+        let code = CODE as usize;
+        #[rustfmt::skip]
+        let (mut cpu, mut bus) = long_env(&[
+            0x0f, 0x22, 0xd8,               // mov cr3, rax
+            0xbb, 0x01, 0x00, 0x00, 0x00,   // mov ebx, 1 (old address space)
+            0xf4,                           // hlt
+        ]);
+        // The same bytes after the MOV in the other space: mov ebx, 2; hlt.
+        bus.ram.copy_within(code..code + 9, 0x20_0000 + code);
+        bus.ram[0x20_0000 + code + 4] = 2;
+        // The other space: PML4 0x10000 -> PDPT 0x11000 -> PD 0x12000, whose first 2-MiB page
+        // is the physical one at 2 MiB.
+        bus.write_u64(0x1_0000, 0x1_1000 | 7);
+        bus.write_u64(0x1_1000, 0x1_2000 | 7);
+        bus.write_u64(0x1_2000, 0x20_0000 | 0x87);
+        cpu.cr4 |= x86::reg::cr4::PCIDE;
+        cpu.gpr[0] = (1 << 63) | 0x1_0000 | 1;
+        assert_eq!(cpu.run(&mut bus, 10), Ok(crate::StopReason::Halted));
+        assert_eq!(cpu.gpr[3], 2);
+    }
 
     /// A fetch at a non-canonical RIP is #GP(0) (SDM Vol. 3A §3.3.7.1), also right after a
     /// fetch from a page with the same low address bits.

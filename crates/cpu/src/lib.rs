@@ -95,7 +95,8 @@ pub(crate) struct FetchPage {
     pub ram: usize,
     pub generation: u64,
     pub cpl: u8,
-    pub pcid: u16,
+    /// CR3 when the page was translated: the address space, PCID included.
+    pub cr3: u64,
 }
 
 /// Model-specific registers kept by the CPU itself (SDM Vol. 4).
@@ -158,7 +159,7 @@ pub struct Cpu {
     pub(crate) touched_device: bool,
     pub(crate) tlb: Tlb,
     /// The page instructions were last fetched from, valid while the TLB generation, CPL and
-    /// PCID are unchanged: most fetches skip the TLB lookup.
+    /// CR3 are unchanged: most fetches skip the TLB lookup.
     pub(crate) fetch: FetchPage,
     pub(crate) icache: ICache,
     pub(crate) counters: Counters,
