@@ -430,6 +430,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn vmread_agrees_with_ia32_vmx_vmcs_enum() {
+        // VMREAD accepts exactly the supported fields, and the highest index among them is
+        // the one IA32_VMX_VMCS_ENUM reports (SDM Vol. 3D §A.9).
+        let v = Vmcs::new(REVISION_ID);
+        let mut highest = 0;
+        for &field in VmcsField::ALL {
+            let ok = v.vmread(field.encoding(), &CAPS).is_ok();
+            assert_eq!(ok, CAPS.supports_field(field), "{field:?}");
+            if ok {
+                highest = highest.max(field.index());
+            }
+        }
+        assert_eq!(highest, MODEL.vmcs_enum().highest_index());
+    }
+
+    #[test]
     fn load_truncates_software_written_slots() {
         let mut mem = TestMemory::new(0x2000);
         mem.0.fill(0xff);
