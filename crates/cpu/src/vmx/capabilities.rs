@@ -50,7 +50,7 @@ pub struct VmxModel {
     /// The physical-address width.
     pub maxphyaddr: u8,
     /// IA32_DEBUGCTL bits that WRMSR accepts (VM entry with "load debug controls" checks the
-    /// guest field against them, SDM Vol. 3C §26.3.1.1).
+    /// guest field against them, SDM Vol. 3C §27.3.1.1).
     pub debugctl_valid: u64,
 }
 

@@ -1,26 +1,27 @@
-//! The VM-entry checks of SDM Vol. 3C chapter 26 ("VM Entries"), as pure functions over a
+//! The VM-entry checks of SDM Vol. 3C chapter 27 ("VM Entries"), as pure functions over a
 //! [`Vmcs`] and the modeled processor ([`VmxModel`]):
 //!
-//! - §26.2.1 checks on the VMX controls: §26.2.1.1 VM-execution, §26.2.1.2 VM-exit and
-//!   §26.2.1.3 VM-entry control fields (with event injection);
-//! - §26.2.2 checks on host control registers and MSRs, §26.2.3 on host segment and
-//!   descriptor-table registers, §26.2.4 related to address-space size;
-//! - §26.3.1 checks on the guest-state area: §26.3.1.1 control registers, debug registers and
-//!   MSRs, §26.3.1.2 segment registers, §26.3.1.3 descriptor-table registers, §26.3.1.4 RIP and
-//!   RFLAGS, §26.3.1.5 non-register state (activity, interruptibility, pending debug
-//!   exceptions, VMCS link pointer), §26.3.1.6 PDPTEs.
+//! - §27.2.1 checks on the VMX controls: §27.2.1.1 VM-execution, §27.2.1.2 VM-exit and
+//!   §27.2.1.3 VM-entry control fields (with event injection);
+//! - §27.2.2 checks on host control registers and MSRs, §27.2.3 on host segment and
+//!   descriptor-table registers, §27.2.4 related to address-space size;
+//! - §27.3.1 checks on the guest-state area: §27.3.1.1 control registers, debug registers and
+//!   MSRs, §27.3.1.2 segment registers, §27.3.1.3 descriptor-table registers, §27.3.1.4 RIP and
+//!   RFLAGS, §27.3.1.5 non-register state (activity, interruptibility, pending debug
+//!   exceptions, VMCS link pointer), §27.3.1.6 PDPTEs.
 //!
 //! A failure names its [`Rule`] (section and short text), the field and its value, and the
 //! architectural outcome ([`Outcome`]): VMfailValid with error 7 (controls) or 8 (host state)
-//! per §26.2, or a VM-entry failure with basic exit reason 33 and bit 31 set, with exit
+//! per §27.2, or a VM-entry failure with basic exit reason 33 and bit 31 set, with exit
 //! qualification 0, 2 (PDPTEs), 3 (NMI injection with blocking by STI) or 4 (VMCS link
-//! pointer), per §26.7 ("VM-Entry Failures During or After Loading Guest State"). The SDM
+//! pointer), per §27.7 ("VM-Entry Failures During or After Loading Guest State"). The SDM
 //! lets the checks within a group run in any order; these run in the SDM's order, controls,
 //! then host state, then guest state, so the first failure reported is the one a reader finds
 //! first.
 //!
-//! Section numbers are those of the SDM editions that number "VM Entries" chapter 26 (as
-//! issue 5 does); the 2023–2024 editions number it 27 with the same subsections. Rules for
+//! Section numbers are those of the 2023–2024 SDM editions, as everywhere in nestvisor
+//! (`docs/architecture.md`); older editions, and issue 5, number "VM Entries" chapter 26 with
+//! the same subsections. Rules for
 //! controls the model does not advertise (TPR shadow, APIC virtualization, posted interrupts,
 //! PML, #VE, SMM) are checked too, so that a richer [`VmxModel`] gets them right; with
 //! [`super::capabilities::MODEL`] the allowed-1 check rejects those controls first.
@@ -50,7 +51,7 @@ use x86::{Gpa, Gva, Hpa};
 use super::capabilities::{DEBUGCTL_BTF, LINEAR_ADDRESS_BITS, VmxModel};
 use super::vmcs::{PhysMemory, Vmcs};
 
-/// What a failed VM entry does (SDM Vol. 3C §26.2, §26.7).
+/// What a failed VM entry does (SDM Vol. 3C §27.2, §27.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// VM entry does not start: RFLAGS.ZF = 1 and the VM-instruction error field holds the
@@ -58,7 +59,7 @@ pub enum Outcome {
     VmFailValid(VmInstructionError),
     /// VM entry fails after it started to load guest state: a VM exit with basic reason 33
     /// ("invalid guest state") and bit 31 set, this exit qualification, and the host state
-    /// loaded as for a VM exit (§26.7).
+    /// loaded as for a VM exit (§27.7).
     InvalidGuestState(EntryFailureQualification),
 }
 
@@ -90,9 +91,9 @@ impl fmt::Display for Outcome {
 /// The state of the logical processor that VM entry checks besides the VMCS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryContext {
-    /// IA32_EFER.LMA at the time of VM entry (§26.2.4).
+    /// IA32_EFER.LMA at the time of VM entry (§27.2.4).
     pub ia32e_mode: bool,
-    /// The current-VMCS pointer: the VMCS link pointer must differ from it (§26.3.1.5).
+    /// The current-VMCS pointer: the VMCS link pointer must differ from it (§27.3.1.5).
     pub current_vmcs: Gpa,
 }
 
@@ -140,159 +141,159 @@ macro_rules! rules {
 }
 
 rules! {
-    // §26.2.1.1 VM-execution control fields.
-    PinReserved, Control, "26.2.1.1", "reserved pin-based VM-execution controls must be set as IA32_VMX_TRUE_PINBASED_CTLS allows";
-    PrimaryReserved, Control, "26.2.1.1", "reserved primary processor-based controls must be set as IA32_VMX_TRUE_PROCBASED_CTLS allows";
-    SecondaryReserved, Control, "26.2.1.1", "with \"activate secondary controls\", reserved secondary controls must be 0 (IA32_VMX_PROCBASED_CTLS2)";
-    TertiaryReserved, Control, "26.2.1.1", "with \"activate tertiary controls\", reserved tertiary controls must be 0 (IA32_VMX_PROCBASED_CTLS3)";
-    Cr3TargetCount, Control, "26.2.1.1", "the CR3-target count must not exceed IA32_VMX_MISC[24:16]";
-    IoBitmapAddress, Control, "26.2.1.1", "with \"use I/O bitmaps\", each I/O-bitmap address must be 4-KByte aligned and within MAXPHYADDR";
-    MsrBitmapAddress, Control, "26.2.1.1", "with \"use MSR bitmaps\", the MSR-bitmap address must be 4-KByte aligned and within MAXPHYADDR";
-    VirtualApicAddress, Control, "26.2.1.1", "with \"use TPR shadow\", the virtual-APIC address must be 4-KByte aligned and within MAXPHYADDR";
-    TprThreshold, Control, "26.2.1.1", "with \"use TPR shadow\" and without \"virtual-interrupt delivery\", bits 31:4 of the TPR threshold must be 0";
-    TprShadowRequired, Control, "26.2.1.1", "without \"use TPR shadow\", \"virtualize x2APIC mode\", \"APIC-register virtualization\" and \"virtual-interrupt delivery\" must be 0";
-    X2apicWithApicAccesses, Control, "26.2.1.1", "\"virtualize x2APIC mode\" and \"virtualize APIC accesses\" must not both be 1";
-    VirtualInterruptDelivery, Control, "26.2.1.1", "\"virtual-interrupt delivery\" requires \"external-interrupt exiting\"";
-    PostedInterrupts, Control, "26.2.1.1", "\"process posted interrupts\" requires \"virtual-interrupt delivery\" and \"acknowledge interrupt on exit\"";
-    PostedInterruptVector, Control, "26.2.1.1", "with \"process posted interrupts\", bits 15:8 of the notification vector must be 0";
-    PostedInterruptDescriptor, Control, "26.2.1.1", "with \"process posted interrupts\", the descriptor address must be 64-byte aligned and within MAXPHYADDR";
-    VirtualNmis, Control, "26.2.1.1", "\"virtual NMIs\" requires \"NMI exiting\"";
-    NmiWindow, Control, "26.2.1.1", "\"NMI-window exiting\" requires \"virtual NMIs\"";
-    ApicAccessAddress, Control, "26.2.1.1", "with \"virtualize APIC accesses\", the APIC-access address must be 4-KByte aligned and within MAXPHYADDR";
-    VpidZero, Control, "26.2.1.1", "with \"enable VPID\", the VPID must not be 0000H";
-    EptpMemoryType, Control, "26.2.1.1", "the EPTP memory type (bits 2:0) must be one IA32_VMX_EPT_VPID_CAP allows (UC or WB)";
-    EptpWalkLength, Control, "26.2.1.1", "bits 5:3 of the EPTP must be the supported page-walk length minus 1 (3)";
-    EptpAccessedDirty, Control, "26.2.1.1", "EPTP bit 6 (A/D flags) must be 0 unless IA32_VMX_EPT_VPID_CAP[21] is 1";
-    EptpReserved, Control, "26.2.1.1", "EPTP bits 11:7 and bits beyond MAXPHYADDR must be 0";
-    PmlRequiresEpt, Control, "26.2.1.1", "\"enable PML\" requires \"enable EPT\"";
-    PmlAddress, Control, "26.2.1.1", "with \"enable PML\", the PML address must be 4-KByte aligned and within MAXPHYADDR";
-    UnrestrictedRequiresEpt, Control, "26.2.1.1", "\"unrestricted guest\" requires \"enable EPT\"";
-    ModeBasedRequiresEpt, Control, "26.2.1.1", "\"mode-based execute control for EPT\" requires \"enable EPT\"";
-    SubPageRequiresEpt, Control, "26.2.1.1", "\"sub-page write permissions for EPT\" requires \"enable EPT\"";
-    VmFunctionReserved, Control, "26.2.1.1", "with \"enable VM functions\", reserved VM-function controls must be 0 (IA32_VMX_VMFUNC)";
-    EptpSwitchingRequiresEpt, Control, "26.2.1.1", "EPTP switching (VM function 0) requires \"enable EPT\"";
-    EptpListAddress, Control, "26.2.1.1", "with EPTP switching, the EPTP-list address must be 4-KByte aligned and within MAXPHYADDR";
-    VmcsShadowingBitmaps, Control, "26.2.1.1", "with \"VMCS shadowing\", the VMREAD- and VMWRITE-bitmap addresses must be 4-KByte aligned and within MAXPHYADDR";
-    VeInfoAddress, Control, "26.2.1.1", "with \"EPT-violation #VE\", the virtualization-exception information address must be 4-KByte aligned and within MAXPHYADDR";
-    // §26.2.1.2 VM-exit control fields.
-    ExitReserved, Control, "26.2.1.2", "reserved VM-exit controls must be set as IA32_VMX_TRUE_EXIT_CTLS allows";
-    SecondaryExitReserved, Control, "26.2.1.2", "with \"activate secondary controls\" (VM-exit), reserved secondary VM-exit controls must be 0 (IA32_VMX_EXIT_CTLS2)";
-    SavePreemptionTimer, Control, "26.2.1.2", "\"save VMX-preemption timer value\" requires \"activate VMX-preemption timer\"";
-    ExitMsrStoreAddress, Control, "26.2.1.2", "with a non-zero VM-exit MSR-store count, bits 3:0 of the address must be 0 and no bit beyond MAXPHYADDR set";
-    ExitMsrStoreEnd, Control, "26.2.1.2", "the last byte of the VM-exit MSR-store area must be within MAXPHYADDR";
-    ExitMsrLoadAddress, Control, "26.2.1.2", "with a non-zero VM-exit MSR-load count, bits 3:0 of the address must be 0 and no bit beyond MAXPHYADDR set";
-    ExitMsrLoadEnd, Control, "26.2.1.2", "the last byte of the VM-exit MSR-load area must be within MAXPHYADDR";
-    // §26.2.1.3 VM-entry control fields.
-    EntryReserved, Control, "26.2.1.3", "reserved VM-entry controls must be set as IA32_VMX_TRUE_ENTRY_CTLS allows";
-    EntrySmm, Control, "26.2.1.3", "outside SMM, \"entry to SMM\" and \"deactivate dual-monitor treatment\" must be 0";
-    EventType, Control, "26.2.1.3", "the injected interruption type must not be reserved (1; 7 without the monitor trap flag)";
-    EventVector, Control, "26.2.1.3", "the injected vector must match the type (NMI: 2, hardware exception: at most 31, other event: 0)";
-    EventDeliverErrorCode, Control, "26.2.1.3", "deliver-error-code must be 1 exactly for hardware exceptions 8, 10-14 and 17 in protected mode";
-    EventReserved, Control, "26.2.1.3", "bits 30:12 of the VM-entry interruption-information field must be 0";
-    EventErrorCode, Control, "26.2.1.3", "with deliver-error-code, bits 31:16 of the VM-entry exception error code must be 0";
-    EventInstructionLength, Control, "26.2.1.3", "a software interrupt or exception needs an instruction length of 1 to 15 (0 only with IA32_VMX_MISC[30])";
-    EntryMsrLoadAddress, Control, "26.2.1.3", "with a non-zero VM-entry MSR-load count, bits 3:0 of the address must be 0 and no bit beyond MAXPHYADDR set";
-    EntryMsrLoadEnd, Control, "26.2.1.3", "the last byte of the VM-entry MSR-load area must be within MAXPHYADDR";
-    // §26.2.2 host control registers and MSRs.
-    HostCr0Fixed, Host, "26.2.2", "host CR0 must have the bits IA32_VMX_CR0_FIXED0/1 fix";
-    HostCr4Fixed, Host, "26.2.2", "host CR4 must have the bits IA32_VMX_CR4_FIXED0/1 fix";
-    HostCr3, Host, "26.2.2", "host CR3 must not set bits beyond MAXPHYADDR";
-    HostSysenterEsp, Host, "26.2.2", "host IA32_SYSENTER_ESP must be canonical";
-    HostSysenterEip, Host, "26.2.2", "host IA32_SYSENTER_EIP must be canonical";
-    HostPat, Host, "26.2.2", "with \"load IA32_PAT\", each host PAT entry must be 0, 1, 4, 5, 6 or 7";
-    HostEferReserved, Host, "26.2.2", "with \"load IA32_EFER\", reserved host EFER bits must be 0";
-    HostEferMode, Host, "26.2.2", "with \"load IA32_EFER\", host EFER.LMA and LME must equal \"host address-space size\"";
-    // §26.2.3 host segment and descriptor-table registers.
-    HostSelectorRplTi, Host, "26.2.3", "host selectors must have RPL = 0 and TI = 0";
-    HostCsNull, Host, "26.2.3", "the host CS selector must not be 0000H";
-    HostTrNull, Host, "26.2.3", "the host TR selector must not be 0000H";
-    HostSsNull, Host, "26.2.3", "the host SS selector must not be 0000H without \"host address-space size\"";
-    HostBaseCanonical, Host, "26.2.3", "host FS, GS, GDTR, IDTR and TR bases must be canonical";
-    // §26.2.4 address-space size.
-    OutsideIa32eGuest, Host, "26.2.4", "outside IA-32e mode, \"IA-32e mode guest\" must be 0";
-    OutsideIa32eHost, Host, "26.2.4", "outside IA-32e mode, \"host address-space size\" must be 0";
-    InsideIa32eHost, Host, "26.2.4", "in IA-32e mode, \"host address-space size\" must be 1";
-    LegacyHostPcide, Host, "26.2.4", "without \"host address-space size\", host CR4.PCIDE must be 0";
-    LegacyHostRip, Host, "26.2.4", "without \"host address-space size\", bits 63:32 of host RIP must be 0";
-    LongHostPae, Host, "26.2.4", "with \"host address-space size\", host CR4.PAE must be 1";
-    LongHostRip, Host, "26.2.4", "with \"host address-space size\", host RIP must be canonical";
-    // §26.3.1.1 guest control registers, debug registers and MSRs.
-    GuestCr0Fixed, Guest, "26.3.1.1", "guest CR0 must have the bits IA32_VMX_CR0_FIXED0/1 fix (PE and PG free with \"unrestricted guest\")";
-    GuestCr0PgPe, Guest, "26.3.1.1", "guest CR0.PG requires CR0.PE";
-    GuestCr4Fixed, Guest, "26.3.1.1", "guest CR4 must have the bits IA32_VMX_CR4_FIXED0/1 fix";
-    GuestDebugctl, Guest, "26.3.1.1", "with \"load debug controls\", reserved guest IA32_DEBUGCTL bits must be 0";
-    GuestIa32ePaging, Guest, "26.3.1.1", "an IA-32e mode guest needs CR0.PG = 1 and CR4.PAE = 1";
-    GuestPcide, Guest, "26.3.1.1", "outside IA-32e mode, guest CR4.PCIDE must be 0";
-    GuestCr3, Guest, "26.3.1.1", "guest CR3 must not set bits beyond MAXPHYADDR";
-    GuestDr7, Guest, "26.3.1.1", "with \"load debug controls\", bits 63:32 of guest DR7 must be 0";
-    GuestSysenterEsp, Guest, "26.3.1.1", "guest IA32_SYSENTER_ESP must be canonical";
-    GuestSysenterEip, Guest, "26.3.1.1", "guest IA32_SYSENTER_EIP must be canonical";
-    GuestPat, Guest, "26.3.1.1", "with \"load IA32_PAT\", each guest PAT entry must be 0, 1, 4, 5, 6 or 7";
-    GuestBndcfgs, Guest, "26.3.1.1", "with \"load IA32_BNDCFGS\", guest IA32_BNDCFGS bits 11:2 must be 0 and bits 63:12 canonical";
-    GuestEferReserved, Guest, "26.3.1.1", "with \"load IA32_EFER\", reserved guest EFER bits must be 0";
-    GuestEferLma, Guest, "26.3.1.1", "with \"load IA32_EFER\", guest EFER.LMA must equal \"IA-32e mode guest\"";
-    GuestEferLme, Guest, "26.3.1.1", "with \"load IA32_EFER\" and CR0.PG, guest EFER.LME must equal \"IA-32e mode guest\"";
-    // §26.3.1.2 guest segment registers.
-    V86Base, Guest, "26.3.1.2", "in virtual-8086 mode, each segment base must be the selector times 16";
-    V86Limit, Guest, "26.3.1.2", "in virtual-8086 mode, each segment limit must be 0000FFFFH";
-    V86AccessRights, Guest, "26.3.1.2", "in virtual-8086 mode, each segment's access rights must be 000000F3H";
-    TrTi, Guest, "26.3.1.2", "the TR selector must have TI = 0";
-    LdtrTi, Guest, "26.3.1.2", "a usable LDTR selector must have TI = 0";
-    SsRpl, Guest, "26.3.1.2", "without \"unrestricted guest\", SS.RPL must equal CS.RPL";
-    BaseCanonical, Guest, "26.3.1.2", "TR, FS, GS and a usable LDTR base must be canonical";
-    BaseHigh, Guest, "26.3.1.2", "bits 63:32 of the CS base and of a usable SS, DS or ES base must be 0";
-    CsType, Guest, "26.3.1.2", "the CS type must be 9, 11, 13 or 15 (or 3 with \"unrestricted guest\")";
-    SsType, Guest, "26.3.1.2", "a usable SS must have type 3 or 7";
-    DataAccessed, Guest, "26.3.1.2", "a usable DS, ES, FS or GS must have the accessed type bit set";
-    DataCodeReadable, Guest, "26.3.1.2", "a code segment in DS, ES, FS or GS must be readable";
-    CodeDataS, Guest, "26.3.1.2", "CS and usable SS, DS, ES, FS and GS must have S = 1";
-    CsDplData, Guest, "26.3.1.2", "with CS type 3, CS.DPL must be 0";
-    CsDplNonConforming, Guest, "26.3.1.2", "a non-conforming CS (type 9 or 11) must have DPL = SS.DPL";
-    CsDplConforming, Guest, "26.3.1.2", "a conforming CS (type 13 or 15) must have DPL <= SS.DPL";
-    SsDplRpl, Guest, "26.3.1.2", "without \"unrestricted guest\", SS.DPL must equal SS.RPL";
-    SsDplZero, Guest, "26.3.1.2", "SS.DPL must be 0 with CS type 3 or CR0.PE = 0";
-    DataDpl, Guest, "26.3.1.2", "without \"unrestricted guest\", a usable DS, ES, FS or GS of type 0-11 must have DPL >= RPL";
-    SegmentPresent, Guest, "26.3.1.2", "CS, TR and usable SS, DS, ES, FS, GS and LDTR must be present";
-    SegmentReserved, Guest, "26.3.1.2", "access-rights bits 11:8 and 31:17 must be 0 (CS, TR, and usable others)";
-    CsLongDefault, Guest, "26.3.1.2", "in an IA-32e mode guest, CS.L = 1 requires CS.D/B = 0";
-    SegmentGranularity, Guest, "26.3.1.2", "G must be 0 if limit bits 11:0 are not all 1, and 1 if any of limit bits 31:20 is 1";
-    TrType, Guest, "26.3.1.2", "the TR type must be 11 (or 3 outside an IA-32e mode guest)";
-    SystemSegmentS, Guest, "26.3.1.2", "TR and a usable LDTR must have S = 0";
-    TrUsable, Guest, "26.3.1.2", "TR must be usable (access-rights bit 16 = 0)";
-    LdtrType, Guest, "26.3.1.2", "a usable LDTR must have type 2";
-    // §26.3.1.3 guest descriptor-table registers.
-    DescriptorTableBase, Guest, "26.3.1.3", "the GDTR and IDTR bases must be canonical";
-    DescriptorTableLimit, Guest, "26.3.1.3", "bits 31:16 of the GDTR and IDTR limits must be 0";
-    // §26.3.1.4 guest RIP and RFLAGS.
-    RipHigh, Guest, "26.3.1.4", "bits 63:32 of RIP must be 0 unless the guest is IA-32e mode with CS.L = 1";
-    RipCanonical, Guest, "26.3.1.4", "in 64-bit mode, RIP must be canonical";
-    RflagsReserved, Guest, "26.3.1.4", "RFLAGS bits 63:22, 15, 5 and 3 must be 0 and bit 1 must be 1";
-    RflagsVm, Guest, "26.3.1.4", "RFLAGS.VM must be 0 in an IA-32e mode guest or with CR0.PE = 0";
-    RflagsIf, Guest, "26.3.1.4", "RFLAGS.IF must be 1 when an external interrupt is injected";
-    // §26.3.1.5 guest non-register state.
-    ActivityUnsupported, Guest, "26.3.1.5", "the activity state must be one IA32_VMX_MISC reports (active or HLT)";
-    ActivityHltDpl, Guest, "26.3.1.5", "the HLT activity state requires SS.DPL = 0";
-    ActivityBlocking, Guest, "26.3.1.5", "with blocking by STI or MOV SS, the activity state must be active";
-    ActivityInjection, Guest, "26.3.1.5", "the injected event must not be one the activity state blocks";
-    InterruptibilityReserved, Guest, "26.3.1.5", "interruptibility-state bits 31:5 must be 0";
-    InterruptibilityEnclave, Guest, "26.3.1.5", "enclave interruption (bit 4) requires SGX, which is not supported";
-    InterruptibilityStiMovSs, Guest, "26.3.1.5", "blocking by STI and by MOV SS must not both be set";
-    InterruptibilityStiIf, Guest, "26.3.1.5", "blocking by STI requires RFLAGS.IF = 1";
-    InterruptibilityExtInt, Guest, "26.3.1.5", "injecting an external interrupt requires no blocking by STI or MOV SS";
-    InterruptibilityNmiMovSs, Guest, "26.3.1.5", "injecting an NMI requires no blocking by MOV SS";
-    InterruptibilitySmi, Guest, "26.3.1.5", "outside SMM, blocking by SMI must be 0";
-    InterruptibilityNmiSti, GuestNmiSti, "26.3.1.5", "injecting an NMI requires no blocking by STI (this processor makes the requirement)";
-    InterruptibilityVirtualNmi, Guest, "26.3.1.5", "with \"virtual NMIs\", injecting an NMI requires no blocking by NMI";
-    PendingDebugReserved, Guest, "26.3.1.5", "pending-debug-exceptions bits 11:4, 13, 15 and 63:17 must be 0";
-    PendingDebugRtm, Guest, "26.3.1.5", "pending-debug-exceptions bit 16 (RTM) requires RTM, which is not supported";
-    PendingDebugBsSet, Guest, "26.3.1.5", "with STI/MOV SS blocking or HLT, BS must be 1 if RFLAGS.TF = 1 and IA32_DEBUGCTL.BTF = 0";
-    PendingDebugBsClear, Guest, "26.3.1.5", "with STI/MOV SS blocking or HLT, BS must be 0 if RFLAGS.TF = 0 or IA32_DEBUGCTL.BTF = 1";
-    LinkPointerAddress, GuestLink, "26.3.1.5", "a VMCS link pointer other than FFFFFFFF_FFFFFFFFH must be 4-KByte aligned and within MAXPHYADDR";
-    LinkPointerRevision, GuestLink, "26.3.1.5", "bits 30:0 at the VMCS link pointer must be the VMCS revision identifier";
-    LinkPointerShadow, GuestLink, "26.3.1.5", "bit 31 at the VMCS link pointer must equal \"VMCS shadowing\"";
-    LinkPointerCurrent, GuestLink, "26.3.1.5", "outside SMM, the VMCS link pointer must not be the current-VMCS pointer";
-    // §26.3.1.6 guest PDPTEs.
-    Pdpte, GuestPdpte, "26.3.1.6", "with PAE paging, present PDPTEs must not set reserved bits";
+    // §27.2.1.1 VM-execution control fields.
+    PinReserved, Control, "27.2.1.1", "reserved pin-based VM-execution controls must be set as IA32_VMX_TRUE_PINBASED_CTLS allows";
+    PrimaryReserved, Control, "27.2.1.1", "reserved primary processor-based controls must be set as IA32_VMX_TRUE_PROCBASED_CTLS allows";
+    SecondaryReserved, Control, "27.2.1.1", "with \"activate secondary controls\", reserved secondary controls must be 0 (IA32_VMX_PROCBASED_CTLS2)";
+    TertiaryReserved, Control, "27.2.1.1", "with \"activate tertiary controls\", reserved tertiary controls must be 0 (IA32_VMX_PROCBASED_CTLS3)";
+    Cr3TargetCount, Control, "27.2.1.1", "the CR3-target count must not exceed IA32_VMX_MISC[24:16]";
+    IoBitmapAddress, Control, "27.2.1.1", "with \"use I/O bitmaps\", each I/O-bitmap address must be 4-KByte aligned and within MAXPHYADDR";
+    MsrBitmapAddress, Control, "27.2.1.1", "with \"use MSR bitmaps\", the MSR-bitmap address must be 4-KByte aligned and within MAXPHYADDR";
+    VirtualApicAddress, Control, "27.2.1.1", "with \"use TPR shadow\", the virtual-APIC address must be 4-KByte aligned and within MAXPHYADDR";
+    TprThreshold, Control, "27.2.1.1", "with \"use TPR shadow\" and without \"virtual-interrupt delivery\", bits 31:4 of the TPR threshold must be 0";
+    TprShadowRequired, Control, "27.2.1.1", "without \"use TPR shadow\", \"virtualize x2APIC mode\", \"APIC-register virtualization\" and \"virtual-interrupt delivery\" must be 0";
+    X2apicWithApicAccesses, Control, "27.2.1.1", "\"virtualize x2APIC mode\" and \"virtualize APIC accesses\" must not both be 1";
+    VirtualInterruptDelivery, Control, "27.2.1.1", "\"virtual-interrupt delivery\" requires \"external-interrupt exiting\"";
+    PostedInterrupts, Control, "27.2.1.1", "\"process posted interrupts\" requires \"virtual-interrupt delivery\" and \"acknowledge interrupt on exit\"";
+    PostedInterruptVector, Control, "27.2.1.1", "with \"process posted interrupts\", bits 15:8 of the notification vector must be 0";
+    PostedInterruptDescriptor, Control, "27.2.1.1", "with \"process posted interrupts\", the descriptor address must be 64-byte aligned and within MAXPHYADDR";
+    VirtualNmis, Control, "27.2.1.1", "\"virtual NMIs\" requires \"NMI exiting\"";
+    NmiWindow, Control, "27.2.1.1", "\"NMI-window exiting\" requires \"virtual NMIs\"";
+    ApicAccessAddress, Control, "27.2.1.1", "with \"virtualize APIC accesses\", the APIC-access address must be 4-KByte aligned and within MAXPHYADDR";
+    VpidZero, Control, "27.2.1.1", "with \"enable VPID\", the VPID must not be 0000H";
+    EptpMemoryType, Control, "27.2.1.1", "the EPTP memory type (bits 2:0) must be one IA32_VMX_EPT_VPID_CAP allows (UC or WB)";
+    EptpWalkLength, Control, "27.2.1.1", "bits 5:3 of the EPTP must be the supported page-walk length minus 1 (3)";
+    EptpAccessedDirty, Control, "27.2.1.1", "EPTP bit 6 (A/D flags) must be 0 unless IA32_VMX_EPT_VPID_CAP[21] is 1";
+    EptpReserved, Control, "27.2.1.1", "EPTP bits 11:7 and bits beyond MAXPHYADDR must be 0";
+    PmlRequiresEpt, Control, "27.2.1.1", "\"enable PML\" requires \"enable EPT\"";
+    PmlAddress, Control, "27.2.1.1", "with \"enable PML\", the PML address must be 4-KByte aligned and within MAXPHYADDR";
+    UnrestrictedRequiresEpt, Control, "27.2.1.1", "\"unrestricted guest\" requires \"enable EPT\"";
+    ModeBasedRequiresEpt, Control, "27.2.1.1", "\"mode-based execute control for EPT\" requires \"enable EPT\"";
+    SubPageRequiresEpt, Control, "27.2.1.1", "\"sub-page write permissions for EPT\" requires \"enable EPT\"";
+    VmFunctionReserved, Control, "27.2.1.1", "with \"enable VM functions\", reserved VM-function controls must be 0 (IA32_VMX_VMFUNC)";
+    EptpSwitchingRequiresEpt, Control, "27.2.1.1", "EPTP switching (VM function 0) requires \"enable EPT\"";
+    EptpListAddress, Control, "27.2.1.1", "with EPTP switching, the EPTP-list address must be 4-KByte aligned and within MAXPHYADDR";
+    VmcsShadowingBitmaps, Control, "27.2.1.1", "with \"VMCS shadowing\", the VMREAD- and VMWRITE-bitmap addresses must be 4-KByte aligned and within MAXPHYADDR";
+    VeInfoAddress, Control, "27.2.1.1", "with \"EPT-violation #VE\", the virtualization-exception information address must be 4-KByte aligned and within MAXPHYADDR";
+    // §27.2.1.2 VM-exit control fields.
+    ExitReserved, Control, "27.2.1.2", "reserved VM-exit controls must be set as IA32_VMX_TRUE_EXIT_CTLS allows";
+    SecondaryExitReserved, Control, "27.2.1.2", "with \"activate secondary controls\" (VM-exit), reserved secondary VM-exit controls must be 0 (IA32_VMX_EXIT_CTLS2)";
+    SavePreemptionTimer, Control, "27.2.1.2", "\"save VMX-preemption timer value\" requires \"activate VMX-preemption timer\"";
+    ExitMsrStoreAddress, Control, "27.2.1.2", "with a non-zero VM-exit MSR-store count, bits 3:0 of the address must be 0 and no bit beyond MAXPHYADDR set";
+    ExitMsrStoreEnd, Control, "27.2.1.2", "the last byte of the VM-exit MSR-store area must be within MAXPHYADDR";
+    ExitMsrLoadAddress, Control, "27.2.1.2", "with a non-zero VM-exit MSR-load count, bits 3:0 of the address must be 0 and no bit beyond MAXPHYADDR set";
+    ExitMsrLoadEnd, Control, "27.2.1.2", "the last byte of the VM-exit MSR-load area must be within MAXPHYADDR";
+    // §27.2.1.3 VM-entry control fields.
+    EntryReserved, Control, "27.2.1.3", "reserved VM-entry controls must be set as IA32_VMX_TRUE_ENTRY_CTLS allows";
+    EntrySmm, Control, "27.2.1.3", "outside SMM, \"entry to SMM\" and \"deactivate dual-monitor treatment\" must be 0";
+    EventType, Control, "27.2.1.3", "the injected interruption type must not be reserved (1; 7 without the monitor trap flag)";
+    EventVector, Control, "27.2.1.3", "the injected vector must match the type (NMI: 2, hardware exception: at most 31, other event: 0)";
+    EventDeliverErrorCode, Control, "27.2.1.3", "deliver-error-code must be 1 exactly for hardware exceptions 8, 10-14 and 17 in protected mode";
+    EventReserved, Control, "27.2.1.3", "bits 30:12 of the VM-entry interruption-information field must be 0";
+    EventErrorCode, Control, "27.2.1.3", "with deliver-error-code, bits 31:16 of the VM-entry exception error code must be 0";
+    EventInstructionLength, Control, "27.2.1.3", "a software interrupt or exception needs an instruction length of 1 to 15 (0 only with IA32_VMX_MISC[30])";
+    EntryMsrLoadAddress, Control, "27.2.1.3", "with a non-zero VM-entry MSR-load count, bits 3:0 of the address must be 0 and no bit beyond MAXPHYADDR set";
+    EntryMsrLoadEnd, Control, "27.2.1.3", "the last byte of the VM-entry MSR-load area must be within MAXPHYADDR";
+    // §27.2.2 host control registers and MSRs.
+    HostCr0Fixed, Host, "27.2.2", "host CR0 must have the bits IA32_VMX_CR0_FIXED0/1 fix";
+    HostCr4Fixed, Host, "27.2.2", "host CR4 must have the bits IA32_VMX_CR4_FIXED0/1 fix";
+    HostCr3, Host, "27.2.2", "host CR3 must not set bits beyond MAXPHYADDR";
+    HostSysenterEsp, Host, "27.2.2", "host IA32_SYSENTER_ESP must be canonical";
+    HostSysenterEip, Host, "27.2.2", "host IA32_SYSENTER_EIP must be canonical";
+    HostPat, Host, "27.2.2", "with \"load IA32_PAT\", each host PAT entry must be 0, 1, 4, 5, 6 or 7";
+    HostEferReserved, Host, "27.2.2", "with \"load IA32_EFER\", reserved host EFER bits must be 0";
+    HostEferMode, Host, "27.2.2", "with \"load IA32_EFER\", host EFER.LMA and LME must equal \"host address-space size\"";
+    // §27.2.3 host segment and descriptor-table registers.
+    HostSelectorRplTi, Host, "27.2.3", "host selectors must have RPL = 0 and TI = 0";
+    HostCsNull, Host, "27.2.3", "the host CS selector must not be 0000H";
+    HostTrNull, Host, "27.2.3", "the host TR selector must not be 0000H";
+    HostSsNull, Host, "27.2.3", "the host SS selector must not be 0000H without \"host address-space size\"";
+    HostBaseCanonical, Host, "27.2.3", "host FS, GS, GDTR, IDTR and TR bases must be canonical";
+    // §27.2.4 address-space size.
+    OutsideIa32eGuest, Host, "27.2.4", "outside IA-32e mode, \"IA-32e mode guest\" must be 0";
+    OutsideIa32eHost, Host, "27.2.4", "outside IA-32e mode, \"host address-space size\" must be 0";
+    InsideIa32eHost, Host, "27.2.4", "in IA-32e mode, \"host address-space size\" must be 1";
+    LegacyHostPcide, Host, "27.2.4", "without \"host address-space size\", host CR4.PCIDE must be 0";
+    LegacyHostRip, Host, "27.2.4", "without \"host address-space size\", bits 63:32 of host RIP must be 0";
+    LongHostPae, Host, "27.2.4", "with \"host address-space size\", host CR4.PAE must be 1";
+    LongHostRip, Host, "27.2.4", "with \"host address-space size\", host RIP must be canonical";
+    // §27.3.1.1 guest control registers, debug registers and MSRs.
+    GuestCr0Fixed, Guest, "27.3.1.1", "guest CR0 must have the bits IA32_VMX_CR0_FIXED0/1 fix (PE and PG free with \"unrestricted guest\")";
+    GuestCr0PgPe, Guest, "27.3.1.1", "guest CR0.PG requires CR0.PE";
+    GuestCr4Fixed, Guest, "27.3.1.1", "guest CR4 must have the bits IA32_VMX_CR4_FIXED0/1 fix";
+    GuestDebugctl, Guest, "27.3.1.1", "with \"load debug controls\", reserved guest IA32_DEBUGCTL bits must be 0";
+    GuestIa32ePaging, Guest, "27.3.1.1", "an IA-32e mode guest needs CR0.PG = 1 and CR4.PAE = 1";
+    GuestPcide, Guest, "27.3.1.1", "outside IA-32e mode, guest CR4.PCIDE must be 0";
+    GuestCr3, Guest, "27.3.1.1", "guest CR3 must not set bits beyond MAXPHYADDR";
+    GuestDr7, Guest, "27.3.1.1", "with \"load debug controls\", bits 63:32 of guest DR7 must be 0";
+    GuestSysenterEsp, Guest, "27.3.1.1", "guest IA32_SYSENTER_ESP must be canonical";
+    GuestSysenterEip, Guest, "27.3.1.1", "guest IA32_SYSENTER_EIP must be canonical";
+    GuestPat, Guest, "27.3.1.1", "with \"load IA32_PAT\", each guest PAT entry must be 0, 1, 4, 5, 6 or 7";
+    GuestBndcfgs, Guest, "27.3.1.1", "with \"load IA32_BNDCFGS\", guest IA32_BNDCFGS bits 11:2 must be 0 and bits 63:12 canonical";
+    GuestEferReserved, Guest, "27.3.1.1", "with \"load IA32_EFER\", reserved guest EFER bits must be 0";
+    GuestEferLma, Guest, "27.3.1.1", "with \"load IA32_EFER\", guest EFER.LMA must equal \"IA-32e mode guest\"";
+    GuestEferLme, Guest, "27.3.1.1", "with \"load IA32_EFER\" and CR0.PG, guest EFER.LME must equal \"IA-32e mode guest\"";
+    // §27.3.1.2 guest segment registers.
+    V86Base, Guest, "27.3.1.2", "in virtual-8086 mode, each segment base must be the selector times 16";
+    V86Limit, Guest, "27.3.1.2", "in virtual-8086 mode, each segment limit must be 0000FFFFH";
+    V86AccessRights, Guest, "27.3.1.2", "in virtual-8086 mode, each segment's access rights must be 000000F3H";
+    TrTi, Guest, "27.3.1.2", "the TR selector must have TI = 0";
+    LdtrTi, Guest, "27.3.1.2", "a usable LDTR selector must have TI = 0";
+    SsRpl, Guest, "27.3.1.2", "without \"unrestricted guest\", SS.RPL must equal CS.RPL";
+    BaseCanonical, Guest, "27.3.1.2", "TR, FS, GS and a usable LDTR base must be canonical";
+    BaseHigh, Guest, "27.3.1.2", "bits 63:32 of the CS base and of a usable SS, DS or ES base must be 0";
+    CsType, Guest, "27.3.1.2", "the CS type must be 9, 11, 13 or 15 (or 3 with \"unrestricted guest\")";
+    SsType, Guest, "27.3.1.2", "a usable SS must have type 3 or 7";
+    DataAccessed, Guest, "27.3.1.2", "a usable DS, ES, FS or GS must have the accessed type bit set";
+    DataCodeReadable, Guest, "27.3.1.2", "a code segment in DS, ES, FS or GS must be readable";
+    CodeDataS, Guest, "27.3.1.2", "CS and usable SS, DS, ES, FS and GS must have S = 1";
+    CsDplData, Guest, "27.3.1.2", "with CS type 3, CS.DPL must be 0";
+    CsDplNonConforming, Guest, "27.3.1.2", "a non-conforming CS (type 9 or 11) must have DPL = SS.DPL";
+    CsDplConforming, Guest, "27.3.1.2", "a conforming CS (type 13 or 15) must have DPL <= SS.DPL";
+    SsDplRpl, Guest, "27.3.1.2", "without \"unrestricted guest\", SS.DPL must equal SS.RPL";
+    SsDplZero, Guest, "27.3.1.2", "SS.DPL must be 0 with CS type 3 or CR0.PE = 0";
+    DataDpl, Guest, "27.3.1.2", "without \"unrestricted guest\", a usable DS, ES, FS or GS of type 0-11 must have DPL >= RPL";
+    SegmentPresent, Guest, "27.3.1.2", "CS, TR and usable SS, DS, ES, FS, GS and LDTR must be present";
+    SegmentReserved, Guest, "27.3.1.2", "access-rights bits 11:8 and 31:17 must be 0 (CS, TR, and usable others)";
+    CsLongDefault, Guest, "27.3.1.2", "in an IA-32e mode guest, CS.L = 1 requires CS.D/B = 0";
+    SegmentGranularity, Guest, "27.3.1.2", "G must be 0 if limit bits 11:0 are not all 1, and 1 if any of limit bits 31:20 is 1";
+    TrType, Guest, "27.3.1.2", "the TR type must be 11 (or 3 outside an IA-32e mode guest)";
+    SystemSegmentS, Guest, "27.3.1.2", "TR and a usable LDTR must have S = 0";
+    TrUsable, Guest, "27.3.1.2", "TR must be usable (access-rights bit 16 = 0)";
+    LdtrType, Guest, "27.3.1.2", "a usable LDTR must have type 2";
+    // §27.3.1.3 guest descriptor-table registers.
+    DescriptorTableBase, Guest, "27.3.1.3", "the GDTR and IDTR bases must be canonical";
+    DescriptorTableLimit, Guest, "27.3.1.3", "bits 31:16 of the GDTR and IDTR limits must be 0";
+    // §27.3.1.4 guest RIP and RFLAGS.
+    RipHigh, Guest, "27.3.1.4", "bits 63:32 of RIP must be 0 unless the guest is IA-32e mode with CS.L = 1";
+    RipCanonical, Guest, "27.3.1.4", "in 64-bit mode, RIP must be canonical";
+    RflagsReserved, Guest, "27.3.1.4", "RFLAGS bits 63:22, 15, 5 and 3 must be 0 and bit 1 must be 1";
+    RflagsVm, Guest, "27.3.1.4", "RFLAGS.VM must be 0 in an IA-32e mode guest or with CR0.PE = 0";
+    RflagsIf, Guest, "27.3.1.4", "RFLAGS.IF must be 1 when an external interrupt is injected";
+    // §27.3.1.5 guest non-register state.
+    ActivityUnsupported, Guest, "27.3.1.5", "the activity state must be one IA32_VMX_MISC reports (active or HLT)";
+    ActivityHltDpl, Guest, "27.3.1.5", "the HLT activity state requires SS.DPL = 0";
+    ActivityBlocking, Guest, "27.3.1.5", "with blocking by STI or MOV SS, the activity state must be active";
+    ActivityInjection, Guest, "27.3.1.5", "the injected event must not be one the activity state blocks";
+    InterruptibilityReserved, Guest, "27.3.1.5", "interruptibility-state bits 31:5 must be 0";
+    InterruptibilityEnclave, Guest, "27.3.1.5", "enclave interruption (bit 4) requires SGX, which is not supported";
+    InterruptibilityStiMovSs, Guest, "27.3.1.5", "blocking by STI and by MOV SS must not both be set";
+    InterruptibilityStiIf, Guest, "27.3.1.5", "blocking by STI requires RFLAGS.IF = 1";
+    InterruptibilityExtInt, Guest, "27.3.1.5", "injecting an external interrupt requires no blocking by STI or MOV SS";
+    InterruptibilityNmiMovSs, Guest, "27.3.1.5", "injecting an NMI requires no blocking by MOV SS";
+    InterruptibilitySmi, Guest, "27.3.1.5", "outside SMM, blocking by SMI must be 0";
+    InterruptibilityNmiSti, GuestNmiSti, "27.3.1.5", "injecting an NMI requires no blocking by STI (this processor makes the requirement)";
+    InterruptibilityVirtualNmi, Guest, "27.3.1.5", "with \"virtual NMIs\", injecting an NMI requires no blocking by NMI";
+    PendingDebugReserved, Guest, "27.3.1.5", "pending-debug-exceptions bits 11:4, 13, 15 and 63:17 must be 0";
+    PendingDebugRtm, Guest, "27.3.1.5", "pending-debug-exceptions bit 16 (RTM) requires RTM, which is not supported";
+    PendingDebugBsSet, Guest, "27.3.1.5", "with STI/MOV SS blocking or HLT, BS must be 1 if RFLAGS.TF = 1 and IA32_DEBUGCTL.BTF = 0";
+    PendingDebugBsClear, Guest, "27.3.1.5", "with STI/MOV SS blocking or HLT, BS must be 0 if RFLAGS.TF = 0 or IA32_DEBUGCTL.BTF = 1";
+    LinkPointerAddress, GuestLink, "27.3.1.5", "a VMCS link pointer other than FFFFFFFF_FFFFFFFFH must be 4-KByte aligned and within MAXPHYADDR";
+    LinkPointerRevision, GuestLink, "27.3.1.5", "bits 30:0 at the VMCS link pointer must be the VMCS revision identifier";
+    LinkPointerShadow, GuestLink, "27.3.1.5", "bit 31 at the VMCS link pointer must equal \"VMCS shadowing\"";
+    LinkPointerCurrent, GuestLink, "27.3.1.5", "outside SMM, the VMCS link pointer must not be the current-VMCS pointer";
+    // §27.3.1.6 guest PDPTEs.
+    Pdpte, GuestPdpte, "27.3.1.6", "with PAE paging, present PDPTEs must not set reserved bits";
 }
 
 impl Rule {
@@ -419,7 +420,7 @@ fn fixed(bits: x86::vmx::FixedBits, value: u64, rule: Rule, field: F) -> CheckRe
     })
 }
 
-/// An MSR-load or MSR-store area of `count` 16-byte entries (§26.2.1.2, §26.2.1.3).
+/// An MSR-load or MSR-store area of `count` 16-byte entries (§27.2.1.2, §27.2.1.3).
 fn msr_area(
     v: &Vmcs,
     m: &VmxModel,
@@ -443,7 +444,7 @@ fn msr_area(
     ensure(beyond == 0, end_rule, count_field, count)
 }
 
-/// Whether every byte of a PAT value is a valid memory type (§26.2.2, §26.3.1.1).
+/// Whether every byte of a PAT value is a valid memory type (§27.2.2, §27.3.1.1).
 fn pat_valid(pat: u64) -> bool {
     pat.to_le_bytes()
         .iter()
@@ -490,7 +491,7 @@ impl Controls {
     }
 }
 
-/// Every VM-entry check of §26.2 and §26.3.1, in order: controls, host state, guest state.
+/// Every VM-entry check of §27.2 and §27.3.1, in order: controls, host state, guest state.
 /// `mem` is read for the VMCS link pointer and, with PAE paging and no EPT, the PDPTEs.
 pub fn check_vm_entry<M: PhysMemory>(
     v: &Vmcs,
@@ -503,14 +504,14 @@ pub fn check_vm_entry<M: PhysMemory>(
     check_guest_state(v, m, ctx, mem)
 }
 
-/// §26.2.1: the VM-execution, VM-exit and VM-entry control fields (VMfailValid 7).
+/// §27.2.1: the VM-execution, VM-exit and VM-entry control fields (VMfailValid 7).
 pub fn check_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
     check_execution_controls(v, m)?;
     check_exit_controls(v, m)?;
     check_entry_controls(v, m)
 }
 
-/// §26.2.1.1 VM-execution control fields.
+/// §27.2.1.1 VM-execution control fields.
 fn check_execution_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
     use pin_based as pin;
     use primary_proc as p1;
@@ -705,7 +706,7 @@ fn check_execution_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
     Ok(())
 }
 
-/// §26.2.1.2 VM-exit control fields.
+/// §27.2.1.2 VM-exit control fields.
 fn check_exit_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
     let c = Controls::of(v);
     allowed(
@@ -744,13 +745,13 @@ fn check_exit_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
     )
 }
 
-/// The hardware exceptions that deliver an error code (§26.2.1.3): #DF, #TS, #NP, #SS, #GP,
+/// The hardware exceptions that deliver an error code (§27.2.1.3): #DF, #TS, #NP, #SS, #GP,
 /// #PF, #AC.
 const fn exception_has_error_code(vector: u8) -> bool {
     matches!(vector, 8 | 10..=14 | 17)
 }
 
-/// §26.2.1.3 VM-entry control fields.
+/// §27.2.1.3 VM-entry control fields.
 fn check_entry_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
     let c = Controls::of(v);
     allowed(
@@ -846,10 +847,10 @@ fn check_entry_controls(v: &Vmcs, m: &VmxModel) -> CheckResult {
     )
 }
 
-/// §26.2.2–§26.2.4: the host-state area (VMfailValid 8).
+/// §27.2.2–§27.2.4: the host-state area (VMfailValid 8).
 pub fn check_host_state(v: &Vmcs, m: &VmxModel, ctx: &EntryContext) -> CheckResult {
     let c = Controls::of(v);
-    // §26.2.2.
+    // §27.2.2.
     let hcr0 = v.get(F::HostCr0);
     fixed(m.cr0_fixed, hcr0, Rule::HostCr0Fixed, F::HostCr0)?;
     let hcr4 = v.get(F::HostCr4);
@@ -885,7 +886,7 @@ pub fn check_host_state(v: &Vmcs, m: &VmxModel, ctx: &EntryContext) -> CheckResu
         let mode_ok = (e & efer::LMA != 0) == c.host_64() && (e & efer::LME != 0) == c.host_64();
         ensure(mode_ok, Rule::HostEferMode, F::HostIa32Efer, e)?;
     }
-    // §26.2.3.
+    // §27.2.3.
     for field in [
         F::HostEsSelector,
         F::HostCsSelector,
@@ -919,7 +920,7 @@ pub fn check_host_state(v: &Vmcs, m: &VmxModel, ctx: &EntryContext) -> CheckResu
         let base = v.get(field);
         ensure(canonical(base), Rule::HostBaseCanonical, field, base)?;
     }
-    // §26.2.4.
+    // §27.2.4.
     let entry = u64::from(c.entry);
     let exitc = u64::from(c.exit);
     if ctx.ia32e_mode {
@@ -948,7 +949,7 @@ pub fn check_host_state(v: &Vmcs, m: &VmxModel, ctx: &EntryContext) -> CheckResu
         ensure(hcr4 & cr4::PAE != 0, Rule::LongHostPae, F::HostCr4, hcr4)?;
         ensure(canonical(rip), Rule::LongHostRip, F::HostRip, rip)
     } else {
-        // "IA-32e mode guest" must be 0 here too (§26.2.4); the checks above already imply
+        // "IA-32e mode guest" must be 0 here too (§27.2.4); the checks above already imply
         // it: outside IA-32e mode it must be 0, and in IA-32e mode this branch is not taken.
         ensure(
             hcr4 & cr4::PCIDE == 0,
@@ -1093,7 +1094,7 @@ const TR: SegmentFields = segment_fields!(
     GuestTrAccessRights
 );
 
-/// §26.3.1: the guest-state area (VM-entry failure, exit reason 33).
+/// §27.3.1: the guest-state area (VM-entry failure, exit reason 33).
 pub fn check_guest_state<M: PhysMemory>(
     v: &Vmcs,
     m: &VmxModel,
@@ -1108,7 +1109,7 @@ pub fn check_guest_state<M: PhysMemory>(
     check_guest_pdptes(v, m, mem)
 }
 
-/// §26.3.1.1 control registers, debug registers and MSRs.
+/// §27.3.1.1 control registers, debug registers and MSRs.
 fn check_guest_registers(v: &Vmcs, m: &VmxModel) -> CheckResult {
     let c = Controls::of(v);
     let gcr0 = v.get(F::GuestCr0);
@@ -1214,7 +1215,7 @@ fn check_guest_registers(v: &Vmcs, m: &VmxModel) -> CheckResult {
     Ok(())
 }
 
-/// §26.3.1.2 segment registers.
+/// §27.3.1.2 segment registers.
 fn check_guest_segments(v: &Vmcs) -> CheckResult {
     let c = Controls::of(v);
     let unrestricted = c.unrestricted();
@@ -1436,7 +1437,7 @@ fn check_guest_segments(v: &Vmcs) -> CheckResult {
     Ok(())
 }
 
-/// §26.3.1.3 GDTR and IDTR.
+/// §27.3.1.3 GDTR and IDTR.
 fn check_guest_descriptor_tables(v: &Vmcs) -> CheckResult {
     for field in [F::GuestGdtrBase, F::GuestIdtrBase] {
         let base = v.get(field);
@@ -1449,7 +1450,7 @@ fn check_guest_descriptor_tables(v: &Vmcs) -> CheckResult {
     Ok(())
 }
 
-/// §26.3.1.4 RIP and RFLAGS.
+/// §27.3.1.4 RIP and RFLAGS.
 fn check_guest_rip_rflags(v: &Vmcs) -> CheckResult {
     let c = Controls::of(v);
     let rip = v.get(F::GuestRip);
@@ -1484,7 +1485,7 @@ fn check_guest_rip_rflags(v: &Vmcs) -> CheckResult {
     )
 }
 
-/// Whether the activity state `state` lets VM entry inject `info` (§26.3.1.5).
+/// Whether the activity state `state` lets VM entry inject `info` (§27.3.1.5).
 fn injection_allowed(state: ActivityState, info: InterruptionInfo) -> bool {
     use InterruptionType as T;
     match state {
@@ -1504,7 +1505,7 @@ fn injection_allowed(state: ActivityState, info: InterruptionInfo) -> bool {
     }
 }
 
-/// §26.3.1.5 activity state, interruptibility state, pending debug exceptions and the VMCS
+/// §27.3.1.5 activity state, interruptibility state, pending debug exceptions and the VMCS
 /// link pointer.
 fn check_guest_non_register_state<M: PhysMemory>(
     v: &Vmcs,
@@ -1548,7 +1549,7 @@ fn check_guest_non_register_state<M: PhysMemory>(
         F::GuestActivityState,
         raw_state,
     )?;
-    // "Entry to SMM" with wait-for-SIPI: the control cannot be 1 outside SMM (§26.2.1.3).
+    // "Entry to SMM" with wait-for-SIPI: the control cannot be 1 outside SMM (§27.2.1.3).
 
     // Interruptibility state.
     let field = F::GuestInterruptibilityState;
@@ -1666,7 +1667,7 @@ fn check_guest_non_register_state<M: PhysMemory>(
     Ok(())
 }
 
-/// §26.3.1.6 PDPTEs, for a guest with PAE paging (CR0.PG, CR4.PAE, not IA-32e mode): the
+/// §27.3.1.6 PDPTEs, for a guest with PAE paging (CR0.PG, CR4.PAE, not IA-32e mode): the
 /// guest-PDPTE fields with EPT, else the table at guest CR3 (which this implementation always
 /// checks, as the SDM allows; a table outside memory fails the same way).
 fn check_guest_pdptes<M: PhysMemory>(v: &Vmcs, m: &VmxModel, mem: &mut M) -> CheckResult {

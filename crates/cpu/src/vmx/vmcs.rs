@@ -1,26 +1,26 @@
 //! VMCS storage: the contents of one VMCS, its in-memory region format, its launch state and
-//! VMREAD/VMWRITE on it (SDM Vol. 3C §24.2 "Format of the VMCS Region", §24.11.1 "Software Use
-//! of the VMCS and Related Structures", §24.11.3 "Initializing a VMCS", and the VMREAD and
-//! VMWRITE instructions of §30.3; field encodings: Vol. 3D Appendix B, through
-//! [`x86::vmx::VmcsField`]). Section numbers are those of the editions in which chapter 24 is
-//! "Virtual Machine Control Structures" (the 2023–2024 editions number it 25).
+//! VMREAD/VMWRITE on it (SDM Vol. 3C §25.2 "Format of the VMCS Region", §25.11.1 "Software Use
+//! of the VMCS and Related Structures", §25.11.3 "Initializing a VMCS", and the VMREAD and
+//! VMWRITE instructions of §31.3; field encodings: Vol. 3D Appendix B, through
+//! [`x86::vmx::VmcsField`]). Section numbers are those of the 2023–2024 SDM editions, in which
+//! chapter 25 is "Virtual Machine Control Structures" (older editions number it 24).
 //!
 //! A [`Vmcs`] holds every field of [`VmcsField::ALL`] in a dense array, the revision identifier
 //! with the shadow-VMCS indicator, the VMX-abort indicator and the launch state. The processor
-//! may cache the current VMCS (§24.11.1); VMPTRLD reads a region with [`Vmcs::load`] and
+//! may cache the current VMCS (§25.11.1); VMPTRLD reads a region with [`Vmcs::load`] and
 //! VMCLEAR writes it back with [`Vmcs::store`], through the small [`PhysMemory`] trait.
 //!
 //! # Region layout (revision [`super::capabilities::REVISION_ID`])
 //!
 //! | offset | size | contents                                                              |
 //! |--------|------|-----------------------------------------------------------------------|
-//! | 0x000  | 4    | bits 30:0 VMCS revision identifier, bit 31 shadow-VMCS indicator (§24.2) |
-//! | 0x004  | 4    | VMX-abort indicator (§24.2)                                           |
+//! | 0x000  | 4    | bits 30:0 VMCS revision identifier, bit 31 shadow-VMCS indicator (§25.2) |
+//! | 0x004  | 4    | VMX-abort indicator (§25.2)                                           |
 //! | 0x008  | 4    | launch state: 0 = clear, 1 = launched (any other value reads as clear) |
 //! | 0x00c  | 4    | reserved, written 0                                                    |
 //! | 0x010  | 8 × N | the N fields of `VmcsField::ALL` in encoding order, little-endian, each in a 64-bit slot |
 //!
-//! Everything after the first 8 bytes is implementation-specific (§24.2): software must access
+//! Everything after the first 8 bytes is implementation-specific (§25.2): software must access
 //! fields with VMREAD/VMWRITE only. A change of `VmcsField::ALL` changes the layout and must
 //! change the revision identifier; a test pins the slot of a few fields.
 
@@ -38,7 +38,7 @@ pub const LAUNCH_STATE_OFFSET: u64 = 8;
 pub const FIELDS_OFFSET: u64 = 16;
 /// The size of the region this implementation reads and writes.
 pub const REGION_BYTES: usize = FIELDS_OFFSET as usize + 8 * FIELD_COUNT;
-/// Bit 31 of the first word: the region is a shadow VMCS (§24.2).
+/// Bit 31 of the first word: the region is a shadow VMCS (§25.2).
 pub const SHADOW_INDICATOR: u32 = 1 << 31;
 
 // The region must fit the 4 KiB that IA32_VMX_BASIC[44:32] reports.
@@ -64,7 +64,7 @@ pub trait PhysMemory {
     fn write(&mut self, addr: Gpa, data: &[u8]) -> Result<(), Self::Error>;
 }
 
-/// The launch state of a VMCS (§24.11.3): VMLAUNCH needs "clear", VMRESUME "launched".
+/// The launch state of a VMCS (§25.11.3): VMLAUNCH needs "clear", VMRESUME "launched".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum LaunchState {
     /// After VMCLEAR.
@@ -143,7 +143,7 @@ impl Vmcs {
         self.abort
     }
 
-    /// Records a VMX abort (SDM Vol. 3C §27.7).
+    /// Records a VMX abort (SDM Vol. 3C §28.7).
     pub fn set_abort_indicator(&mut self, abort: u32) {
         self.abort = abort;
     }
@@ -174,7 +174,7 @@ impl Vmcs {
 
     /// VMREAD of `encoding` on a processor with `caps`: the value, or VM-instruction error 12
     /// for an encoding that names no field or a field the processor does not support
-    /// (SDM Vol. 3C §30.3, VMREAD).
+    /// (SDM Vol. 3C §31.3, VMREAD).
     pub fn vmread(&self, encoding: u32, caps: &VmxCapabilities) -> Result<u64, VmInstructionError> {
         let enc = VmcsField::from_encoding(encoding)
             .filter(|e| caps.supports_field(e.field))
@@ -184,7 +184,7 @@ impl Vmcs {
 
     /// VMWRITE of `value` to `encoding` on a processor with `caps`: error 12 for an unknown or
     /// unsupported field, error 13 for a VM-exit information field unless IA32_VMX_MISC bit 29
-    /// allows it (SDM Vol. 3C §30.3, VMWRITE). Full access keeps the bits the field's width
+    /// allows it (SDM Vol. 3C §31.3, VMWRITE). Full access keeps the bits the field's width
     /// holds; high access replaces bits 63:32 of a 64-bit field.
     pub fn vmwrite(
         &mut self,
@@ -272,7 +272,7 @@ impl Vmcs {
         mem.write(addr, &self.to_bytes())
     }
 
-    /// VMCLEAR's effect on a region that is not cached (§30.3, VMCLEAR): the launch state in
+    /// VMCLEAR's effect on a region that is not cached (§31.3, VMCLEAR): the launch state in
     /// memory becomes clear; nothing else changes.
     pub fn clear_in_memory<M: PhysMemory>(mem: &mut M, addr: Gpa) -> Result<(), M::Error> {
         match addr.checked_add(LAUNCH_STATE_OFFSET) {

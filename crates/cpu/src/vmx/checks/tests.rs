@@ -467,7 +467,7 @@ fn rows() -> Vec<Row> {
     use primary_proc as p1;
     use secondary_proc as p2;
     vec![
-        // §26.2.1.1
+        // §27.2.1.1
         (Long, |v| clear(v, F::PinBasedControls, 0x2), Rule::PinReserved, F::PinBasedControls, E7),
         (Long, |v| or(v, F::PrimaryProcBasedControls, u64::from(p1::USE_TSC_OFFSETTING)), Rule::PrimaryReserved, F::PrimaryProcBasedControls, E7),
         (Long, |v| or(v, F::PrimaryProcBasedControls, u64::from(p1::MONITOR_TRAP_FLAG)), Rule::PrimaryReserved, F::PrimaryProcBasedControls, E7),
@@ -505,7 +505,7 @@ fn rows() -> Vec<Row> {
         (Long, |v| v.set(F::VmwriteBitmapAddress, 0x15001), Rule::VmcsShadowingBitmaps, F::VmwriteBitmapAddress, E7),
         (Long, |v| v.set(F::VmreadBitmapAddress, 1 << 40), Rule::VmcsShadowingBitmaps, F::VmreadBitmapAddress, E7),
         (Superset, |v| { or(v, F::SecondaryProcBasedControls, u64::from(p2::EPT_VIOLATION_VE)); v.set(F::VirtualizationExceptionInfoAddress, 0x10) }, Rule::VeInfoAddress, F::VirtualizationExceptionInfoAddress, E7),
-        // §26.2.1.2
+        // §27.2.1.2
         (Long, |v| clear(v, F::PrimaryVmExitControls, 0x1), Rule::ExitReserved, F::PrimaryVmExitControls, E7),
         (Long, |v| or(v, F::PrimaryVmExitControls, u64::from(exit::LOAD_IA32_PERF_GLOBAL_CTRL)), Rule::ExitReserved, F::PrimaryVmExitControls, E7),
         (Superset, |v| { or(v, F::PrimaryVmExitControls, u64::from(exit::ACTIVATE_SECONDARY_CONTROLS)); v.set(F::SecondaryVmExitControls, 0b100) }, Rule::SecondaryExitReserved, F::SecondaryVmExitControls, E7),
@@ -514,7 +514,7 @@ fn rows() -> Vec<Row> {
         (Long, |v| { v.set(F::VmExitMsrStoreAddress, (1 << 39) - 16); v.set(F::VmExitMsrStoreCount, 2) }, Rule::ExitMsrStoreEnd, F::VmExitMsrStoreCount, E7),
         (Long, |v| v.set(F::VmExitMsrLoadAddress, 1 << 50), Rule::ExitMsrLoadAddress, F::VmExitMsrLoadAddress, E7),
         (Long, |v| { v.set(F::VmExitMsrLoadAddress, 0x7f_0000_0000); v.set(F::VmExitMsrLoadCount, 0xffff_ffff) }, Rule::ExitMsrLoadEnd, F::VmExitMsrLoadCount, E7),
-        // §26.2.1.3
+        // §27.2.1.3
         (Long, |v| clear(v, F::VmEntryControls, 0x1), Rule::EntryReserved, F::VmEntryControls, E7),
         (Long, |v| or(v, F::VmEntryControls, u64::from(entry::ENTRY_TO_SMM)), Rule::EntryReserved, F::VmEntryControls, E7),
         (Superset, |v| or(v, F::VmEntryControls, u64::from(entry::DEACTIVATE_DUAL_MONITOR)), Rule::EntrySmm, F::VmEntryControls, E7),
@@ -533,7 +533,7 @@ fn rows() -> Vec<Row> {
         (Long, |v| { inject(v, 6 << 8 | 3); v.set(F::VmEntryInstructionLength, 16) }, Rule::EventInstructionLength, F::VmEntryInstructionLength, E7),
         (Long, |v| v.set(F::VmEntryMsrLoadAddress, 0x16021), Rule::EntryMsrLoadAddress, F::VmEntryMsrLoadAddress, E7),
         (Long, |v| { v.set(F::VmEntryMsrLoadAddress, (1 << 39) - 0x10); v.set(F::VmEntryMsrLoadCount, 2) }, Rule::EntryMsrLoadEnd, F::VmEntryMsrLoadCount, E7),
-        // §26.2.2
+        // §27.2.2
         (Long, |v| clear(v, F::HostCr0, cr0::NE), Rule::HostCr0Fixed, F::HostCr0, E8),
         (Long, |v| or(v, F::HostCr0, 1 << 32), Rule::HostCr0Fixed, F::HostCr0, E8),
         (Long, |v| clear(v, F::HostCr4, cr4::VMXE), Rule::HostCr4Fixed, F::HostCr4, E8),
@@ -544,7 +544,7 @@ fn rows() -> Vec<Row> {
         (Long, |v| v.set(F::HostIa32Pat, 0x0007_0406_0007_0402), Rule::HostPat, F::HostIa32Pat, E8),
         (Long, |v| or(v, F::HostIa32Efer, 1 << 1), Rule::HostEferReserved, F::HostIa32Efer, E8),
         (Long, |v| clear(v, F::HostIa32Efer, efer::LMA), Rule::HostEferMode, F::HostIa32Efer, E8),
-        // §26.2.3
+        // §27.2.3
         (Long, |v| v.set(F::HostDsSelector, 0x13), Rule::HostSelectorRplTi, F::HostDsSelector, E8),
         (Long, |v| v.set(F::HostTrSelector, 0x1c), Rule::HostSelectorRplTi, F::HostTrSelector, E8),
         (Long, |v| v.set(F::HostCsSelector, 0), Rule::HostCsNull, F::HostCsSelector, E8),
@@ -552,7 +552,7 @@ fn rows() -> Vec<Row> {
         (Legacy, |v| { legacy_host(v); v.set(F::HostSsSelector, 0) }, Rule::HostSsNull, F::HostSsSelector, E8),
         (Long, |v| v.set(F::HostGdtrBase, NON_CANONICAL), Rule::HostBaseCanonical, F::HostGdtrBase, E8),
         (Long, |v| v.set(F::HostFsBase, NON_CANONICAL), Rule::HostBaseCanonical, F::HostFsBase, E8),
-        // §26.2.4
+        // §27.2.4
         (Legacy, |_| {}, Rule::OutsideIa32eGuest, F::VmEntryControls, E8),
         (Legacy, |v| clear(v, F::VmEntryControls, u64::from(entry::IA32E_MODE_GUEST)), Rule::OutsideIa32eHost, F::PrimaryVmExitControls, E8),
         (Long, |v| legacy_host(v), Rule::InsideIa32eHost, F::PrimaryVmExitControls, E8),
@@ -560,7 +560,7 @@ fn rows() -> Vec<Row> {
         (Legacy, |v| { legacy_host(v); v.set(F::HostRip, 1 << 32) }, Rule::LegacyHostRip, F::HostRip, E8),
         (Long, |v| clear(v, F::HostCr4, cr4::PAE), Rule::LongHostPae, F::HostCr4, E8),
         (Long, |v| v.set(F::HostRip, NON_CANONICAL), Rule::LongHostRip, F::HostRip, E8),
-        // §26.3.1.1
+        // §27.3.1.1
         (Long, |v| clear(v, F::GuestCr0, cr0::NE), Rule::GuestCr0Fixed, F::GuestCr0, Q0),
         (Long, |v| clear(v, F::GuestCr0, cr0::PG), Rule::GuestCr0Fixed, F::GuestCr0, Q0),
         (Unrestricted, |v| clear(v, F::GuestCr0, cr0::NE), Rule::GuestCr0Fixed, F::GuestCr0, Q0),
@@ -579,7 +579,7 @@ fn rows() -> Vec<Row> {
         (Long, |v| or(v, F::GuestIa32Efer, 1 << 2), Rule::GuestEferReserved, F::GuestIa32Efer, Q0),
         (Long, |v| clear(v, F::GuestIa32Efer, efer::LMA), Rule::GuestEferLma, F::GuestIa32Efer, Q0),
         (Long, |v| clear(v, F::GuestIa32Efer, efer::LME), Rule::GuestEferLme, F::GuestIa32Efer, Q0),
-        // §26.3.1.2
+        // §27.3.1.2
         (V86, |v| v.set(F::GuestDsBase, 0x1_0001), Rule::V86Base, F::GuestDsBase, Q0),
         (V86, |v| v.set(F::GuestSsLimit, 0xfffff), Rule::V86Limit, F::GuestSsLimit, Q0),
         (V86, |v| v.set(F::GuestGsAccessRights, 0xf2), Rule::V86AccessRights, F::GuestGsAccessRights, Q0),
@@ -617,10 +617,10 @@ fn rows() -> Vec<Row> {
         (Long, |v| segment(v, LDTR, 0x28, 0, 0xffff, 0x92), Rule::SystemSegmentS, F::GuestLdtrAccessRights, Q0),
         (Long, |v| segment(v, LDTR, 0x28, 0, 0xffff, 0x9a), Rule::LdtrType, F::GuestLdtrAccessRights, Q0),
         (Long, |v| v.set(F::GuestTrAccessRights, 0x1_008b), Rule::TrUsable, F::GuestTrAccessRights, Q0),
-        // §26.3.1.3
+        // §27.3.1.3
         (Long, |v| v.set(F::GuestIdtrBase, NON_CANONICAL), Rule::DescriptorTableBase, F::GuestIdtrBase, Q0),
         (Long, |v| v.set(F::GuestGdtrLimit, 0x1_0000), Rule::DescriptorTableLimit, F::GuestGdtrLimit, Q0),
-        // §26.3.1.4
+        // §27.3.1.4
         (Pae, |v| v.set(F::GuestRip, 1 << 32), Rule::RipHigh, F::GuestRip, Q0),
         (Long, |v| v.set(F::GuestRip, NON_CANONICAL), Rule::RipCanonical, F::GuestRip, Q0),
         (Long, |v| v.set(F::GuestRflags, 0), Rule::RflagsReserved, F::GuestRflags, Q0),
@@ -628,7 +628,7 @@ fn rows() -> Vec<Row> {
         (Long, |v| or(v, F::GuestRflags, 1 << 22), Rule::RflagsReserved, F::GuestRflags, Q0),
         (Unrestricted, make_v86, Rule::RflagsVm, F::GuestRflags, Q0),
         (Long, |v| inject(v, 0x20), Rule::RflagsIf, F::GuestRflags, Q0),
-        // §26.3.1.5
+        // §27.3.1.5
         (Long, |v| v.set(F::GuestActivityState, 2), Rule::ActivityUnsupported, F::GuestActivityState, Q0),
         (Long, |v| v.set(F::GuestActivityState, 4), Rule::ActivityUnsupported, F::GuestActivityState, Q0),
         (Long, |v| { ring3(v); v.set(F::GuestActivityState, 1) }, Rule::ActivityHltDpl, F::GuestActivityState, Q0),
@@ -654,7 +654,7 @@ fn rows() -> Vec<Row> {
         (Long, |v| v.set(F::VmcsLinkPointer, 0x10_0000), Rule::LinkPointerRevision, F::VmcsLinkPointer, Q4),
         (Long, |v| v.set(F::VmcsLinkPointer, PLAIN_VMCS), Rule::LinkPointerShadow, F::VmcsLinkPointer, Q4),
         (Long, |v| v.set(F::VmcsLinkPointer, CURRENT_VMCS), Rule::LinkPointerCurrent, F::VmcsLinkPointer, Q4),
-        // §26.3.1.6
+        // §27.3.1.6
         (Pae, |v| v.set(F::GuestPdpte2, 0x3), Rule::Pdpte, F::GuestPdpte2, Q2),
         (Pae, |v| v.set(F::GuestPdpte0, 1 | 1 << 40), Rule::Pdpte, F::GuestPdpte0, Q2),
         (PaeNoEpt, |v| v.set(F::GuestCr3, BAD_PDPT), Rule::Pdpte, F::GuestCr3, Q2),
@@ -729,7 +729,7 @@ fn outcomes_and_explanations() {
     let failure = run(&v, &MODEL, &ctx()).unwrap_err();
     assert_eq!(
         failure.to_string(),
-        "VMfailValid(7: VM entry with invalid control field(s)): SDM Vol. 3C §26.2.1.1: \
+        "VMfailValid(7: VM entry with invalid control field(s)): SDM Vol. 3C §27.2.1.1: \
          the CR3-target count must not exceed IA32_VMX_MISC[24:16]: CR3-target count \
          (0x400a) = 0x9"
     );
