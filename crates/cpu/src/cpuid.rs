@@ -2,12 +2,16 @@
 //!
 //! Advertised: FPU = 0 (no x87), TSC, MSR, PAE, CX8, APIC (the board's local APIC), SEP,
 //! MTRR (the registers, as storage), PGE, CMOV, PAT, PSE, DE; CX16, POPCNT, PCID;
-//! LM, NX, SYSCALL, RDTSCP, 1-GiB pages, LAHF/SAHF, LZCNT; INVPCID, SMEP, SMAP. Not
-//! advertised: SSE*, x87, VMX (comes in a later issue), BMI1, x2APIC, XSAVE.
+//! LM, NX, SYSCALL, RDTSCP, 1-GiB pages, LAHF/SAHF, LZCNT; INVPCID, SMEP, SMAP; VMX only with
+//! the model switch [`crate::CpuFeatures::vmx`]. Not advertised: SSE*, x87, BMI1, x2APIC,
+//! XSAVE.
 
 use crate::Cpu;
 use crate::mmu::MAXPHYADDR;
 use crate::regs::Gpr;
+
+/// CPUID.1:ECX[5]: VMX, advertised only with [`crate::CpuFeatures::vmx`].
+pub(crate) const VMX: u32 = 1 << 5;
 
 /// Family 6, model 0x3a (Ivy Bridge-like), stepping 9: the processor signature.
 pub(crate) const SIGNATURE: u32 = 0x0003_06a9;
@@ -84,7 +88,10 @@ impl Cpu {
     pub(crate) fn cpuid(&mut self) -> crate::fault::Ex<()> {
         let leaf = self.gpr[Gpr::Rax as usize] as u32;
         let sub = self.gpr[Gpr::Rcx as usize] as u32;
-        let [a, b, c, d] = cpuid(leaf, sub);
+        let [a, b, mut c, d] = cpuid(leaf, sub);
+        if leaf == 1 && self.features.vmx {
+            c |= VMX;
+        }
         self.gpr[Gpr::Rax as usize] = u64::from(a);
         self.gpr[Gpr::Rbx as usize] = u64::from(b);
         self.gpr[Gpr::Rcx as usize] = u64::from(c);

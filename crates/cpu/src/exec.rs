@@ -413,6 +413,18 @@ impl Cpu {
             M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => self.load_far_pointer(bus, ins),
             M::Wait => self.wait(),
             M::Clac | M::Stac => self.clac_stac(ins),
+            M::Vmxon
+            | M::Vmxoff
+            | M::Vmclear
+            | M::Vmptrld
+            | M::Vmptrst
+            | M::Vmread
+            | M::Vmwrite
+            | M::Vmcall
+            | M::Vmlaunch
+            | M::Vmresume
+            | M::Invept
+            | M::Invvpid => self.vmx_insn(bus, ins),
             // Hint NOPs on a processor without CET.
             M::Endbr32 | M::Endbr64 => Ok(()),
             _ => Err(self.not_dispatched(bus, ins)),

@@ -32,11 +32,17 @@
 //! not modelled (PAT and the MTRRs are storage). CR8 is the board's local-APIC TPR
 //! ([`Bus::cr8`]), so the CPU keeps no copy of it.
 //!
-//! VMX is not implemented yet and not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE reserved):
-//! VMX instructions raise #UD as on a processor without VMX. The silicon is meant to come as a
-//! `vmx` module that owns the VMCS storage, checks VM entries and turns non-root events into
-//! VM exits at the points where this model already decides (the dispatcher, event delivery,
-//! the MSR/CR/I-O paths); the TLB entries already carry a tag word for VPID/EPTP.
+//! VMX is behind a model switch, [`CpuFeatures::vmx`], off by default: VM entry, VM exits and
+//! non-root operation do not exist yet, and an advertised feature is a promise. Switched off,
+//! VMX is not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE reserved, the capability MSRs #GP) and
+//! VMX instructions raise #UD as on a processor without VMX. Switched on, CPUID.1:ECX.VMX = 1,
+//! IA32_FEATURE_CONTROL accepts "enable VMX outside SMX", CR4.VMXE can be set, the capability
+//! MSRs read as [`vmx::capabilities::MODEL`], and the VMX instructions of root operation work
+//! (`ops/vmx`: VMXON, VMXOFF, VMCLEAR, VMPTRLD, VMPTRST, VMREAD, VMWRITE, VMCALL); VMLAUNCH,
+//! VMRESUME, INVEPT and INVVPID stop the run with [`CpuError::Unimplemented`]. The rest of the
+//! silicon is meant to turn non-root events into VM exits at the points where this model
+//! already decides (the dispatcher, event delivery, the MSR/CR/I-O paths); the TLB entries
+//! already carry a tag word for VPID/EPTP.
 
 pub mod bus;
 mod cpuid;
@@ -68,6 +74,15 @@ use flags::Flags;
 use icache::ICache;
 use tlb::Tlb;
 use x86::reg::{cr0, efer, rflags};
+
+/// Model switches: features of the modeled processor that a board opts into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuFeatures {
+    /// VMX (SDM Vol. 3C chapters 24-31): advertised in CPUID.1:ECX[5], CR4.VMXE settable,
+    /// capability MSRs readable, the VMX instructions of root operation. Off by default until
+    /// VM entry and non-root operation exist.
+    pub vmx: bool,
+}
 
 /// Counters of the model's own machinery (not architectural state).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,6 +178,10 @@ pub struct Cpu {
     pub(crate) fetch: FetchPage,
     pub(crate) icache: ICache,
     pub(crate) counters: Counters,
+    /// The model switches this processor was built with.
+    pub(crate) features: CpuFeatures,
+    /// VMX operation and the current VMCS (SDM Vol. 3C §24.7, §25.11.1).
+    pub(crate) vmx: ops::vmx::VmxState,
 }
 
 impl Default for Cpu {
@@ -173,8 +192,13 @@ impl Default for Cpu {
 
 impl Cpu {
     /// A processor in its power-up state (SDM Vol. 3A §9.1.1, Table 9-1): real mode at
-    /// F000:FFF0 with CS.base = 0xFFFF0000.
+    /// F000:FFF0 with CS.base = 0xFFFF0000. Every model switch is off.
     pub fn new() -> Self {
+        Self::with_features(CpuFeatures::default())
+    }
+
+    /// A processor with the model switches `features`, in its power-up state.
+    pub fn with_features(features: CpuFeatures) -> Self {
         let mut cpu = Cpu {
             gpr: [0; 16],
             rip: 0,
@@ -205,6 +229,8 @@ impl Cpu {
             fetch: FetchPage::default(),
             icache: ICache::new(),
             counters: Counters::default(),
+            features,
+            vmx: ops::vmx::VmxState::default(),
         };
         cpu.reset();
         cpu
@@ -255,9 +281,16 @@ impl Cpu {
         self.cpl = 0;
         self.shadow = false;
         self.halted = false;
+        // RESET leaves VMX operation; the cached VMCS is lost, as on silicon.
+        self.vmx = ops::vmx::VmxState::default();
         self.tlb.flush_all();
         self.icache.flush();
         self.update_mode();
+    }
+
+    /// The model switches this processor was built with.
+    pub fn features(&self) -> CpuFeatures {
+        self.features
     }
 
     /// The machine state a multiboot1 loader promises at the OS entry point (Multiboot

@@ -46,8 +46,10 @@ pub(crate) mod index {
 pub(crate) const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining (Vol. 3A §13.11.2.1).
 const MTRRCAP_VALUE: u64 = 8 | (1 << 8) | (1 << 10);
-/// IA32_FEATURE_CONTROL bits this model accepts: lock only (no VMX, no SMX yet).
-const FEATURE_CONTROL_LOCK: u64 = 1;
+/// IA32_FEATURE_CONTROL bits this model accepts without VMX: lock only (SDM Vol. 3C §24.7).
+const FEATURE_CONTROL_LOCK: u64 = x86::msr::feature_control::LOCK;
+/// With VMX: lock and "enable VMX outside SMX operation" (no SMX, so not bit 1).
+const FEATURE_CONTROL_VMX: u64 = FEATURE_CONTROL_LOCK | x86::msr::feature_control::VMX_OUTSIDE_SMX;
 
 fn valid_mem_type(t: u8) -> bool {
     matches!(t, 0 | 1 | 4 | 5 | 6)
@@ -83,6 +85,12 @@ impl Cpu {
             GS_BASE => self.seg[Seg::Gs as usize].base,
             KERNEL_GS_BASE => m.kernel_gs_base,
             TSC_AUX => m.tsc_aux,
+            // The VMX capability MSRs (SDM Vol. 3D Appendix A), read-only, only with VMX.
+            x86::msr::IA32_VMX_BASIC..=x86::msr::IA32_VMX_VMFUNC if self.features.vmx => {
+                crate::vmx::capabilities::MODEL
+                    .read_msr(msr)
+                    .ok_or(Fault::gp(0))?
+            }
             _ => return Err(Fault::gp(0)),
         })
     }
@@ -98,9 +106,12 @@ impl Cpu {
             // microcode, so the revision stays 0 (SDM Vol. 3A §10.11.7).
             BIOS_SIGN_ID => {}
             FEATURE_CONTROL => {
-                if self.msr.feature_control & FEATURE_CONTROL_LOCK != 0
-                    || v & !FEATURE_CONTROL_LOCK != 0
-                {
+                let valid = if self.features.vmx {
+                    FEATURE_CONTROL_VMX
+                } else {
+                    FEATURE_CONTROL_LOCK
+                };
+                if self.msr.feature_control & FEATURE_CONTROL_LOCK != 0 || v & !valid != 0 {
                     return gp;
                 }
                 self.msr.feature_control = v;

@@ -12,3 +12,4 @@ pub(crate) mod shift;
 pub(crate) mod stack;
 pub(crate) mod string;
 pub(crate) mod system;
+pub(crate) mod vmx;

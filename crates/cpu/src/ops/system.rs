@@ -19,6 +19,7 @@ use crate::mmu::{MAXPHYADDR, canonical};
 use crate::regs::Gpr;
 use crate::seg::{desc, sel_err};
 use crate::state::{Mode, Seg, Segment, ar};
+use crate::vmx::capabilities::MODEL;
 use x86::reg::{cr0, cr4, efer, rflags};
 
 /// CR4 bits this model implements.
@@ -70,7 +71,9 @@ impl Cpu {
     /// Registers") and IA-32e activation (Vol. 3A §9.8.5).
     pub(crate) fn write_cr0<B: Bus>(&mut self, bus: &mut B, v: u64) -> Ex<()> {
         let v = v | cr0::ET;
+        // In VMX operation CR0 must keep the VMX fixed bits (PE, NE, PG), SDM Vol. 3C §24.8.
         if v >> 32 != 0
+            || (self.vmx.in_vmx_operation() && MODEL.cr0_fixed.check(v).is_err())
             || (v & cr0::PG != 0 && v & cr0::PE == 0)
             || (v & cr0::NW != 0 && v & cr0::CD == 0)
         {
@@ -145,7 +148,15 @@ impl Cpu {
     fn write_cr4<B: Bus>(&mut self, bus: &mut B, v: u64) -> Ex<()> {
         let old = self.cr4;
         let long = self.efer & efer::LMA != 0;
-        if v & !CR4_SUPPORTED != 0
+        let supported = if self.features.vmx {
+            CR4_SUPPORTED | cr4::VMXE
+        } else {
+            CR4_SUPPORTED
+        };
+        // In VMX operation CR4 must keep the VMX fixed bits (VMXE among them), SDM Vol. 3C
+        // §24.8.
+        if v & !supported != 0
+            || (self.vmx.in_vmx_operation() && MODEL.cr4_fixed.check(v).is_err())
             || (long && v & cr4::PAE == 0)
             || (v & cr4::PCIDE != 0 && old & cr4::PCIDE == 0 && (!long || self.cr3 & 0xfff != 0))
         {

@@ -10,8 +10,10 @@
 //! - [`checks`]: the VM-entry checks on controls, host state and guest state, as pure
 //!   functions that name the failing rule (§27.2, §27.3.1, §27.7).
 //!
-//! Not wired into the interpreter yet: VMX is not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE is
-//! reserved), so nothing here changes what a guest sees.
+//! The VMX instructions of root operation that use these live in `ops/vmx` (SDM Vol. 3C
+//! chapter 31), behind the model switch [`crate::CpuFeatures::vmx`], off by default: without
+//! it VMX is not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE is reserved) and nothing here
+//! changes what a guest sees.
 
 pub mod capabilities;
 pub mod checks;
