@@ -10,7 +10,7 @@ use crate::Cpu;
 use crate::mmu::MAXPHYADDR;
 use crate::regs::Gpr;
 
-/// CPUID.1:ECX[5]: VMX, advertised only with [`crate::CpuFeatures::vmx`].
+/// CPUID.1:ECX bit 5: VMX, advertised only with [`crate::CpuFeatures::vmx`].
 pub(crate) const VMX: u32 = 1 << 5;
 
 /// Family 6, model 0x3a (Ivy Bridge-like), stepping 9: the processor signature.

@@ -78,7 +78,7 @@ use x86::reg::{cr0, efer, rflags};
 /// Model switches: features of the modeled processor that a board opts into.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuFeatures {
-    /// VMX (SDM Vol. 3C chapters 24-31): advertised in CPUID.1:ECX[5], CR4.VMXE settable,
+    /// VMX (SDM Vol. 3C chapters 24-31): advertised in CPUID.1:ECX bit 5, CR4.VMXE settable,
     /// capability MSRs readable, the VMX instructions of root operation. Off by default until
     /// VM entry and non-root operation exist.
     pub vmx: bool,
