@@ -622,6 +622,21 @@ mod tests {
         assert_eq!(f, Fault::ud());
     }
 
+    /// Real mode (CR0.PE = 0): #UD, although CR4.VMXE is set and the CPL is 0.
+    #[test]
+    fn vmxon_in_real_mode_is_ud() {
+        let mut bus = TestBus::new();
+        bus.load(0x1_0000, &[0xf3, 0x0f, 0xc7, 0x30]); // vmxon [bx+si]
+        let mut cpu = Cpu::with_features(crate::CpuFeatures { vmx: true });
+        cpu.set_segment(Seg::Cs, crate::Segment::real(0x1000, true));
+        cpu.rip = 0;
+        cpu.cr4 = cr4::VMXE;
+        cpu.msr.feature_control = feature_control::LOCK | feature_control::VMX_OUTSIDE_SMX;
+        assert_eq!(cpu.mode, Mode::Real);
+        cpu.icache.attach(&bus);
+        assert_eq!(cpu.step(&mut bus), Err(Exc::Fault(Fault::ud())));
+    }
+
     #[test]
     fn vmxon_gp_conditions() {
         assert_eq!(fault(&[&VMXON_RAX], |c| c.cpl = 3), Fault::gp(0), "CPL 3");
