@@ -7,6 +7,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What a run printed and how it ended.
@@ -29,7 +30,14 @@ pub fn image(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let path = dir.join(format!("{name}-{hash:016x}.elf"));
     if !path.exists() {
-        let partial = dir.join(format!("{name}-{hash:016x}.{}.part", std::process::id()));
+        // Tests run on several threads and in several processes: each writer gets its own
+        // temporary file, and the rename makes the complete file appear at once.
+        static WRITERS: AtomicU64 = AtomicU64::new(0);
+        let writer = WRITERS.fetch_add(1, Ordering::Relaxed);
+        let partial = dir.join(format!(
+            "{name}-{hash:016x}.{}-{writer}.part",
+            std::process::id()
+        ));
         std::fs::write(&partial, bytes).unwrap();
         std::fs::rename(&partial, &path).unwrap();
     }
