@@ -9,6 +9,7 @@
 use crate::arch;
 use core::cell::UnsafeCell;
 use rt::arch::{DescriptorTablePointer, load_gdt, load_idt, load_tr};
+use rt::desc::{KERNEL_CODE64, KERNEL_DATA, Tss64, USER_CODE64, USER_DATA, tss_descriptor};
 
 pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_DS: u16 = 0x10;
@@ -32,37 +33,12 @@ pub const IST_DOUBLE_FAULT: u8 = 1;
 pub const IST_BREAKPOINT: u8 = 2;
 const IST_COUNT: usize = 2;
 
-/// 64-bit code, DPL 0: P, S, type execute/read, L.
-const DESC_KERNEL_CODE: u64 = 0x00AF_9A00_0000_FFFF;
-/// Data, DPL 0: P, S, type read/write.
-const DESC_KERNEL_DATA: u64 = 0x00CF_9200_0000_FFFF;
-/// Data, DPL 3.
-const DESC_USER_DATA: u64 = 0x00CF_F200_0000_FFFF;
-/// 64-bit code, DPL 3.
-const DESC_USER_CODE: u64 = 0x00AF_FA00_0000_FFFF;
-/// System descriptor type 9: available 64-bit TSS, present.
-const DESC_TSS_AVAILABLE: u64 = 0x89;
-
 /// Gate type 0xE: 64-bit interrupt gate (IF cleared on entry), present, DPL 0.
 const GATE_INTERRUPT: u64 = 0x8E;
 /// Descriptor privilege level 3 in a gate's type byte: INT n from ring 3 allowed (§7.12.1.1).
 const GATE_DPL3: u64 = 0x60;
 /// The present bit in a gate's type byte.
 const GATE_PRESENT: u64 = 0x80;
-
-/// The 64-bit TSS (SDM Vol. 3A Figure 9-11).
-#[repr(C, packed(4))]
-struct Tss {
-    reserved0: u32,
-    rsp: [u64; 3],
-    reserved1: u64,
-    ist: [u64; 7],
-    reserved2: u64,
-    reserved3: u16,
-    iomap_base: u16,
-}
-
-const _: () = assert!(size_of::<Tss>() == 104);
 
 /// Size of each dedicated stack (RSP0 and the IST stacks).
 pub const STACK_SIZE: usize = 16 * 1024;
@@ -74,7 +50,7 @@ struct Stack([u8; STACK_SIZE]);
 /// masked.
 struct Tables {
     gdt: UnsafeCell<[u64; GDT_ENTRIES]>,
-    tss: UnsafeCell<Tss>,
+    tss: UnsafeCell<Tss64>,
     idt: UnsafeCell<[[u64; 2]; 256]>,
     stacks: UnsafeCell<[Stack; 1 + IST_COUNT]>,
 }
@@ -84,16 +60,7 @@ unsafe impl Sync for Tables {}
 
 static TABLES: Tables = Tables {
     gdt: UnsafeCell::new([0; GDT_ENTRIES]),
-    tss: UnsafeCell::new(Tss {
-        reserved0: 0,
-        rsp: [0; 3],
-        reserved1: 0,
-        ist: [0; 7],
-        reserved2: 0,
-        reserved3: 0,
-        // No I/O permission bitmap: port access from ring 3 raises #GP (§19.5.2).
-        iomap_base: size_of::<Tss>() as u16,
-    }),
+    tss: UnsafeCell::new(Tss64::new()),
     idt: UnsafeCell::new([[0; 2]; 256]),
     stacks: UnsafeCell::new([const { Stack([0; STACK_SIZE]) }; 1 + IST_COUNT]),
 };
@@ -118,13 +85,7 @@ fn gate(handler: u64, ist: u8, dpl3: bool) -> [u64; 2] {
 /// Builds and loads the GDT, the TSS and the IDT.
 pub fn init() {
     let tss_base = TABLES.tss.get() as u64;
-    let limit = (size_of::<Tss>() - 1) as u64;
-    let tss_low = (limit & 0xFFFF)
-        | ((tss_base & 0xFF_FFFF) << 16)
-        | (DESC_TSS_AVAILABLE << 40)
-        | (((limit >> 16) & 0xF) << 48)
-        | (((tss_base >> 24) & 0xFF) << 56);
-    let tss_high = tss_base >> 32;
+    let [tss_low, tss_high] = tss_descriptor(tss_base);
     let mut ist = [0; 7];
     for (slot, top) in ist.iter_mut().zip(1..=IST_COUNT) {
         *slot = stack(top).1;
@@ -133,12 +94,12 @@ pub fn init() {
     unsafe {
         *TABLES.gdt.get() = [
             0,
-            DESC_KERNEL_CODE,
-            DESC_KERNEL_DATA,
-            DESC_USER_DATA,
-            DESC_USER_CODE,
-            DESC_USER_CODE,
-            DESC_USER_DATA,
+            KERNEL_CODE64,
+            KERNEL_DATA,
+            USER_DATA,
+            USER_CODE64,
+            USER_CODE64,
+            USER_DATA,
             tss_low,
             tss_high,
         ];

@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod arch;
+pub mod desc;
 pub mod multiboot;
 pub mod serial;
 
