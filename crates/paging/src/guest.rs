@@ -276,6 +276,84 @@ pub(crate) const fn guest_flags_to_set(access: Access, leaf: bool) -> u64 {
     }
 }
 
+/// The [`PagingFormat`](crate::PagingFormat) methods that 32-bit, PAE, 4-level and 5-level
+/// paging share once an entry is decoded: how a fault is reported (SDM Vol. 3A §4.7), how the
+/// combined rights are checked (§4.6), the leaf's attributes, and which accessed and dirty flags
+/// an access sets (§4.8). Each guest format expands it inside its `impl PagingFormat`, the way
+/// KVM's `paging_tmpl.h` is instantiated once per mode; the format supplies only
+/// `fetch_reported(&self) -> bool`, whether its error codes report instruction fetches (I/D).
+macro_rules! guest_format_rules {
+    () => {
+        #[inline]
+        fn not_present(
+            &self,
+            access: $crate::guest::Access,
+            level: $crate::walk::Level,
+            _rights: $crate::guest::PageRights,
+        ) -> $crate::guest::PageFault {
+            $crate::guest::PageFault::new(
+                $crate::guest::FaultCause::NotPresent,
+                access,
+                self.fetch_reported(),
+                level,
+            )
+        }
+
+        #[inline]
+        fn reserved(
+            &self,
+            access: $crate::guest::Access,
+            level: $crate::walk::Level,
+        ) -> $crate::guest::PageFault {
+            $crate::guest::PageFault::new(
+                $crate::guest::FaultCause::Reserved,
+                access,
+                self.fetch_reported(),
+                level,
+            )
+        }
+
+        #[inline]
+        fn check(
+            &self,
+            access: $crate::guest::Access,
+            rights: $crate::guest::PageRights,
+            level: $crate::walk::Level,
+        ) -> Result<(), $crate::guest::PageFault> {
+            if rights.permit(&self.ctx, access) {
+                Ok(())
+            } else {
+                Err($crate::guest::PageFault::new(
+                    $crate::guest::FaultCause::Rights,
+                    access,
+                    self.fetch_reported(),
+                    level,
+                ))
+            }
+        }
+
+        #[inline]
+        fn attrs(&self, leaf: u64, size: $crate::walk::PageSize) -> $crate::guest::PageAttrs {
+            $crate::guest::PageAttrs::of_leaf(
+                &self.ctx,
+                leaf,
+                size != $crate::walk::PageSize::Size4K,
+            )
+        }
+
+        #[inline]
+        fn flags_to_set(&self, access: $crate::guest::Access, leaf: bool) -> u64 {
+            $crate::guest::guest_flags_to_set(access, leaf)
+        }
+
+        #[inline]
+        fn is_dirty(&self, leaf: u64) -> bool {
+            leaf & x86::paging::pte::DIRTY != 0
+        }
+    };
+}
+pub(crate) use guest_format_rules;
+
 #[cfg(test)]
 mod tests {
     use super::*;

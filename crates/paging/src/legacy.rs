@@ -11,9 +11,7 @@ use core::marker::PhantomData;
 use x86::Gva;
 use x86::paging::{legacy, pte};
 
-use crate::guest::{
-    Access, FaultCause, PageAttrs, PageFault, PageRights, PagingContext, guest_flags_to_set,
-};
+use crate::guest::{Access, PageAttrs, PageFault, PageRights, PagingContext};
 use crate::memory::{Address, EntryWidth};
 use crate::walk::{Decoded, Level, PageSize, PagingFormat, Root};
 
@@ -39,6 +37,12 @@ impl<P: Address> Paging32<P> {
     /// The control bits this format was built with.
     pub fn context(&self) -> &PagingContext {
         &self.ctx
+    }
+
+    /// 32-bit paging has no XD bit: I/D is reported only with CR4.SMEP = 1 (SDM Vol. 3A §4.7).
+    #[inline]
+    fn fetch_reported(&self) -> bool {
+        self.ctx.smep
     }
 }
 
@@ -103,44 +107,7 @@ impl<P: Address> PagingFormat for Paging32<P> {
         }
     }
 
-    #[inline]
-    fn not_present(&self, access: Access, level: Level, _rights: PageRights) -> PageFault {
-        PageFault::new(FaultCause::NotPresent, access, self.ctx.smep, level)
-    }
-
-    #[inline]
-    fn reserved(&self, access: Access, level: Level) -> PageFault {
-        PageFault::new(FaultCause::Reserved, access, self.ctx.smep, level)
-    }
-
-    #[inline]
-    fn check(&self, access: Access, rights: PageRights, level: Level) -> Result<(), PageFault> {
-        if rights.permit(&self.ctx, access) {
-            Ok(())
-        } else {
-            Err(PageFault::new(
-                FaultCause::Rights,
-                access,
-                self.ctx.smep,
-                level,
-            ))
-        }
-    }
-
-    #[inline]
-    fn attrs(&self, leaf: u64, size: PageSize) -> PageAttrs {
-        PageAttrs::of_leaf(&self.ctx, leaf, size != PageSize::Size4K)
-    }
-
-    #[inline]
-    fn flags_to_set(&self, access: Access, leaf: bool) -> u64 {
-        guest_flags_to_set(access, leaf)
-    }
-
-    #[inline]
-    fn is_dirty(&self, leaf: u64) -> bool {
-        leaf & pte::DIRTY != 0
-    }
+    crate::guest::guest_format_rules!();
 }
 
 #[cfg(test)]
