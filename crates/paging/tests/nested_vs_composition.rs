@@ -10,62 +10,33 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-
 use common::reference::{self, EptEnd, EptOk, EptRef, GuestOk, NestedEnd, Stage};
 use common::*;
 use nestvisor_paging::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestRunner};
 use x86::paging::Eptp;
 use x86::{Gpa, Gva, Hpa};
 
 const CASES: u32 = 4000;
 
-/// A runner with a fixed seed, so that CI runs the same cases every time; set
-/// `PROPTEST_RNG_SEED` to explore others.
-fn runner() -> TestRunner {
-    let mut config = Config {
-        cases: CASES,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    if config.rng_seed == RngSeed::Random {
-        config.rng_seed = RngSeed::Fixed(0x6e65_7374_7669_736f);
-    }
-    TestRunner::new(config)
-}
+/// The seed of every property in this file.
+const SEED: u64 = 0x6e65_7374_7669_736f;
 
-#[derive(Default)]
-struct Stats(RefCell<BTreeMap<&'static str, u32>>);
-
-impl Stats {
-    fn count(&self, end: &NestedEnd) {
-        let what = match end {
-            NestedEnd::Ok { .. } => "ok",
-            NestedEnd::PageFault { .. } => "#PF",
-            NestedEnd::Ept {
-                end: EptEnd::Misconfig { .. },
-                ..
-            } => "EPT misconfig",
-            NestedEnd::Ept {
-                stage: Stage::Final,
-                ..
-            } => "EPT violation, final",
-            NestedEnd::Ept { .. } => "EPT violation, guest table",
-            NestedEnd::Unbacked(_) => "unbacked",
-        };
-        *self.0.borrow_mut().entry(what).or_default() += 1;
-    }
-
-    fn require(&self, kinds: &[&'static str], at_least: u32) {
-        let counts = self.0.borrow();
-        eprintln!("outcomes: {counts:?}");
-        for kind in kinds {
-            let n = counts.get(kind).copied().unwrap_or(0);
-            assert!(n >= at_least, "only {n} cases of {kind}: {counts:?}");
-        }
+/// The kind of a 2D outcome, for [`Outcomes`].
+fn kind(end: &NestedEnd) -> &'static str {
+    match end {
+        NestedEnd::Ok { .. } => "ok",
+        NestedEnd::PageFault { .. } => "#PF",
+        NestedEnd::Ept {
+            end: EptEnd::Misconfig { .. },
+            ..
+        } => "EPT misconfig",
+        NestedEnd::Ept {
+            stage: Stage::Final,
+            ..
+        } => "EPT violation, final",
+        NestedEnd::Ept { .. } => "EPT violation, guest table",
+        NestedEnd::Unbacked(_) => "unbacked",
     }
 }
 
@@ -263,7 +234,7 @@ const KINDS: [&str; 5] = [
 
 #[test]
 fn paging4_over_ept_matches_composition() {
-    let stats = Stats::default();
+    let stats = Outcomes::default();
     let strategy = (
         memory(8),
         ept_config(),
@@ -272,7 +243,7 @@ fn paging4_over_ept_matches_composition() {
         access(),
         context(),
     );
-    runner()
+    runner(CASES, SEED)
         .run(&strategy, |(mem, (ept, cfg), root, va, access, ctx)| {
             let mut walked = mem.clone();
             let guest = Paging4::new(Gpa::new(root), ctx);
@@ -287,7 +258,7 @@ fn paging4_over_ept_matches_composition() {
             let want = reference::nested(&mut expected_mem, &cfg, access.kind, |read| {
                 reference::walk_long(read, root, 4, va, &ctx, access.kind, access.privilege)
             });
-            stats.count(&want);
+            stats.count(kind(&want));
             prop_assert_eq!(got, want);
             prop_assert!(walked == expected_mem, "A/D side effects differ");
             Ok(())
@@ -298,7 +269,7 @@ fn paging4_over_ept_matches_composition() {
 
 #[test]
 fn paging32_over_ept_matches_composition() {
-    let stats = Stats::default();
+    let stats = Outcomes::default();
     let strategy = (
         memory(4),
         ept_config(),
@@ -307,7 +278,7 @@ fn paging32_over_ept_matches_composition() {
         access(),
         context(),
     );
-    runner()
+    runner(CASES, SEED)
         .run(&strategy, |(mem, (ept, cfg), root, va, access, ctx)| {
             let mut walked = mem.clone();
             let guest = Paging32::new(Gpa::new(root), ctx);
@@ -322,7 +293,7 @@ fn paging32_over_ept_matches_composition() {
             let want = reference::nested(&mut expected_mem, &cfg, access.kind, |read| {
                 reference::walk_32(read, root, va, &ctx, access.kind, access.privilege)
             });
-            stats.count(&want);
+            stats.count(kind(&want));
             prop_assert_eq!(got, want);
             prop_assert!(walked == expected_mem, "A/D side effects differ");
             Ok(())
@@ -333,7 +304,7 @@ fn paging32_over_ept_matches_composition() {
 
 #[test]
 fn pae_over_ept_matches_composition() {
-    let stats = Stats::default();
+    let stats = Outcomes::default();
     let strategy = (
         memory(8),
         ept_config(),
@@ -342,7 +313,7 @@ fn pae_over_ept_matches_composition() {
         access(),
         context(),
     );
-    runner()
+    runner(CASES, SEED)
         .run(&strategy, |(mem, (ept, cfg), raw, va, access, ctx)| {
             // Well-formed PDPTE registers (as loaded, or from the VMCS).
             let mut pdptes = [0u64; 4];
@@ -364,7 +335,7 @@ fn pae_over_ept_matches_composition() {
             let want = reference::nested(&mut expected_mem, &cfg, access.kind, |read| {
                 reference::walk_pae(read, &pdptes, va, &ctx, access.kind, access.privilege)
             });
-            stats.count(&want);
+            stats.count(kind(&want));
             prop_assert_eq!(got, want);
             prop_assert!(walked == expected_mem, "A/D side effects differ");
             Ok(())

@@ -11,51 +11,18 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-
 use common::reference::{self, EptEnd, EptOk, EptRef, GuestEnd, GuestOk};
 use common::*;
 use nestvisor_paging::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestRunner};
+use std::cell::RefCell;
 use x86::paging::Eptp;
 use x86::{Gpa, Gva, Hpa};
 
 const CASES: u32 = 4000;
 
-/// A runner with a fixed seed, so that CI runs the same cases every time; set
-/// `PROPTEST_RNG_SEED` to explore others.
-fn runner() -> TestRunner {
-    let mut config = Config {
-        cases: CASES,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    if config.rng_seed == RngSeed::Random {
-        config.rng_seed = RngSeed::Fixed(0x6e65_7374_7669_736f);
-    }
-    TestRunner::new(config)
-}
-
-/// Outcome counts of one property.
-#[derive(Default)]
-struct Stats(RefCell<BTreeMap<&'static str, u32>>);
-
-impl Stats {
-    fn count(&self, what: &'static str) {
-        *self.0.borrow_mut().entry(what).or_default() += 1;
-    }
-
-    fn require(&self, kinds: &[&'static str]) {
-        let counts = self.0.borrow();
-        eprintln!("outcomes: {counts:?}");
-        for kind in kinds {
-            let n = counts.get(kind).copied().unwrap_or(0);
-            assert!(n >= 20, "only {n} cases of {kind}: {counts:?}");
-        }
-    }
-}
+/// The seed of every property in this file.
+const SEED: u64 = 0x6e65_7374_7669_736f;
 
 /// Guest outcome in the reference's terms.
 fn guest_outcome(
@@ -107,7 +74,7 @@ const GUEST_KINDS: [&str; 4] = ["ok", "reserved", "not present", "rights"];
 
 #[test]
 fn paging32_matches_reference() {
-    let stats = Stats::default();
+    let stats = Outcomes::default();
     let strategy = (
         tables(guest_entry(), &INDICES_1024, 4),
         prop::sample::select(POOL.to_vec()),
@@ -115,7 +82,7 @@ fn paging32_matches_reference() {
         access(),
         context(),
     );
-    runner()
+    runner(CASES, SEED)
         .run(&strategy, |(mem, root, va, access, ctx)| {
             let mut walked = mem.clone();
             let f = Paging32::new(Gpa::new(root), ctx);
@@ -131,12 +98,12 @@ fn paging32_matches_reference() {
             Ok(())
         })
         .unwrap();
-    stats.require(&GUEST_KINDS);
+    stats.require(&GUEST_KINDS, 20);
 }
 
 #[test]
 fn pae_matches_reference() {
-    let stats = Stats::default();
+    let stats = Outcomes::default();
     let strategy = (
         tables(guest_entry(), &INDICES_512, 8),
         prop::sample::select(POOL.to_vec()),
@@ -146,7 +113,7 @@ fn pae_matches_reference() {
         access(),
         context(),
     );
-    runner()
+    runner(CASES, SEED)
         .run(
             &strategy,
             |(mut mem, root, clean, raw_pdptes, va, access, ctx)| {
@@ -190,12 +157,12 @@ fn pae_matches_reference() {
             },
         )
         .unwrap();
-    stats.require(&GUEST_KINDS);
-    stats.require(&["pdpte #GP"]);
+    stats.require(&GUEST_KINDS, 20);
+    stats.require(&["pdpte #GP"], 20);
 }
 
 fn long_mode_matches_reference<const LEVELS: u8>() {
-    let stats = Stats::default();
+    let stats = Outcomes::default();
     let strategy = (
         tables(guest_entry(), &INDICES_512, 8),
         prop::sample::select(POOL.to_vec()),
@@ -203,7 +170,7 @@ fn long_mode_matches_reference<const LEVELS: u8>() {
         access(),
         context(),
     );
-    runner()
+    runner(CASES, SEED)
         .run(&strategy, |(mem, root, va, access, ctx)| {
             let mut walked = mem.clone();
             let f = LongMode::<Gpa, LEVELS>::new(Gpa::new(root), ctx);
@@ -218,7 +185,7 @@ fn long_mode_matches_reference<const LEVELS: u8>() {
             Ok(())
         })
         .unwrap();
-    stats.require(&GUEST_KINDS);
+    stats.require(&GUEST_KINDS, 20);
 }
 
 #[test]
@@ -318,7 +285,7 @@ fn classify_ept(end: &EptEnd) -> &'static str {
 
 #[test]
 fn ept_matches_reference() {
-    let stats = Stats::default();
+    let stats = Outcomes::default();
     let strategy = (
         tables(ept_entry(), &INDICES_512, 8),
         ept_config(prop::sample::select(POOL.to_vec()).boxed()),
@@ -326,7 +293,7 @@ fn ept_matches_reference() {
         prop::sample::select(vec![AccessKind::Read, AccessKind::Write, AccessKind::Fetch]),
         ept_origin(),
     );
-    runner()
+    runner(CASES, SEED)
         .run(&strategy, |(mem, (ept, cfg), gpa, kind, origin)| {
             let mut walked = mem.clone();
             let access = EptAccess::new(kind, origin);
@@ -343,7 +310,7 @@ fn ept_matches_reference() {
             Ok(())
         })
         .unwrap();
-    stats.require(&["ok", "not present", "rights", "misconfig"]);
+    stats.require(&["ok", "not present", "rights", "misconfig"], 20);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,7 +339,7 @@ fn cached_rights_decide_like_a_walk() {
         context(),
     );
     let checked = RefCell::new(0u32);
-    runner()
+    runner(CASES, SEED)
         .run(&strategy, |(mut mem, root, va, access, ctx)| {
             let f = Paging4::new(Gpa::new(root), ctx);
             let Ok(t) = translate(&f, &mut mem, Gva::new(va), access) else {
@@ -400,7 +367,7 @@ fn cached_ept_rights_decide_like_a_walk() {
         ept_origin(),
     );
     let checked = RefCell::new(0u32);
-    runner()
+    runner(CASES, SEED)
         .run(&strategy, |(mut mem, (ept, _), gpa, origin)| {
             let read = EptAccess::new(AccessKind::Read, origin);
             let Ok(t) = translate(&ept, &mut mem, Gpa::new(gpa), read) else {

@@ -5,12 +5,49 @@
 
 pub mod reference;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use nestvisor_paging::{
     Access, AccessKind, Address, Memory, MemoryError, PagingContext, Privilege,
 };
 use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+/// A runner of `cases` cases from a fixed `seed`, so that CI runs the same cases every time;
+/// set `PROPTEST_RNG_SEED` to explore others.
+pub fn runner(cases: u32, seed: u64) -> TestRunner {
+    let mut config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    if config.rng_seed == RngSeed::Random {
+        config.rng_seed = RngSeed::Fixed(seed);
+    }
+    TestRunner::new(config)
+}
+
+/// How often a property met each kind of outcome, so that a generator that drifts away from
+/// some kind fails loudly instead of testing less than it claims.
+#[derive(Default)]
+pub struct Outcomes(RefCell<BTreeMap<&'static str, u32>>);
+
+impl Outcomes {
+    pub fn count(&self, kind: &'static str) {
+        *self.0.borrow_mut().entry(kind).or_default() += 1;
+    }
+
+    /// Fails unless every kind in `kinds` occurred at least `at_least` times.
+    pub fn require(&self, kinds: &[&'static str], at_least: u32) {
+        let counts = self.0.borrow();
+        eprintln!("outcomes: {counts:?}");
+        for kind in kinds {
+            let n = counts.get(kind).copied().unwrap_or(0);
+            assert!(n >= at_least, "only {n} cases of {kind}: {counts:?}");
+        }
+    }
+}
 
 /// Little-endian memory made of 4-KiB frames; addresses outside them are unbacked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
