@@ -14,7 +14,6 @@ use common::reference::{self, EptEnd, EptOk, EptRef, GuestOk, NestedEnd, Stage};
 use common::*;
 use nestvisor_paging::*;
 use proptest::prelude::*;
-use x86::paging::Eptp;
 use x86::{Gpa, Gva, Hpa};
 
 const CASES: u32 = 4000;
@@ -141,29 +140,7 @@ fn ept_config() -> impl Strategy<Value = (Ept<Gpa, Hpa>, EptRef)> {
         prop::sample::select(vec![36u8, 40, 46, 52]),
     )
         .prop_map(|(levels, b, maxphyaddr)| {
-            let [ad, mbec, execute_only, pages_1g] = b;
-            let root = ept_frame(levels);
-            let caps = EptCaps {
-                execute_only,
-                walk_length_4: true,
-                walk_length_5: true,
-                uncacheable: true,
-                write_back: true,
-                pages_1g,
-                accessed_dirty: true,
-            };
-            let eptp = root | (u64::from(levels - 1) << 3) | 6 | (u64::from(ad) << 6);
-            let ept = Ept::new(Eptp::new(eptp), &caps, maxphyaddr, mbec).unwrap();
-            let cfg = EptRef {
-                root,
-                levels,
-                ad,
-                mbec,
-                execute_only,
-                pages_1g,
-                maxphyaddr,
-            };
-            (ept, cfg)
+            ept_with_reference(ept_frame(levels), levels, b, maxphyaddr)
         })
 }
 

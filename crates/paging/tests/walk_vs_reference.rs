@@ -16,7 +16,6 @@ use common::*;
 use nestvisor_paging::*;
 use proptest::prelude::*;
 use std::cell::RefCell;
-use x86::paging::Eptp;
 use x86::{Gpa, Gva, Hpa};
 
 const CASES: u32 = 4000;
@@ -210,30 +209,7 @@ fn ept_config(root: BoxedStrategy<u64>) -> impl Strategy<Value = (Ept<Gpa, Hpa>,
         any::<[bool; 4]>(),
         prop::sample::select(vec![36u8, 40, 46, 52]),
     )
-        .prop_map(|(root, levels, b, maxphyaddr)| {
-            let [ad, mbec, execute_only, pages_1g] = b;
-            let caps = EptCaps {
-                execute_only,
-                walk_length_4: true,
-                walk_length_5: true,
-                uncacheable: true,
-                write_back: true,
-                pages_1g,
-                accessed_dirty: true,
-            };
-            let eptp = root | (u64::from(levels - 1) << 3) | 6 | (u64::from(ad) << 6);
-            let ept = Ept::new(Eptp::new(eptp), &caps, maxphyaddr, mbec).unwrap();
-            let cfg = EptRef {
-                root,
-                levels,
-                ad,
-                mbec,
-                execute_only,
-                pages_1g,
-                maxphyaddr,
-            };
-            (ept, cfg)
-        })
+        .prop_map(|(root, levels, b, maxphyaddr)| ept_with_reference(root, levels, b, maxphyaddr))
 }
 
 fn ept_origin() -> impl Strategy<Value = EptOrigin> {

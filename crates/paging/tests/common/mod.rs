@@ -9,10 +9,12 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use nestvisor_paging::{
-    Access, AccessKind, Address, Memory, MemoryError, PagingContext, Privilege,
+    Access, AccessKind, Address, Ept, EptCaps, Memory, MemoryError, PagingContext, Privilege,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
+use x86::paging::Eptp;
+use x86::{Gpa, Hpa};
 
 /// A runner of `cases` cases from a fixed `seed`, so that CI runs the same cases every time;
 /// set `PROPTEST_RNG_SEED` to explore others.
@@ -47,6 +49,38 @@ impl Outcomes {
             assert!(n >= at_least, "only {n} cases of {kind}: {counts:?}");
         }
     }
+}
+
+/// A valid EPT01 of `levels` levels rooted at `root` (write-back tables), with EPT A/D flags,
+/// mode-based execute, execute-only support and 1-GiB pages as `[ad, mbec, execute_only,
+/// pages_1g]` says, and the reference's description of the same configuration.
+pub fn ept_with_reference(
+    root: u64,
+    levels: u8,
+    [ad, mbec, execute_only, pages_1g]: [bool; 4],
+    maxphyaddr: u8,
+) -> (Ept<Gpa, Hpa>, reference::EptRef) {
+    let caps = EptCaps {
+        execute_only,
+        walk_length_4: true,
+        walk_length_5: true,
+        uncacheable: true,
+        write_back: true,
+        pages_1g,
+        accessed_dirty: true,
+    };
+    let eptp = root | (u64::from(levels - 1) << 3) | 6 | (u64::from(ad) << 6);
+    let ept = Ept::new(Eptp::new(eptp), &caps, maxphyaddr, mbec).unwrap();
+    let cfg = reference::EptRef {
+        root,
+        levels,
+        ad,
+        mbec,
+        execute_only,
+        pages_1g,
+        maxphyaddr,
+    };
+    (ept, cfg)
 }
 
 /// Little-endian memory made of 4-KiB frames; addresses outside them are unbacked.
