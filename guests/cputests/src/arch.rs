@@ -4,7 +4,7 @@
 //! - Entry (SDM Vol. 3A §7.14 "Exception and Interrupt Handling in 64-bit Mode"): the processor
 //!   pushes SS, RSP, RFLAGS, CS, RIP and, for vectors 8, 10–14, 17, 21, 29 and 30, an error code
 //!   (§7.15); each stub pushes a zero where the processor pushes none, then its vector; the
-//!   common path saves the general registers into a [`Frame`], calls [`crate::trap`] and leaves
+//!   common path saves the general registers into a [`TrapFrame`], calls [`crate::trap`] and leaves
 //!   with IRETQ (§7.14.4: in 64-bit mode IRETQ always pops SS:RSP).
 //! - Probe: a `setjmp` for exceptions. It saves the callee-saved registers and RSP, calls the
 //!   code, and returns 0. When an exception interrupts the code, the trap handler rewrites the
@@ -17,35 +17,7 @@ use core::sync::atomic::AtomicU64;
 /// Vector of the software-interrupt gate that ring-3 code may call (`INT 0x80`).
 pub const SYSCALL_GATE: u8 = 0x80;
 
-/// Registers of an interrupted context as the entry stubs lay them out (lowest address first).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Frame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-const _: () = assert!(size_of::<Frame>() == 22 * 8);
+pub use rt::frame::TrapFrame;
 
 /// RSP of the active probe, 0 when no probe is active. Written by the probe, read and cleared
 /// by the trap handler.

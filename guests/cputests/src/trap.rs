@@ -4,7 +4,7 @@
 //! exception was not expected and the program ends with [`rt::EXIT_PANIC`]. SDM Vol. 3A §7.14
 //! (64-bit exception handling, stack frame, IST), §7.15 (exception reference), §5.7 (CR2).
 
-use crate::arch::{self, Frame, PROBE_RSP};
+use crate::arch::{self, PROBE_RSP, TrapFrame};
 use crate::desc::{KERNEL_CS, KERNEL_DS};
 use core::cell::Cell;
 use core::sync::atomic::Ordering;
@@ -41,7 +41,7 @@ unsafe impl Sync for LastTrap {}
 static LAST: LastTrap = LastTrap(Cell::new(None));
 
 /// Called by the entry stubs with the saved frame.
-pub(crate) extern "C" fn dispatch(frame: &mut Frame) {
+pub(crate) extern "C" fn dispatch(frame: &mut TrapFrame) {
     let trap = Trap {
         vector: frame.vector,
         error: frame.error,

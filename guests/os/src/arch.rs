@@ -18,36 +18,7 @@ use core::sync::atomic::AtomicU64;
 /// Vector pushed by the SYSCALL entry in place of an interrupt vector.
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
-/// Registers of an interrupted or system-calling context, as the entry paths lay them out on the
-/// kernel stack (lowest address first).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrapFrame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-const _: () = assert!(size_of::<TrapFrame>() == 22 * 8);
+pub use rt::frame::TrapFrame;
 
 /// The kernel stack top the SYSCALL entry switches to: the current process's.
 pub static SYSCALL_KERNEL_RSP: AtomicU64 = AtomicU64::new(0);

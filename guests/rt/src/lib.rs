@@ -13,6 +13,7 @@
 
 pub mod arch;
 pub mod desc;
+pub mod frame;
 pub mod multiboot;
 pub mod serial;
 
