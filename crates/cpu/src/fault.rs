@@ -117,6 +117,19 @@ pub(crate) enum Exc {
     Fault(Fault),
     /// The model cannot go on.
     Error(Box<CpuError>),
+    /// In VMX non-root operation: the instruction or event causes a VM exit instead
+    /// (SDM Vol. 3C chapter 26). Boxed to keep `Ex` small on the hot path.
+    VmExit(Box<crate::vmx::exit::VmExit>),
+    /// A triple fault (SDM Vol. 3A §6.15, "Interrupt 8"): shutdown, or in VMX non-root
+    /// operation a VM exit.
+    Shutdown,
+}
+
+impl Exc {
+    /// A VM exit.
+    pub(crate) fn vm_exit(exit: crate::vmx::exit::VmExit) -> Self {
+        Exc::VmExit(Box::new(exit))
+    }
 }
 
 impl From<Fault> for Exc {

@@ -7,7 +7,7 @@ use iced_x86::{Instruction, Mnemonic as M};
 
 use crate::Cpu;
 use crate::bus::Bus;
-use crate::error::{CpuError, StopReason};
+use crate::error::CpuError;
 use crate::fault::{Class, Ex, Exc, Fault, vector};
 use crate::mmu::canonical;
 use crate::regs::Gpr;
@@ -29,12 +29,9 @@ pub(crate) enum Source {
 
 impl Cpu {
     /// Delivers an exception raised by an instruction (RIP = the faulting instruction), with
-    /// the double-fault rules. `Err` ends the run (shutdown or a model error).
-    pub(crate) fn deliver_fault<B: Bus>(
-        &mut self,
-        bus: &mut B,
-        first: Fault,
-    ) -> Result<(), Result<StopReason, CpuError>> {
+    /// the double-fault rules. A triple fault is `Exc::Shutdown` (in VMX non-root operation the
+    /// caller turns it into a VM exit); a VM exit during delivery is returned as it is.
+    pub(crate) fn deliver_fault<B: Bus>(&mut self, bus: &mut B, first: Fault) -> Ex<()> {
         let mut cur = first;
         loop {
             if cur.vector == vector::PF {
@@ -50,7 +47,7 @@ impl Cpu {
                 Err(Exc::Fault(second)) => {
                     cur = match (cur.class(), second.class()) {
                         (Class::DoubleFault, Class::Contributory | Class::PageFault) => {
-                            return Err(Ok(StopReason::Shutdown));
+                            return Err(Exc::Shutdown);
                         }
                         (Class::Contributory, Class::Contributory)
                         | (Class::PageFault, Class::Contributory | Class::PageFault) => {
@@ -59,7 +56,7 @@ impl Cpu {
                         _ => second,
                     };
                 }
-                Err(Exc::Error(e)) => return Err(Err(*e)),
+                Err(other) => return Err(other),
             }
         }
     }

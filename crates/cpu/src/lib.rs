@@ -54,6 +54,7 @@ mod icache;
 mod interrupt;
 mod mmu;
 mod msr;
+mod nonroot;
 mod ops;
 mod regs;
 mod seg;
@@ -349,14 +350,11 @@ impl Cpu {
             if self.flags.get(rflags::IF) && !self.shadow && bus.has_interrupt(self.now()) {
                 self.halted = false;
                 if let Some(vector) = bus.acknowledge_interrupt(self.now()) {
-                    match self.deliver_interrupt(bus, vector) {
-                        Ok(()) => self.retired += 1,
-                        Err(Exc::Error(e)) => return Err(*e),
-                        Err(Exc::Fault(f)) => {
-                            if let Err(stop) = self.deliver_fault(bus, f) {
-                                return stop;
-                            }
-                        }
+                    let r = self
+                        .deliver_interrupt(bus, vector)
+                        .map(|()| self.retired += 1);
+                    if let Some(stop) = self.conclude(bus, r) {
+                        return stop;
                     }
                 }
             }
@@ -369,23 +367,15 @@ impl Cpu {
             self.shadow = false;
             let single_step = self.flags.get(rflags::TF);
             let events = self.counters.events_delivered;
-            match self.step(bus) {
-                Ok(()) => {
-                    // The single-step trap follows an instruction that began with TF = 1,
-                    // unless that instruction delivered an event itself (SDM Vol. 3A §18.3.1.4).
-                    if single_step && self.counters.events_delivered == events {
-                        self.dr[6] |= 1 << 14;
-                        if let Err(stop) = self.deliver_fault(bus, Fault::new(fault::vector::DB)) {
-                            return stop;
-                        }
-                    }
-                }
-                Err(Exc::Fault(f)) => {
-                    if let Err(stop) = self.deliver_fault(bus, f) {
-                        return stop;
-                    }
-                }
-                Err(Exc::Error(e)) => return Err(*e),
+            let mut r = self.step(bus);
+            // The single-step trap follows an instruction that began with TF = 1, unless that
+            // instruction delivered an event itself (SDM Vol. 3A §18.3.1.4).
+            if r.is_ok() && single_step && self.counters.events_delivered == events {
+                self.dr[6] |= 1 << 14;
+                r = Err(Fault::new(fault::vector::DB).into());
+            }
+            if let Some(stop) = self.conclude(bus, r) {
+                return stop;
             }
             if self.touched_device {
                 self.touched_device = false;
@@ -393,6 +383,29 @@ impl Cpu {
                     return Ok(StopReason::BusStop);
                 }
             }
+        }
+    }
+
+    /// Finishes a step that did not complete: delivers its exception (and any that delivery
+    /// raises), performs its VM exit, or ends the run. `Some` ends the run.
+    fn conclude<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        mut r: fault::Ex<()>,
+    ) -> Option<Result<StopReason, CpuError>> {
+        loop {
+            r = match r {
+                Ok(()) => return None,
+                Err(Exc::Fault(f)) => self.deliver_fault(bus, f),
+                Err(Exc::VmExit(exit)) => self.vm_exit(bus, *exit),
+                // A triple fault in VMX non-root operation is a VM exit (SDM Vol. 3C §26.2).
+                Err(Exc::Shutdown) if self.vmx.non_root => self.vm_exit(
+                    bus,
+                    vmx::exit::VmExit::new(x86::vmx::ExitReason::TripleFault, 0),
+                ),
+                Err(Exc::Shutdown) => return Some(Ok(StopReason::Shutdown)),
+                Err(Exc::Error(e)) => return Some(Err(*e)),
+            };
         }
     }
 

@@ -44,6 +44,14 @@ pub(crate) struct VmxState {
     vmxon: Option<u64>,
     /// The current VMCS: its pointer and the cached contents.
     current: Option<(u64, Box<Vmcs>)>,
+    /// In VMX non-root operation: between a successful VM entry and the next VM exit.
+    pub(crate) non_root: bool,
+    /// The EPT pointer in force: set in non-root operation with "enable EPT" (§29.3), `None`
+    /// otherwise. Guest-physical addresses are translated through it.
+    pub(crate) ept: Option<x86::paging::Eptp>,
+    /// The VPID in force (§29.1): the VPID field in non-root operation with "enable VPID",
+    /// 0 in root operation and in non-root operation without it.
+    pub(crate) vpid: u16,
 }
 
 impl VmxState {

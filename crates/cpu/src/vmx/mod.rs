@@ -9,6 +9,7 @@
 //!   §31.3).
 //! - [`checks`]: the VM-entry checks on controls, host state and guest state, as pure
 //!   functions that name the failing rule (§27.2, §27.3.1, §27.7).
+//! - [`exit`]: a VM exit as the detecting part of the silicon describes it (§28.2).
 //!
 //! The VMX instructions of root operation that use these live in `ops/vmx` (SDM Vol. 3C
 //! chapter 31), behind the model switch [`crate::CpuFeatures::vmx`], off by default: without
@@ -17,4 +18,5 @@
 
 pub mod capabilities;
 pub mod checks;
+pub mod exit;
 pub mod vmcs;

@@ -1,0 +1,20 @@
+//! VMX non-root operation and the transitions into and out of it (SDM Vol. 3C chapter 26
+//! "VMX Non-Root Operation", chapter 27 "VM Entries", chapter 28 "VM Exits").
+
+use crate::Cpu;
+use crate::bus::Bus;
+use crate::error::CpuError;
+use crate::fault::{Ex, Exc};
+use crate::state::Seg;
+use crate::vmx::exit::VmExit;
+
+impl Cpu {
+    /// Performs a VM exit (SDM Vol. 3C chapter 28).
+    pub(crate) fn vm_exit<B: Bus>(&mut self, _bus: &mut B, exit: VmExit) -> Ex<()> {
+        let _ = exit;
+        Err(Exc::Error(Box::new(CpuError::Unsupported {
+            rip: self.seg[Seg::Cs as usize].base.wrapping_add(self.rip),
+            what: "VM exit",
+        })))
+    }
+}
