@@ -346,6 +346,14 @@ impl Cpu {
         self.icache.attach(bus);
         let end = self.retired.saturating_add(max_insns);
         loop {
+            // VMX: in non-root operation the events of an instruction boundary may cause VM
+            // exits first (SDM Vol. 3C §26.2, §26.7): `nonroot::boundary`.
+            if self.vmx.non_root {
+                let r = self.nonroot_boundary(bus);
+                if let Some(stop) = self.conclude(bus, r) {
+                    return stop;
+                }
+            }
             // Maskable interrupts are recognised at instruction boundaries (SDM Vol. 3A §6.9).
             if self.flags.get(rflags::IF) && !self.shadow && bus.has_interrupt(self.now()) {
                 self.halted = false;

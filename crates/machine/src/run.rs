@@ -81,7 +81,7 @@ impl<S: ByteSink> Machine<S> {
     /// A powered-up machine with `ram_size` bytes of RAM whose COM1 writes to `console`.
     pub fn new(ram_size: u64, console: S) -> Result<Self, Error> {
         Ok(Self {
-            cpu: Cpu::new(),
+            cpu: Cpu::with_features(cpu::CpuFeatures { vmx: true }),
             board: Board::new(ram_size, console)?,
             idle_skips: 0,
         })

@@ -9,6 +9,12 @@ use crate::state::Seg;
 use crate::vmx::exit::VmExit;
 
 impl Cpu {
+    /// The events of an instruction boundary in non-root operation that cause VM exits
+    /// before anything else happens there (SDM Vol. 3C §26.2, §26.7).
+    pub(crate) fn nonroot_boundary<B: Bus>(&mut self, _bus: &mut B) -> Ex<()> {
+        Ok(())
+    }
+
     /// Performs a VM exit (SDM Vol. 3C chapter 28).
     pub(crate) fn vm_exit<B: Bus>(&mut self, _bus: &mut B, exit: VmExit) -> Ex<()> {
         let _ = exit;

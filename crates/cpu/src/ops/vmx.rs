@@ -127,18 +127,18 @@ impl Cpu {
     }
 
     /// VMsucceed (§31.2): CF, PF, AF, ZF, SF, OF := 0.
-    fn vm_succeed(&mut self) {
+    pub(crate) fn vm_succeed(&mut self) {
         self.flags.set_status(0);
     }
 
     /// VMfailInvalid (§31.2): CF := 1, the other status flags 0.
-    fn vm_fail_invalid(&mut self) {
+    pub(crate) fn vm_fail_invalid(&mut self) {
         self.flags.set_status(rflags::CF);
     }
 
     /// VMfail(error) (§31.2): VMfailValid(error) with a current VMCS (ZF := 1 and the number in
     /// its VM-instruction error field), VMfailInvalid without.
-    fn vm_fail(&mut self, error: VmInstructionError) {
+    pub(crate) fn vm_fail(&mut self, error: VmInstructionError) {
         match &mut self.vmx.current {
             Some((_, vmcs)) => {
                 vmcs.set(VmcsField::VmInstructionError, u64::from(error.number()));
@@ -157,7 +157,7 @@ impl Cpu {
 
     /// The checks that open every VMX instruction but VMXON in root operation: #UD outside VMX
     /// operation, with CR0.PE = 0, RFLAGS.VM = 1 or in compatibility mode; #GP(0) at CPL > 0.
-    fn vmx_root_checks(&self) -> Ex<()> {
+    pub(crate) fn vmx_root_checks(&self) -> Ex<()> {
         if !self.vmx.in_vmx_operation() || self.vmx_mode_ud() {
             return Err(Fault::ud().into());
         }
@@ -177,7 +177,7 @@ impl Cpu {
     }
 
     /// The effective operand size of VMREAD and VMWRITE: 64 bits in 64-bit mode, else 32.
-    fn vmx_operand_bits(&self) -> u32 {
+    pub(crate) fn vmx_operand_bits(&self) -> u32 {
         if self.mode == Mode::Long64 { 64 } else { 32 }
     }
 
