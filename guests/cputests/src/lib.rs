@@ -18,6 +18,7 @@ pub mod desc;
 pub mod paging;
 pub mod report;
 pub mod trap;
+pub mod vmx;
 
 /// Sets up what every program needs: the GDT and TSS, the IDT, the paging helpers.
 pub fn init() {
