@@ -26,6 +26,11 @@ const CPUTESTS_IMAGES: &[&str] = &[
     "cpu-modes",
     "bench-intloop",
     "bench-mmu",
+    "vmx-insns",
+    "vmx-entry",
+    "vmx-exits",
+    "vmx-ept",
+    "vmx-shadow",
 ];
 const GUEST_TARGET: &str = "x86_64-unknown-none";
 

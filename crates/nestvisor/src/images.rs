@@ -22,6 +22,19 @@ pub static BENCH_INTLOOP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/benc
 /// bench-mmu: page-table rewrites, CR3 loads and page touches (`rounds=N`).
 pub static BENCH_MMU: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench-mmu.elf"));
 
+// The VMX test programs (`docs/testing.md`, "The VMX programs"): nestvisor only (QEMU TCG has
+// no VMX), each checking its results against the SDM.
+/// vmx-insns: the VMX instructions of root operation and their VM-instruction error numbers.
+pub static VMX_INSNS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vmx-insns.elf"));
+/// vmx-entry: VM-entry checks (controls, host state, guest state, MSR loading) and failures.
+pub static VMX_ENTRY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vmx-entry.elf"));
+/// vmx-exits: VM exits of non-root operation, event injection, exit information.
+pub static VMX_EXITS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vmx-exits.elf"));
+/// vmx-ept: EPT translation, violations, misconfigurations, A/D flags, INVEPT, VPID.
+pub static VMX_EPT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vmx-ept.elf"));
+/// vmx-shadow: VMCS shadowing with VMREAD/VMWRITE bitmaps.
+pub static VMX_SHADOW: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vmx-shadow.elf"));
+
 /// Names of the embedded images, for `nestvisor image NAME`.
 pub const NAMES: &[&str] = &[
     "guest-os",
@@ -31,6 +44,11 @@ pub const NAMES: &[&str] = &[
     "cpu-modes",
     "bench-intloop",
     "bench-mmu",
+    "vmx-insns",
+    "vmx-entry",
+    "vmx-exits",
+    "vmx-ept",
+    "vmx-shadow",
 ];
 
 /// The embedded image called `name`.
@@ -43,6 +61,11 @@ pub fn by_name(name: &str) -> Option<&'static [u8]> {
         "cpu-modes" => Some(CPU_MODES),
         "bench-intloop" => Some(BENCH_INTLOOP),
         "bench-mmu" => Some(BENCH_MMU),
+        "vmx-insns" => Some(VMX_INSNS),
+        "vmx-entry" => Some(VMX_ENTRY),
+        "vmx-exits" => Some(VMX_EXITS),
+        "vmx-ept" => Some(VMX_EPT),
+        "vmx-shadow" => Some(VMX_SHADOW),
         _ => None,
     }
 }
