@@ -6,7 +6,7 @@
 //! saved (modeled on kvm-unit-tests x86/vmx.c `vmx_run`/`vmx_enter_guest`). This file holds all
 //! the inline assembly of the VMX library.
 
-use super::fields::{HOST_RIP, HOST_RSP, VM_INSTRUCTION_ERROR};
+use super::fields::{HOST_RSP, VM_INSTRUCTION_ERROR};
 use core::arch::{asm, global_asm};
 use core::fmt;
 
@@ -295,7 +295,8 @@ pub const GUEST_DONE: u64 = 0x600D_600D_600D_600D;
 global_asm!(
     r#"
     .section .text.cputests_vmx, "ax"
-    // u64 cputests_vmx_enter(regs: *mut GuestRegs, resume: u64): writes HOST_RSP and HOST_RIP,
+    // u64 cputests_vmx_enter(regs: *mut GuestRegs, resume: u64): writes HOST_RSP (HOST_RIP is
+    // the VMCS's: cputests_vmx_host_rip unless a test put another value there),
     // loads the guest registers and executes VMLAUNCH (resume = 0) or VMRESUME. Returns 0 after
     // a VM exit (at the host RIP, guest registers saved into *regs) and RFLAGS | 1 << 63 when
     // the instruction failed (VMfailInvalid or VMfailValid).
@@ -310,9 +311,6 @@ cputests_vmx_enter:
     push rdi
     mov rax, {host_rsp}
     vmwrite rax, rsp
-    lea rdx, [rip + cputests_vmx_host_rip]
-    mov rax, {host_rip}
-    vmwrite rax, rdx
     test rsi, rsi
     mov rax, [rdi + 0]
     mov rbx, [rdi + 8]
@@ -350,6 +348,8 @@ cputests_vmx_enter:
     // The host RIP: RSP = the HOST_RSP written above, whose slot holds the regs pointer.
     .global cputests_vmx_host_rip
 cputests_vmx_host_rip:
+    pushfq
+    pop qword ptr [rip + {landed_rflags}]
     push rdi
     mov rdi, [rsp + 8]
     mov [rdi + 0], rax
@@ -392,13 +392,16 @@ cputests_vmx_guest_entry:
     .section .text
 "#,
     host_rsp = const HOST_RSP,
-    host_rip = const HOST_RIP,
+    landed_rflags = sym LANDED_RFLAGS,
     done = const GUEST_DONE,
     landed_rsp = sym LANDED_RSP,
 );
 
 /// RSP at the host RIP after the last VM exit (before the landing code popped anything).
 pub static LANDED_RSP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// RFLAGS at the host RIP after the last VM exit (§28.5.3: all bits but bit 1 cleared).
+pub static LANDED_RFLAGS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 unsafe extern "C" {
     fn cputests_vmx_enter(regs: *mut GuestRegs, resume: u64) -> u64;
@@ -430,4 +433,21 @@ pub unsafe fn enter(regs: &mut GuestRegs, resume: bool) -> Result<(), Outcome> {
     } else {
         Err(Outcome::from_rflags(r & !(1 << 63)))
     }
+}
+
+/// DR7.
+pub fn read_dr7() -> u64 {
+    let v: u64;
+    // SAFETY: reading DR7 at CPL 0 has no side effect.
+    unsafe { asm!("mov {}, dr7", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Loads DR7.
+///
+/// # Safety
+/// Enabled breakpoints must not fire where the program does not expect them.
+pub unsafe fn write_dr7(v: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { asm!("mov dr7, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
 }
