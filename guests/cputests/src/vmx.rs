@@ -479,7 +479,7 @@ pub fn guest_stack() -> u64 {
 impl Vm {
     /// A new VMCS (cleared, made current) with the standard controls, host state and a guest
     /// that calls `guest(arg)` on its own stack and then VMCALLs with RAX = [`insn::GUEST_DONE`].
-    pub fn new(caps: &Caps, guest: extern "C" fn(u64), arg: u64) -> Vm {
+    pub fn new(caps: &Caps, guest: unsafe extern "C" fn(u64), arg: u64) -> Vm {
         let vmcs = region(caps.revision(), false);
         let mut vm = Vm {
             vmcs,
