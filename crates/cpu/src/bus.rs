@@ -132,6 +132,14 @@ pub trait Bus {
         MsrAccess::NotMine
     }
 
+    /// WRMSR IA32_TSC moved this processor's time-stamp counter: from `now` on, RDTSC reads
+    /// `now.tsc() + offset` (wrapping). A board whose local APIC has a TSC-deadline timer
+    /// compares IA32_TSC_DEADLINE with that value, not with `now.tsc()` (SDM Vol. 3A
+    /// §11.5.4.1); a board without one has nothing to do.
+    fn tsc_offset_changed(&mut self, offset: u64, now: VirtualTime) {
+        let _ = (offset, now);
+    }
+
     /// Whether a device asked to end the run (the debug-exit port, a reset request). Checked
     /// after every instruction that touched a port or MMIO; the run then stops with
     /// [`crate::StopReason::BusStop`].

@@ -1,7 +1,9 @@
 //! Model-specific registers the CPU keeps itself (SDM Vol. 4 Table 2-2 "IA-32 Architectural
 //! MSRs"), RDMSR/WRMSR with their #GP(0) rules, and RDTSC/RDTSCP (Vol. 2B). The board's MSRs
 //! (APIC base, x2APIC, TSC deadline) are asked first through [`crate::Bus::rdmsr`]; anything
-//! nobody implements raises #GP(0).
+//! nobody implements raises #GP(0). The TSC is virtual time plus an offset that WRMSR IA32_TSC
+//! sets; the board hears of every new offset ([`crate::Bus::tsc_offset_changed`]) so that its
+//! TSC-deadline timer and RDTSC/RDTSCP read the same counter.
 
 use iced_x86::{Instruction, Mnemonic as M};
 
@@ -223,7 +225,13 @@ impl Cpu {
             match bus.wrmsr(msr, v, now) {
                 MsrAccess::Done(_) => {}
                 MsrAccess::Fault => return Err(Fault::gp(0).into()),
-                MsrAccess::NotMine => self.write_msr(msr, v)?,
+                MsrAccess::NotMine => {
+                    self.write_msr(msr, v)?;
+                    if msr == index::TSC {
+                        // The board's TSC-deadline timer compares against the TSC RDTSC reads.
+                        bus.tsc_offset_changed(self.msr.tsc_offset, now);
+                    }
+                }
             }
         }
         Ok(())
@@ -246,8 +254,11 @@ impl Cpu {
 
 #[cfg(test)]
 mod tests {
+    use crate::StopReason;
+    use crate::bus::{AccessSize, Bus, VirtualTime};
     use crate::fault::Fault;
-    use crate::test_utils::{TestBus, first_fault, long_mode, run_bytes64};
+    use crate::test_utils::{CODE, TestBus, first_fault, long_mode, run_bytes64};
+    use x86::{Gfn, Gpa};
 
     #[test]
     fn msr_rules() {
@@ -284,6 +295,74 @@ mod tests {
         // TSC writes offset the virtual-time TSC.
         assert_eq!(cpu.write_msr(super::index::TSC, 1000), Ok(()));
         assert_eq!(cpu.read_msr(super::index::TSC), Ok(1000));
+    }
+
+    /// A [`TestBus`] that records [`Bus::tsc_offset_changed`].
+    #[derive(Debug)]
+    struct OffsetBus {
+        inner: TestBus,
+        offsets: Vec<(u64, VirtualTime)>,
+    }
+
+    impl Bus for OffsetBus {
+        fn ram(&self) -> &[u8] {
+            self.inner.ram()
+        }
+        fn ram_mut(&mut self) -> &mut [u8] {
+            self.inner.ram_mut()
+        }
+        fn ram_offset(&self, frame: Gfn) -> Option<usize> {
+            self.inner.ram_offset(frame)
+        }
+        fn mmio_read(&mut self, addr: Gpa, size: AccessSize, now: VirtualTime) -> u64 {
+            self.inner.mmio_read(addr, size, now)
+        }
+        fn mmio_write(&mut self, addr: Gpa, size: AccessSize, value: u64, now: VirtualTime) {
+            self.inner.mmio_write(addr, size, value, now)
+        }
+        fn io_in(&mut self, port: u16, size: AccessSize, now: VirtualTime) -> u32 {
+            self.inner.io_in(port, size, now)
+        }
+        fn io_out(&mut self, port: u16, size: AccessSize, value: u32, now: VirtualTime) {
+            self.inner.io_out(port, size, value, now)
+        }
+        fn has_interrupt(&mut self, now: VirtualTime) -> bool {
+            self.inner.has_interrupt(now)
+        }
+        fn acknowledge_interrupt(&mut self, now: VirtualTime) -> Option<u8> {
+            self.inner.acknowledge_interrupt(now)
+        }
+        fn tsc_offset_changed(&mut self, offset: u64, now: VirtualTime) {
+            self.offsets.push((offset, now));
+        }
+    }
+
+    #[test]
+    fn wrmsr_tsc_tells_the_board_the_offset_rdtsc_uses() {
+        let mut inner = TestBus::new();
+        inner.load(
+            CODE,
+            &[
+                0xb9, 0x10, 0x00, 0x00, 0x00, // mov ecx, 0x10 (IA32_TSC)
+                0xb8, 0xe8, 0x03, 0x00, 0x00, // mov eax, 1000
+                0x31, 0xd2, // xor edx, edx
+                0x0f, 0x30, // wrmsr
+                0x0f, 0x31, // rdtsc
+                0xf4, // hlt
+            ],
+        );
+        let mut cpu = long_mode(&mut inner);
+        let mut bus = OffsetBus {
+            inner,
+            offsets: Vec::new(),
+        };
+        assert_eq!(cpu.run(&mut bus, 100), Ok(StopReason::Halted));
+        // WRMSR retires at tick 3: the TSC then reads 1000, so the offset is 997, and RDTSC one
+        // tick later reads now.tsc() + offset.
+        let t3 = VirtualTime::from_ticks(3);
+        assert_eq!(bus.offsets, [(1000 - t3.tsc(), t3)]);
+        assert_eq!(cpu.msr.tsc_offset, 1000 - t3.tsc());
+        assert_eq!(cpu.gpr[0], 1000 + crate::TSC_PER_TICK);
     }
 
     #[test]
