@@ -1,10 +1,17 @@
 //! CPUID (SDM Vol. 2A "CPUID"): GenuineIntel, and only the features this model implements.
 //!
 //! Advertised: FPU = 0 (no x87), TSC, MSR, PAE, CX8, APIC (the board's local APIC), SEP,
-//! MTRR (the registers, as storage), PGE, CMOV, PAT, PSE, DE; CX16, POPCNT, PCID;
-//! LM, NX, SYSCALL, RDTSCP, 1-GiB pages, LAHF/SAHF, LZCNT; INVPCID, SMEP, SMAP; VMX only with
-//! the model switch [`crate::CpuFeatures::vmx`]. Not advertised: SSE*, x87, BMI1, x2APIC,
-//! XSAVE.
+//! MTRR (the registers, as storage), PGE, CMOV, PAT, PSE, DE; CX16, POPCNT, PCID, x2APIC and
+//! TSC-deadline (the board's local APIC again); LM, NX, SYSCALL, RDTSCP, 1-GiB pages,
+//! LAHF/SAHF, LZCNT; INVPCID, SMEP, SMAP; VMX only with the model switch
+//! [`crate::CpuFeatures::vmx`]. Not advertised: SSE*, x87, BMI1, XSAVE, leaf 0BH (the x2APIC
+//! topology leaf is optional: the maximum basic leaf is 7, and the x2APIC ID is 0).
+//!
+//! The APIC flags are promises about the board, which owns the local APIC behind
+//! [`crate::Bus`]: IA32_APIC_BASE with the EXTD bit, the x2APIC MSRs 0x800–0x8FF and
+//! IA32_TSC_DEADLINE. The PC board (`machine::Board`) implements all three and checks in its
+//! tests that what CPUID says here and what its APIC accepts agree; the TSC the deadline is
+//! compared with is the one RDTSC reads ([`crate::Bus::tsc_offset_changed`]).
 
 use crate::Cpu;
 use crate::mmu::MAXPHYADDR;
@@ -12,6 +19,13 @@ use crate::regs::Gpr;
 
 /// CPUID.1:ECX bit 5: VMX, advertised only with [`crate::CpuFeatures::vmx`].
 pub(crate) const VMX: u32 = 1 << 5;
+
+/// CPUID.1:ECX bit 21: x2APIC (SDM Vol. 3A §11.12), implemented by the board's local APIC.
+pub(crate) const X2APIC: u32 = 1 << 21;
+
+/// CPUID.1:ECX bit 24: the local APIC timer's TSC-deadline mode (SDM Vol. 3A §11.5.4.1) and
+/// IA32_TSC_DEADLINE, implemented by the board's local APIC.
+pub(crate) const TSC_DEADLINE: u32 = 1 << 24;
 
 /// Family 6, model 0x3a (Ivy Bridge-like), stepping 9: the processor signature.
 pub(crate) const SIGNATURE: u32 = 0x0003_06a9;
@@ -40,7 +54,9 @@ pub(crate) fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
                 | (1 << 16); // PAT
             let ecx = (1 << 13) // CMPXCHG16B
                 | (1 << 17) // PCID
-                | (1 << 23); // POPCNT
+                | X2APIC
+                | (1 << 23) // POPCNT
+                | TSC_DEADLINE;
             // EBX: APIC ID 0, one logical processor, CLFLUSH line size 8 (x 8 bytes).
             [SIGNATURE, 8 << 8, ecx, edx]
         }
@@ -117,10 +133,13 @@ mod tests {
         assert_eq!(ecx & (1 << 5), 0, "VMX is not advertised yet");
         assert_eq!(edx & 1, 0, "no x87");
         assert_eq!(edx & (1 << 25 | 1 << 26), 0, "no SSE/SSE2");
-        assert_eq!(
-            ecx & (1 << 0 | 1 << 9 | 1 << 19 | 1 << 20 | 1 << 26 | 1 << 21),
-            0
-        );
+        // No SSE3, SSSE3, SSE4.1, SSE4.2, XSAVE.
+        assert_eq!(ecx & (1 << 0 | 1 << 9 | 1 << 19 | 1 << 20 | 1 << 26), 0);
+        // The board's local APIC: x2APIC (bit 21) and the TSC-deadline timer (bit 24).
+        assert_eq!(ecx & (1 << 21 | 1 << 24), 1 << 21 | 1 << 24);
+        assert_eq!(edx & (1 << 9), 1 << 9, "APIC");
+        // No leaf 0BH: the maximum basic leaf stays 7.
+        assert_eq!(cpuid(0xb, 0), cpuid(7, 0));
         let [_, ebx7, _, _] = cpuid(7, 0);
         assert_eq!(ebx7 & (1 << 3), 0, "no BMI1");
         let [a8, ..] = cpuid(0x8000_0008, 0);

@@ -9,7 +9,10 @@
 //!   [`Lapic::rdmsr`] / [`Lapic::wrmsr`], with the x2APIC differences: 32-bit read-only ID,
 //!   read-only LDR derived from the ID (§11.12.10.2), no DFR/APR/RRD, a 64-bit ICR, the
 //!   SELF IPI register, #GP for reserved registers, writes to read-only registers, reads of
-//!   write-only ones and a non-zero EOI.
+//!   write-only ones, a non-zero EOI and non-zero writes to reserved bits (§11.12.1.3: TPR, SVR,
+//!   ESR, the ICR, the LVTs, the divide configuration, SELF IPI, bits 63:32 of every register but
+//!   the ICR; read-only bits such as an LVT's delivery status are ignored, as the ICR's bit 12
+//!   is, §11.12.9).
 //! - Software enable/disable through SVR bit 8 (§11.4.7.2): while disabled every LVT is masked
 //!   and stays masked, fixed interrupts are not accepted, IRR/ISR are kept.
 //! - Priorities (§11.8.3.1): PPR from TPR and the highest ISR class; an IRR vector is delivered
@@ -20,11 +23,16 @@
 //! - The ICR (§11.6.1): fixed and lowest-priority IPIs to this processor (self shorthand,
 //!   physical or logical destination, flat and cluster models §11.6.2.2), "all including self"
 //!   and "all excluding self" (there are no other processors on this board). NMI, SMI, INIT
-//!   and SIPI to this processor are not implemented and reported.
+//!   and SIPI to this processor are not implemented and reported, as is delivery mode 001 in
+//!   the x2APIC ICR, where it is reserved (figure 11-28); the SELF IPI register (§11.12.11).
 //! - The timer (§11.5.4): one-shot, periodic and TSC-deadline (§11.5.4.1) modes, the divide
 //!   configuration register, initial and current count. The timer's input clock is the TSC
 //!   clock (one timer tick per TSC tick before the divider), so every time argument here is a
-//!   TSC value from the board.
+//!   TSC value from the board: the processor's time-stamp counter *before* the offset that
+//!   WRMSR IA32_TSC adds. The count modes measure elapsed time and ignore that offset (the
+//!   timer runs on the crystal, which a TSC write does not move); the TSC-deadline mode
+//!   compares IA32_TSC_DEADLINE with the counter software sees, the board's TSC plus the offset
+//!   ([`Lapic::set_tsc_offset`]), so the deadline fires when RDTSC reaches it.
 //!
 //! Local interrupt pins: LINT0 in ExtINT mode is how the 8259's INTR reaches the processor
 //! (virtual-wire mode, MP specification §3.6.2.2); [`Lapic::accepts_extint`] says whether it
@@ -244,8 +252,13 @@ pub struct LapicState {
     pub timer_armed: bool,
     /// Periodic: periods already reported since `timer_start`.
     pub timer_periods: u64,
-    /// IA32_TSC_DEADLINE (0 = disarmed).
+    /// IA32_TSC_DEADLINE (0 = disarmed), in the processor's TSC (the board's TSC plus
+    /// `tsc_offset`).
     pub tsc_deadline: u64,
+    /// What WRMSR IA32_TSC added to the board's TSC: the processor's TSC is the board's plus
+    /// this (wrapping). A property of the processor, kept here for the deadline; it survives
+    /// an APIC reset.
+    pub tsc_offset: u64,
 }
 
 impl LapicState {
@@ -273,6 +286,7 @@ impl LapicState {
             timer_armed: false,
             timer_periods: 0,
             tsc_deadline: 0,
+            tsc_offset: 0,
         }
     }
 }
@@ -401,8 +415,11 @@ impl Lapic {
         // BSP is a read-only reflection of the reset strap.
         let value = (value & !BASE_BSP) | (self.state.apic_base & BASE_BSP);
         if !en {
-            // Globally disabled: the APIC loses its state (§11.4.3).
-            self.state = LapicState::reset(self.state.initial_id, value);
+            // Globally disabled: the APIC loses its state (§11.4.3); the TSC is not the APIC's.
+            self.state = LapicState {
+                tsc_offset: self.state.tsc_offset,
+                ..LapicState::reset(self.state.initial_id, value)
+            };
             return Ok(());
         }
         if extd && !was_x2 {
@@ -554,6 +571,12 @@ impl Lapic {
         } else {
             ((icr >> 56) & 0xff) as u32
         };
+        if delivery == DeliveryMode::LowestPriority && self.x2apic() {
+            // Figure 11-28: delivery mode 001 is reserved in the x2APIC ICR.
+            return Err(Unimplemented(
+                "delivery mode 001 (reserved) in the x2APIC ICR",
+            ));
+        }
         if delivery == DeliveryMode::Init && level_triggered && !assert {
             // INIT level de-assert: only synchronises arbitration IDs (§11.6.1).
             return Ok(());
@@ -619,11 +642,19 @@ impl Lapic {
         }
     }
 
-    /// The TSC at which the timer next fires, if it is armed.
-    pub fn next_timer_event(&self) -> Option<u64> {
+    /// The board's TSC at which the timer next fires, if it is armed, seen at the board's TSC
+    /// `tsc` (a deadline already reached fires at `tsc`).
+    pub fn next_timer_event(&self, tsc: u64) -> Option<u64> {
         match self.timer_mode().ok()? {
             TimerMode::TscDeadline => {
-                (self.state.tsc_deadline != 0).then_some(self.state.tsc_deadline)
+                let deadline = self.state.tsc_deadline;
+                if deadline == 0 {
+                    return None;
+                }
+                // The processor's TSC reaches the deadline `deadline - now` ticks from now
+                // (it does not wrap on the way, since the deadline is above it).
+                let now = tsc.wrapping_add(self.state.tsc_offset);
+                Some(tsc.saturating_add(deadline.saturating_sub(now)))
             }
             mode => {
                 let n = u64::from(self.state.timer_initial);
@@ -649,7 +680,7 @@ impl Lapic {
     /// as IRR holds one bit per vector).
     pub fn advance(&mut self, tsc: u64) -> Result<(), Unimplemented> {
         let mode = self.timer_mode()?;
-        let Some(due) = self.next_timer_event() else {
+        let Some(due) = self.next_timer_event(tsc) else {
             return Ok(());
         };
         if tsc < due {
@@ -680,14 +711,28 @@ impl Lapic {
         }
     }
 
-    /// WRMSR IA32_TSC_DEADLINE: arms (non-zero) or disarms (zero) the deadline; ignored
-    /// outside TSC-deadline mode (§11.5.4.1).
+    /// WRMSR IA32_TSC_DEADLINE: arms (non-zero) or disarms (zero) the deadline, a value of the
+    /// processor's TSC; ignored outside TSC-deadline mode (§11.5.4.1). Neither this nor the
+    /// read faults: the MSR exists whenever CPUID.01H:ECX[24] says so, in every APIC mode.
+    /// `tsc` is the board's TSC.
     pub fn set_tsc_deadline(&mut self, value: u64, tsc: u64) -> Result<(), Unimplemented> {
         if self.timer_mode()? == TimerMode::TscDeadline {
             self.state.tsc_deadline = value;
             self.advance(tsc)?;
         }
         Ok(())
+    }
+
+    /// WRMSR IA32_TSC moved the processor's TSC: it is now the board's TSC `tsc` plus `offset`
+    /// (wrapping). An armed deadline the new TSC has already reached fires at once.
+    pub fn set_tsc_offset(&mut self, offset: u64, tsc: u64) -> Result<(), Unimplemented> {
+        self.state.tsc_offset = offset;
+        self.advance(tsc)
+    }
+
+    /// The offset of [`Lapic::set_tsc_offset`].
+    pub fn tsc_offset(&self) -> u64 {
+        self.state.tsc_offset
     }
 
     fn start_countdown(&mut self, tsc: u64) {
@@ -902,10 +947,39 @@ impl Lapic {
             self.send_ipi()?;
             return Ok(None);
         }
-        if value >> 32 != 0 {
+        if value >> 32 != 0 || value as u32 & x2apic_reserved(index) != 0 {
             return Err(ApicError::GeneralProtection);
         }
         self.write_reg(index, value as u32, tsc)
+    }
+}
+
+/// The reserved bits of 32-bit register `index` in x2APIC mode, where a WRMSR that sets one
+/// raises #GP (§11.12.1.3). Read-only bits (an LVT's delivery status, LINT0/1's remote IRR)
+/// are not reserved: writes ignore them. Registers not listed have no reserved bits here or
+/// are checked by [`Lapic::write_reg`] (EOI, ESR: any non-zero value).
+fn x2apic_reserved(index: u32) -> u32 {
+    /// LVT bit 12: delivery status (read-only).
+    const DELIVERY_STATUS: u32 = 1 << 12;
+    /// LINT0/LINT1 bit 14: remote IRR (read-only).
+    const REMOTE_IRR: u32 = 1 << 14;
+    match index {
+        r::TPR | r::SELF_IPI => !0xff,
+        // Vector, software enable and focus processor checking (bit 9, which this model, like
+        // the Pentium 4 and later, does not implement and ignores); no EOI-broadcast
+        // suppression (VERSION bit 24 is clear), so bit 12 is reserved.
+        r::SVR => !0x3ff,
+        i @ r::LVT_TIMER..=r::LVT_ERROR => {
+            let n = (i - r::LVT_TIMER) as usize;
+            let read_only = if n == lvt::LINT0 || n == lvt::LINT1 {
+                DELIVERY_STATUS | REMOTE_IRR
+            } else {
+                DELIVERY_STATUS
+            };
+            !(LVT_WRITABLE[n] | read_only)
+        }
+        r::TIMER_DIVIDE => !0xb,
+        _ => 0,
     }
 }
 
@@ -1060,13 +1134,13 @@ mod tests {
         w(&mut a, LVT_T, 0x30);
         a.mmio_write(TMICT, 4, 100, 1000).unwrap();
         assert_eq!(a.mmio_read(TMCCT, 4, 1040).unwrap(), 60);
-        assert_eq!(a.next_timer_event(), Some(1100));
+        assert_eq!(a.next_timer_event(1040), Some(1100));
         a.advance(1099).unwrap();
         assert_eq!(a.pending_vector(), None);
         a.advance(1100).unwrap();
         assert_eq!(a.acknowledge(), 0x30);
         assert_eq!(a.mmio_read(TMCCT, 4, 1200).unwrap(), 0);
-        assert_eq!(a.next_timer_event(), None);
+        assert_eq!(a.next_timer_event(1200), None);
         w(&mut a, EOI, 0);
 
         // Periodic, divide by 2.
@@ -1074,10 +1148,10 @@ mod tests {
         w(&mut a, LVT_T, 0x2_0031);
         a.mmio_write(TMICT, 4, 10, 0).unwrap();
         assert_eq!(a.mmio_read(TMCCT, 4, 4).unwrap(), 8);
-        assert_eq!(a.next_timer_event(), Some(20));
+        assert_eq!(a.next_timer_event(4), Some(20));
         a.advance(45).unwrap();
         assert_eq!(a.acknowledge(), 0x31);
-        assert_eq!(a.next_timer_event(), Some(60));
+        assert_eq!(a.next_timer_event(45), Some(60));
         assert_eq!(a.mmio_read(TMCCT, 4, 45).unwrap(), 8);
         // Masked: counts, no interrupt.
         w(&mut a, LVT_T, 0x3_0031);
@@ -1093,7 +1167,7 @@ mod tests {
         assert_eq!(a.mmio_read(TMICT, 4, 0).unwrap(), 0);
         a.set_tsc_deadline(500, 10).unwrap();
         assert_eq!(a.tsc_deadline(), 500);
-        assert_eq!(a.next_timer_event(), Some(500));
+        assert_eq!(a.next_timer_event(10), Some(500));
         a.advance(499).unwrap();
         assert_eq!(a.pending_vector(), None);
         a.advance(500).unwrap();
@@ -1105,7 +1179,7 @@ mod tests {
         assert_eq!(a.pending_vector(), Some(0x32));
         a.set_tsc_deadline(900, 10).unwrap();
         w(&mut a, LVT_T, 0x32);
-        assert_eq!(a.next_timer_event(), None);
+        assert_eq!(a.next_timer_event(10), None);
         assert!(a.mmio_write(LVT_T, 4, 0x6_0032, 0).is_err());
     }
 
@@ -1190,6 +1264,101 @@ mod tests {
     }
 
     #[test]
+    fn tsc_deadline_follows_the_tsc_offset() {
+        let mut a = enabled();
+        w(&mut a, LVT_T, 0x4_0033);
+        // The guest wrote IA32_TSC: its TSC runs 1 000 000 ahead of the board's.
+        a.set_tsc_offset(1_000_000, 0).unwrap();
+        a.set_tsc_deadline(1_000_500, 10).unwrap();
+        assert_eq!(a.tsc_deadline(), 1_000_500);
+        assert_eq!(a.next_timer_event(10), Some(500));
+        a.advance(499).unwrap();
+        assert_eq!(a.pending_vector(), None);
+        a.advance(500).unwrap();
+        assert_eq!(a.acknowledge(), 0x33);
+        w(&mut a, EOI, 0);
+        // Moving the TSC past an armed deadline fires it at once.
+        a.set_tsc_deadline(2_000_000, 600).unwrap();
+        assert_eq!(a.next_timer_event(600), Some(1_000_000));
+        a.set_tsc_offset(1_999_500, 600).unwrap();
+        assert_eq!(a.tsc_deadline(), 0);
+        assert_eq!(a.acknowledge(), 0x33);
+        w(&mut a, EOI, 0);
+        // Moving it back postpones the deadline.
+        a.set_tsc_deadline(2_000_000, 700).unwrap(); // TSC 2 000 200: fires at once
+        assert_eq!(a.acknowledge(), 0x33);
+        w(&mut a, EOI, 0);
+        a.set_tsc_offset(0, 700).unwrap();
+        a.set_tsc_deadline(2_000, 700).unwrap();
+        assert_eq!(a.next_timer_event(700), Some(2_000));
+        // TSC = 0 at board TSC 1000 (a wrapped offset): the far deadline is far, not past.
+        a.set_tsc_offset(0u64.wrapping_sub(1000), 1000).unwrap();
+        a.set_tsc_deadline(u64::MAX, 1000).unwrap();
+        assert_eq!(a.next_timer_event(1000), Some(u64::MAX));
+        a.advance(1_000_000).unwrap();
+        assert_eq!(a.pending_vector(), None);
+        // The count modes measure time and ignore the offset.
+        w(&mut a, LVT_T, 0x34);
+        w(&mut a, TDCR, 0b1011);
+        a.mmio_write(TMICT, 4, 100, 2000).unwrap();
+        assert_eq!(a.next_timer_event(2000), Some(2100));
+        // The offset belongs to the processor: an APIC reset keeps it.
+        a.set_apic_base(0xfee0_0100).unwrap();
+        a.set_apic_base(0xfee0_0900).unwrap();
+        assert_eq!(a.tsc_offset(), 0u64.wrapping_sub(1000));
+        let b = Lapic::from_state(a.state(), 39, true);
+        assert_eq!(b.tsc_offset(), a.tsc_offset());
+    }
+
+    #[test]
+    fn tsc_deadline_msr_outside_deadline_mode() {
+        // §11.5.4.1: reads 0 and ignores writes, never #GP, in any APIC mode.
+        let mut a = Lapic::new(0, 39, true);
+        a.set_tsc_deadline(100, 0).unwrap();
+        assert_eq!(a.tsc_deadline(), 0);
+        assert_eq!(a.next_timer_event(0), None);
+        a.set_apic_base(0xfee0_0100).unwrap(); // globally disabled
+        a.set_tsc_deadline(100, 0).unwrap();
+        assert_eq!(a.tsc_deadline(), 0);
+    }
+
+    #[test]
+    fn x2apic_reserved_bits_fault() {
+        let mut a = Lapic::new(0, 39, true);
+        a.set_apic_base(0xfee0_0000 | BASE_EN | BASE_EXTD).unwrap();
+        let gp = Err(ApicError::GeneralProtection);
+        assert_eq!(a.wrmsr(0x80f, 0x11ff, 0), gp); // SVR bit 12: no EOI suppression
+        assert_eq!(a.wrmsr(0x80f, 0x3ff, 0), Ok(None)); // bit 9 is ignored
+        assert_eq!(a.rdmsr(0x80f, 0), Ok(0x1ff));
+        assert_eq!(a.wrmsr(0x808, 0x100, 0), gp); // TPR 31:8
+        assert_eq!(a.wrmsr(0x832, 0x8_0040, 0), gp); // timer LVT bit 19
+        assert_eq!(a.wrmsr(0x832, 0x0100, 0), gp); // timer LVT has no delivery mode
+        assert_eq!(a.wrmsr(0x832, 0x1040, 0), Ok(None)); // delivery status: read-only
+        assert_eq!(a.rdmsr(0x832, 0), Ok(0x40));
+        assert_eq!(a.wrmsr(0x835, 0x0001_4700, 0), Ok(None)); // LINT0 remote IRR: read-only
+        assert_eq!(a.wrmsr(0x835, 0x0002_0700, 0), gp);
+        assert_eq!(a.wrmsr(0x837, 0x0400, 0), gp); // error LVT has no delivery mode
+        assert_eq!(a.wrmsr(0x83e, 0x4, 0), gp); // divide configuration bit 2
+        assert_eq!(a.wrmsr(0x83e, 0xb, 0), Ok(None));
+        assert_eq!(a.wrmsr(0x838, u64::from(u32::MAX), 0), Ok(None)); // no reserved bits
+        assert_eq!(a.wrmsr(0x830, 0x0001_0040, 0), gp); // ICR bit 16
+        assert_eq!(a.wrmsr(0x830, 0x0000_1041, 0), Ok(None)); // ICR bit 12 is ignored
+        assert_eq!(a.acknowledge(), 0x41);
+        // Delivery mode 001 is reserved in the x2APIC ICR.
+        assert!(matches!(
+            a.wrmsr(0x830, 0x0141, 0),
+            Err(ApicError::Unimplemented(_))
+        ));
+        // In xAPIC mode the same values are accepted and their undefined bits dropped.
+        let mut b = enabled();
+        w(&mut b, SVR, 0x11ff);
+        w(&mut b, LVT_T, 0x8_0040);
+        assert_eq!(b.mmio_read(LVT_T, 4, 0).unwrap(), 0x40);
+        w(&mut b, TDCR, 0xf);
+        assert_eq!(b.mmio_read(TDCR, 4, 0).unwrap(), 0xb);
+    }
+
+    #[test]
     fn bad_mmio_widths_are_reported() {
         let mut a = enabled();
         assert!(a.mmio_read(0x21, 4, 0).is_err());
@@ -1229,6 +1398,8 @@ mod properties {
         },
         Base(u64),
         Deliver(u8, bool),
+        Deadline(u64),
+        TscOffset(u64),
         Ack,
         Advance(u32),
     }
@@ -1253,6 +1424,8 @@ mod properties {
             ]
             .prop_map(Op::Base),
             (any::<u8>(), any::<bool>()).prop_map(|(v, l)| Op::Deliver(v, l)),
+            prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()].prop_map(Op::Deadline),
+            prop_oneof![Just(0u64), Just(1u64 << 63), any::<u64>()].prop_map(Op::TscOffset),
             Just(Op::Ack),
             any::<u32>().prop_map(Op::Advance),
         ]
@@ -1276,6 +1449,8 @@ mod properties {
                         let m = InterruptMessage { vector, delivery: DeliveryMode::Fixed, logical: false, destination: 0, level_triggered: level };
                         let _ = a.deliver(&m);
                     }
+                    Op::Deadline(v) => { let _ = a.set_tsc_deadline(v, tsc); }
+                    Op::TscOffset(v) => { let _ = a.set_tsc_offset(v, tsc); }
                     Op::Ack => { let _ = a.acknowledge(); }
                     Op::Advance(d) => { tsc += u64::from(d); let _ = a.advance(tsc); }
                 }
@@ -1284,8 +1459,10 @@ mod properties {
                     prop_assert!(v >> 4 > a.ppr() >> 4);
                 }
                 prop_assert!(!a.x2apic() || a.hw_enabled());
-                if let Some(next) = a.next_timer_event() {
-                    let _ = next; // computable without overflow panics
+                // Once brought up to `tsc`, an armed timer is due strictly later, whatever
+                // the deadline and the TSC offset.
+                if a.advance(tsc).is_ok() && let Some(next) = a.next_timer_event(tsc) {
+                    prop_assert!(next > tsc);
                 }
             }
         }

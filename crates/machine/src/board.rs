@@ -24,7 +24,14 @@
 //!
 //! Time: one virtual tick (one retired instruction, see [`cpu::VirtualTime`]) is one
 //! nanosecond of device time and one TSC tick ([`cpu::TSC_PER_TICK`] = 1): a 1-GHz machine
-//! that retires one instruction per cycle. The APIC timer counts TSC ticks before its divider.
+//! that retires one instruction per cycle. The APIC timer counts TSC ticks before its divider;
+//! its TSC-deadline mode compares IA32_TSC_DEADLINE with the processor's TSC, the one RDTSC
+//! reads, which WRMSR IA32_TSC moves by an offset the CPU reports
+//! ([`cpu::Bus::tsc_offset_changed`]).
+//!
+//! The local APIC has x2APIC (IA32_APIC_BASE.EXTD, MSRs 0x800–0x8FF) and the TSC-deadline
+//! timer (IA32_TSC_DEADLINE), which the CPU advertises in CPUID.01H:ECX bits 21 and 24; a test
+//! here runs CPUID on the CPU soldered to this board and checks that the two agree.
 //!
 //! A device that reports [`devices::Unimplemented`] stops the run: the board records the
 //! message and answers [`cpu::Bus::stop_requested`] with `true`.
@@ -68,6 +75,9 @@ const MSR_TSC_DEADLINE: u32 = 0x6e0;
 pub const MAX_RAM: u64 = 3 << 30;
 /// Smallest RAM: the legacy area plus 1 MiB for a kernel.
 pub const MIN_RAM: u64 = 2 << 20;
+/// The local APIC accepts x2APIC mode: the CPU's CPUID.01H:ECX[21] says so (checked by
+/// `tests::cpuid_and_the_apic_agree`).
+const LAPIC_X2APIC: bool = true;
 /// Physical-address width the board decodes (CPUID.80000008H:EAX bits 7:0 should agree).
 pub const PHYS_BITS: u8 = 39;
 
@@ -139,7 +149,7 @@ impl<S: ByteSink> Board<S> {
             return Err(crate::Error::RamSize(ram_size));
         }
         let ram_len = usize::try_from(ram_size).map_err(|_| crate::Error::RamSize(ram_size))?;
-        let mut lapic = Lapic::new(0, PHYS_BITS, true);
+        let mut lapic = Lapic::new(0, PHYS_BITS, LAPIC_X2APIC);
         lapic.set_virtual_wire();
         let mut ram = vec![0; ram_len];
         let mp = mptable::build(
@@ -298,7 +308,7 @@ impl<S: ByteSink> Board<S> {
         // TSC = ticks × TSC_PER_TICK (= 1).
         let apic = self
             .lapic
-            .next_timer_event()
+            .next_timer_event(now.tsc())
             .map(|tsc| tsc / cpu::TSC_PER_TICK.max(1));
         let next = match (pit, apic) {
             (Some(a), Some(b)) => a.min(b),
@@ -311,7 +321,7 @@ impl<S: ByteSink> Board<S> {
     /// to the CPU is not masked at every stage. A timer firing into masks never wakes it.
     pub fn timer_can_wake(&self, now: VirtualTime) -> bool {
         let st = self.lapic.state();
-        let apic_timer = self.lapic.next_timer_event().is_some()
+        let apic_timer = self.lapic.next_timer_event(now.tsc()).is_some()
             && self.lapic.sw_enabled()
             && st.lvt[lapic::lvt::TIMER] & (1 << 16) == 0;
         let pit_armed = self.pit.next_irq0_edge(ns(now)).is_some();
@@ -601,6 +611,16 @@ impl<S: ByteSink> Bus for Board<S> {
         }
     }
 
+    /// The deadline timer compares with the processor's TSC: bring the APIC up to `now` on
+    /// the old one, then move it (a deadline the new TSC has passed fires at once).
+    fn tsc_offset_changed(&mut self, offset: u64, now: VirtualTime) {
+        self.catch_up(now);
+        self.dirty = true;
+        if let Err(u) = self.lapic.set_tsc_offset(offset, now.tsc()) {
+            self.fail(u);
+        }
+    }
+
     fn stop_requested(&self) -> bool {
         self.stop.is_some()
     }
@@ -804,6 +824,93 @@ mod tests {
     }
 
     #[test]
+    fn tsc_deadline_follows_the_processor_tsc() {
+        let mut b = board();
+        b.mmio_write(Gpa::new(0xfee0_0320), 4, 0x4_0041, t(0)); // LVT timer: deadline, 0x41
+        // WRMSR IA32_TSC at tick 100 set the TSC to 1 000 000.
+        b.tsc_offset_changed(1_000_000 - t(100).tsc(), t(100));
+        assert_eq!(
+            b.wrmsr(MSR_TSC_DEADLINE, 1_000_500, t(200)),
+            MsrAccess::Done(0)
+        );
+        assert_eq!(
+            b.rdmsr(MSR_TSC_DEADLINE, t(200)),
+            MsrAccess::Done(1_000_500)
+        );
+        // The processor's TSC reads 1 000 500 at tick 600.
+        assert_eq!(b.next_timer_event(t(200)), Some(t(600)));
+        assert!(!b.has_interrupt(t(599)));
+        assert!(b.has_interrupt(t(600)));
+        assert_eq!(b.acknowledge_interrupt(t(600)), Some(0x41));
+        assert_eq!(b.rdmsr(MSR_TSC_DEADLINE, t(601)), MsrAccess::Done(0));
+        b.mmio_write(Gpa::new(0xfee0_00b0), 4, 0, t(602)); // EOI
+        // A TSC write past an armed deadline fires it at once.
+        b.wrmsr(MSR_TSC_DEADLINE, 2_000_000, t(700));
+        assert!(!b.has_interrupt(t(701)));
+        b.tsc_offset_changed(3_000_000, t(702));
+        assert!(b.has_interrupt(t(702)));
+        assert_eq!(b.acknowledge_interrupt(t(702)), Some(0x41));
+        // Not in deadline mode: the MSR reads 0 and ignores writes, without #GP.
+        b.mmio_write(Gpa::new(0xfee0_0320), 4, 0x41, t(703));
+        assert_eq!(b.wrmsr(MSR_TSC_DEADLINE, 5, t(703)), MsrAccess::Done(0));
+        assert_eq!(b.rdmsr(MSR_TSC_DEADLINE, t(703)), MsrAccess::Done(0));
+    }
+
+    /// Runs 32-bit protected-mode `code` (multiboot entry state, paging off, IF = 0) on a CPU
+    /// soldered to a fresh board until HLT.
+    fn run_on_board(code: &[u8]) -> (cpu::Cpu, Board<Console>) {
+        let mut b = board();
+        b.ram_mut()[0x10_0000..0x10_0000 + code.len()].copy_from_slice(code);
+        let mut c = cpu::Cpu::new();
+        c.set_multiboot_entry(0x10_0000, 0, 0);
+        assert_eq!(c.run(&mut b, 1000), Ok(cpu::StopReason::Halted));
+        (c, b)
+    }
+
+    #[test]
+    fn cpuid_and_the_apic_agree() {
+        #[rustfmt::skip]
+        let code = [
+            0xb8, 0x01, 0x00, 0x00, 0x00, // mov eax, 1
+            0x0f, 0xa2,                   // cpuid
+            0x89, 0xce,                   // mov esi, ecx
+            0xb9, 0x1b, 0x00, 0x00, 0x00, // mov ecx, IA32_APIC_BASE
+            0x0f, 0x32,                   // rdmsr
+            0x0d, 0x00, 0x04, 0x00, 0x00, // or eax, EXTD
+            0x0f, 0x30,                   // wrmsr (x2APIC mode)
+            0xb9, 0x32, 0x08, 0x00, 0x00, // mov ecx, 0x832 (x2APIC LVT timer)
+            0xb8, 0x42, 0x00, 0x04, 0x00, // mov eax, 0x40042 (TSC deadline, vector 0x42)
+            0x31, 0xd2,                   // xor edx, edx
+            0x0f, 0x30,                   // wrmsr
+            0xb9, 0x10, 0x00, 0x00, 0x00, // mov ecx, IA32_TSC
+            0xb8, 0x00, 0x00, 0x00, 0x10, // mov eax, 0x10000000
+            0x0f, 0x30,                   // wrmsr
+            0xb9, 0xe0, 0x06, 0x00, 0x00, // mov ecx, IA32_TSC_DEADLINE
+            0xb8, 0x00, 0x01, 0x00, 0x10, // mov eax, 0x10000100
+            0x0f, 0x30,                   // wrmsr
+            0x0f, 0x31,                   // rdtsc
+            0x89, 0xc7,                   // mov edi, eax
+            0xf4,                         // hlt
+        ];
+        let (c, mut b) = run_on_board(&code);
+        let ecx = c.gpr(cpu::Gpr::Rsi) as u32;
+        // CPUID advertises x2APIC and the TSC-deadline timer, and the board honours both: the
+        // EXTD write did not fault (no IDT: a #GP would have shut the CPU down).
+        assert_eq!(ecx & (1 << 21) != 0, LAPIC_X2APIC);
+        assert_ne!(ecx & (1 << 24), 0);
+        assert!(b.lapic.x2apic());
+        // RDTSC read the TSC the deadline is compared with: the timer fires at the tick at
+        // which RDTSC would read 0x10000100.
+        let rdtsc = c.gpr(cpu::Gpr::Rdi);
+        let rdtsc_tick = c.now().ticks() - 3; // RDTSC, MOV and HLT have retired since
+        let fire = t(rdtsc_tick + (0x1000_0100 - rdtsc) / cpu::TSC_PER_TICK);
+        assert_eq!(b.next_timer_event(c.now()), Some(fire));
+        assert!(!b.has_interrupt(t(fire.ticks() - 1)));
+        assert!(b.has_interrupt(fire));
+        assert_eq!(b.acknowledge_interrupt(fire), Some(0x42));
+    }
+
+    #[test]
     fn polling_with_interrupts_disabled_sees_expired_timers() {
         let mut b = board();
         b.mmio_write(Gpa::new(0xfee0_03e0), 4, 0xb, t(0));
@@ -882,6 +989,7 @@ mod tests {
             MmioWrite(u64, u8, u64),
             Rdmsr(u32),
             Wrmsr(u32, u64),
+            TscOffset(u64),
             Interrupt,
         }
 
@@ -926,6 +1034,7 @@ mod tests {
                     any::<u64>()
                 )
                     .prop_map(|(m, v)| Op::Wrmsr(m, v)),
+                any::<u64>().prop_map(Op::TscOffset),
                 Just(Op::Interrupt),
             ]
         }
@@ -947,6 +1056,7 @@ mod tests {
                         Op::MmioWrite(a, s, v) => b.mmio_write(Gpa::new(a), s, v, t),
                         Op::Rdmsr(m) => { let _ = b.rdmsr(m, t); }
                         Op::Wrmsr(m, v) => { let _ = b.wrmsr(m, v, t); }
+                        Op::TscOffset(o) => b.tsc_offset_changed(o, t),
                         Op::Interrupt => {
                             if b.has_interrupt(t) {
                                 let _ = b.acknowledge_interrupt(t);
