@@ -28,12 +28,19 @@
 //! - VMPTRST returns the current-VMCS pointer; VMCLEAR of the current VMCS makes it invalid;
 //!   VMXOFF leaves VMX operation (VMREAD is #UD again and CR4.VMXE may be cleared).
 //!
-//! CPL 3 (#GP(0) for every VMX instruction in root operation) is not tested here.
+//! - #GP(0) at CPL 3 in VMX root operation for every VMX instruction (ring 3 entered with
+//!   IRETQ on pages mapped as user code).
 
 #![no_std]
 #![no_main]
 
+mod asm;
+
+use asm::*;
+use cputests::arch::{UserContext, enter_user};
+use cputests::desc::USER_CS;
 use cputests::out;
+use cputests::paging::{self, AddressSpace, RW, SIZE_4K, US, XD};
 use cputests::report::Report;
 use cputests::trap;
 use cputests::vmx::fields::*;
@@ -125,6 +132,66 @@ extern "C" fn guest_nothing(_: u64) {}
 /// The processor's physical-address width (CPUID.80000008H:EAX[7:0]).
 fn maxphyaddr() -> u32 {
     cpuid(0x8000_0008, 0).eax & 0xFF
+}
+
+/// Where the ring-3 pages live: PML4 slot 2.
+const USER_CODE: u64 = 0x0000_0100_0000_0000;
+const USER_STACK: u64 = USER_CODE + 0x10_0000;
+const USER_DATA: u64 = USER_STACK + SIZE_4K;
+
+/// Maps the snippets, a stack and a data page for ring 3 in a new address space and loads it.
+fn map_user() -> AddressSpace {
+    let space = AddressSpace::new();
+    space.map(USER_STACK, paging::alloc_frame(), SIZE_4K, US | RW | XD);
+    space.map(USER_DATA, paging::alloc_frame(), SIZE_4K, US | RW | XD);
+    let (start, end) = (
+        &raw const vmx_user_start as u64,
+        &raw const vmx_user_end as u64,
+    );
+    paging::map_user_code(&space, start, end, USER_CODE);
+    // SAFETY: the new hierarchy shares the runtime's mappings of the image, stacks and tables.
+    unsafe { space.load(0, false) };
+    space
+}
+
+/// Every VMX instruction at CPL 3 in VMX root operation: #GP(0) (§31.3, each "Operation":
+/// "ELSIF CPL > 0 THEN #GP(0)").
+fn ring3(r: &mut Report) {
+    let cases: [(&str, *const u8); 12] = [
+        ("vmread", &raw const u_vmread),
+        ("vmwrite", &raw const u_vmwrite),
+        ("vmptrst", &raw const u_vmptrst),
+        ("vmptrld", &raw const u_vmptrld),
+        ("vmclear", &raw const u_vmclear),
+        ("vmxon", &raw const u_vmxon),
+        ("vmxoff", &raw const u_vmxoff),
+        ("vmcall", &raw const u_vmcall),
+        ("vmlaunch", &raw const u_vmlaunch),
+        ("vmresume", &raw const u_vmresume),
+        ("invept", &raw const u_invept),
+        ("invvpid", &raw const u_invvpid),
+    ];
+    let start = &raw const vmx_user_start as u64;
+    for (name, at) in cases {
+        let rip = USER_CODE + (at as u64 - start);
+        let context = UserContext {
+            rip,
+            rsp: USER_STACK + SIZE_4K,
+            rdi: USER_DATA,
+            rsi: 0,
+        };
+        // SAFETY: the context names mapped user code and stack; the probe is the way back.
+        let t = unsafe { trap::probe(enter_user, &raw const context as u64) };
+        let (v, e, cs) = t.map_or((u64::MAX, u64::MAX, 0), |t| (t.vector, t.error, t.cs));
+        out!(r, "{name} at cpl 3: {} error={e:#x}", trap::mnemonic(v));
+        r.expect_eq(format_args!("{name} at CPL 3: vector"), v, GP);
+        r.expect_eq(format_args!("{name} at CPL 3: error code"), e, 0);
+        r.expect_eq(
+            format_args!("{name} at CPL 3: faulted in ring 3"),
+            cs,
+            u64::from(USER_CS),
+        );
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -332,6 +399,10 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     expect(&mut r, "vmptrst", o, Outcome::Succeed);
     r.expect_eq(format_args!("VMPTRST = a"), ptr, a);
 
+    let _space = map_user();
+    ring3(&mut r);
+    load_data_segments(cputests::desc::KERNEL_DS);
+    r.expect_eq(format_args!("VMPTRST after ring 3"), vmptrst().1, a);
     expect(
         &mut r,
         "vmcall in root",
