@@ -868,6 +868,72 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     r.expect_eq(format_args!("VM-exit MSR store"), stored, 0x77);
     r.expect_eq(format_args!("VM-exit MSR load"), host, 0x99);
 
+    // External interrupts (§26.2, §28.2.2): a self-IPI of vector 80H through the x2APIC
+    // (SDM Vol. 3A §11.12.11) is pending when the guest is entered; with external-interrupt
+    // exiting the entry is followed at once by exit 1 even with the guest's RFLAGS.IF = 0.
+    // With "acknowledge interrupt on exit" the exit acknowledges it (ISR set, IRR clear) and
+    // records the vector; without, it stays requested and the host takes it through its IDT.
+    if enable_x2apic() {
+        for ack in [true, false] {
+            let name = if ack {
+                "external interrupt, ack"
+            } else {
+                "external interrupt, no ack"
+            };
+            let mut vm = new_vm(&c, g_spin, 0);
+            vm.set_bits(
+                PIN_BASED_VM_EXECUTION_CONTROLS,
+                pin::EXTERNAL_INTERRUPT_EXITING,
+            );
+            if ack {
+                vm.set_bits(
+                    PRIMARY_VM_EXIT_CONTROLS,
+                    exit::ACKNOWLEDGE_INTERRUPT_ON_EXIT,
+                );
+            }
+            // SAFETY: x2APIC SELF IPI (MSR 83FH) with a vector whose gate exists; IF = 0.
+            unsafe { wrmsr(X2APIC_SELF_IPI, 0x80) };
+            let e = vm.run().unwrap_or_default();
+            // SAFETY: reading x2APIC registers.
+            let (isr, irr) = unsafe { (rdmsr(X2APIC_ISR + 4) & 1, rdmsr(X2APIC_IRR + 4) & 1) };
+            out!(
+                r,
+                "{name}: reason={} info={:#x} isr={isr} irr={irr}",
+                e.reason,
+                e.interruption_info
+            );
+            r.expect_eq(
+                format_args!("{name}: exit reason"),
+                u64::from(e.reason),
+                u64::from(reason::EXTERNAL_INTERRUPT),
+            );
+            r.expect_eq(
+                format_args!("{name}: guest RIP = first instruction"),
+                e.guest_rip,
+                vmx::insn::guest_entry(),
+            );
+            r.expect_eq(
+                format_args!("{name}: interruption information"),
+                // Without the acknowledgement only the valid bit (31) is defined: 0.
+                u64::from(e.interruption_info) & if ack { u64::MAX } else { VALID },
+                if ack { info(0, 0x80) } else { 0 },
+            );
+            r.expect_eq(format_args!("{name}: ISR bit"), isr, u64::from(ack));
+            r.expect_eq(format_args!("{name}: IRR bit"), irr, u64::from(!ack));
+            if !ack {
+                // SAFETY: the probe body opens an interrupt window of one instruction.
+                let t = unsafe { trap::probe(take_interrupt, 0) };
+                r.expect_eq(
+                    format_args!("{name}: host takes vector 80H"),
+                    t.map_or(0, |t| t.vector),
+                    0x80,
+                );
+            }
+            // SAFETY: EOI (MSR 80BH) ends the in-service interrupt.
+            unsafe { wrmsr(X2APIC_EOI, 0) };
+        }
+    }
+
     // Event injection (§27.6): the guest VMCALLs inside a probe; the host resumes past it with
     // an event; the guest's handler sees vector, error code and return RIP.
     for (name, kind, vector, error, len) in [
@@ -955,6 +1021,40 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     );
 
     r.finish()
+}
+
+const IA32_APIC_BASE: u32 = 0x1B;
+const X2APIC_EOI: u32 = 0x80B;
+const X2APIC_SVR: u32 = 0x80F;
+const X2APIC_ISR: u32 = 0x810;
+const X2APIC_IRR: u32 = 0x820;
+const X2APIC_SELF_IPI: u32 = 0x83F;
+
+extern "C" fn apic_base_x2apic(_: u64) {
+    // SAFETY: EN (bit 11) and EXTD (bit 10): xAPIC → x2APIC mode (Vol. 3A §11.12.5).
+    unsafe { wrmsr(IA32_APIC_BASE, rdmsr(IA32_APIC_BASE) | 1 << 11 | 1 << 10) };
+}
+
+/// Switches the local APIC to x2APIC mode and software-enables it (SVR bit 8, spurious vector
+/// FFH); `false` when CPUID does not report x2APIC or the switch faults.
+fn enable_x2apic() -> bool {
+    if cpuid(1, 0).ecx >> 21 & 1 == 0 {
+        return false;
+    }
+    // SAFETY: the probe body writes IA32_APIC_BASE only.
+    if unsafe { trap::probe(apic_base_x2apic, 0) }.is_some() {
+        return false;
+    }
+    // SAFETY: x2APIC mode is on: SVR is MSR 80FH.
+    unsafe { wrmsr(X2APIC_SVR, 0x1FF) };
+    true
+}
+
+/// STI; NOP; CLI: a pending interrupt is delivered after the NOP (blocking by STI).
+extern "C" fn take_interrupt(_: u64) {
+    // SAFETY: only the vector-80H gate can fire (the one pending interrupt); the probe
+    // catches it.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
 }
 
 /// Reads `addr` inside a probe; stores the vector of the fault (or 0) in OUT[0].
