@@ -14,6 +14,16 @@ use crate::regs::Gpr;
 use crate::seg::{desc, sel_err};
 use crate::state::{Mode, Seg, Segment};
 use x86::reg::{efer, rflags};
+use x86::vmx::{InterruptionInfo, InterruptionType};
+
+/// The IDT-vectoring information of an event being delivered (SDM Vol. 3C §28.2.4).
+fn vectoring(v: u8, kind: InterruptionType, error: Option<u32>) -> (u32, Option<u32>) {
+    let mut info = InterruptionInfo::new(v, kind);
+    if error.is_some() {
+        info = info.with_error_code();
+    }
+    (info.0, error)
+}
 
 /// Where an event comes from: decides the EXT bit, the gate DPL check and the return address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +44,26 @@ impl Cpu {
     pub(crate) fn deliver_fault<B: Bus>(&mut self, bus: &mut B, first: Fault) -> Ex<()> {
         let mut cur = first;
         loop {
+            // VMX non-root operation: the exception bitmap may turn the exception into a
+            // VM exit (SDM Vol. 3C §26.2) before CR2 or DR6 change; otherwise an exit during
+            // its delivery records it as IDT-vectoring information (§28.2.4).
+            if self.vmx.non_root {
+                if let Some(exit) = self.exception_exit(&cur, InterruptionType::HardwareException) {
+                    return Err(exit);
+                }
+                self.vmx.extra.delivering = Some(vectoring(
+                    cur.vector,
+                    InterruptionType::HardwareException,
+                    cur.error_code,
+                ));
+            }
             if cur.vector == vector::PF {
                 self.cr2 = cur.address;
             }
             let ret = self.rip;
             match self.deliver_event(bus, cur.vector, cur.error_code, Source::Hardware, ret) {
                 Ok(()) => {
+                    self.vmx.extra.delivering = None;
                     // A delivery is a step of virtual time (see `Cpu::run`).
                     self.retired += 1;
                     return Ok(());
@@ -64,7 +88,13 @@ impl Cpu {
     /// Delivers an external interrupt at an instruction boundary.
     pub(crate) fn deliver_interrupt<B: Bus>(&mut self, bus: &mut B, v: u8) -> Ex<()> {
         let ret = self.rip;
-        self.deliver_event(bus, v, None, Source::Hardware, ret)
+        if self.vmx.non_root {
+            self.vmx.extra.delivering =
+                Some(vectoring(v, InterruptionType::ExternalInterrupt, None));
+        }
+        self.deliver_event(bus, v, None, Source::Hardware, ret)?;
+        self.vmx.extra.delivering = None;
+        Ok(())
     }
 
     /// INT n, INT3, INTO, INT1: traps whose return address is the next instruction.
@@ -82,7 +112,23 @@ impl Cpu {
             _ => (ins.immediate(0) as u8, Source::Software),
         };
         let ret = self.next_rip;
+        if self.vmx.non_root {
+            // INT3 and INTO are software exceptions, INT1 a privileged software exception:
+            // the exception bitmap applies to them, not to INT n (SDM Vol. 3C §26.2).
+            let kind = match ins.mnemonic() {
+                M::Int3 | M::Into => InterruptionType::SoftwareException,
+                M::Int1 => InterruptionType::PrivilegedSoftwareException,
+                _ => InterruptionType::SoftwareInterrupt,
+            };
+            if kind != InterruptionType::SoftwareInterrupt
+                && let Some(exit) = self.exception_exit(&Fault::new(v), kind)
+            {
+                return Err(exit);
+            }
+            self.vmx.extra.delivering = Some(vectoring(v, kind, None));
+        }
         self.deliver_event(bus, v, None, src, ret)?;
+        self.vmx.extra.delivering = None;
         // The handler's first instruction is the next one executed.
         self.next_rip = self.rip;
         Ok(())

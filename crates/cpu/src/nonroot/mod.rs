@@ -1,26 +1,126 @@
-//! VMX non-root operation and the transitions into and out of it (SDM Vol. 3C chapter 26
-//! "VMX Non-Root Operation", chapter 27 "VM Entries", chapter 28 "VM Exits").
+//! VMX non-root operation and the transitions into and out of it (SDM Vol. 3C, 2023–2024
+//! numbering): chapter 27 "VM Entries" ([`entry`]), chapter 28 "VM Exits" ([`exit`]), and
+//! chapter 26 "VMX Non-Root Operation" ([`intercept`]: which instructions and events cause VM
+//! exits, and how the others behave differently).
+//!
+//! The CPU runs the guest itself: VM entry loads the guest-state area into the registers and
+//! sets `vmx.non_root`; from then on the ordinary interpreter runs the guest, and the places
+//! where non-root operation differs ask [`intercept`] (instruction dispatch, event delivery,
+//! the instruction boundary, the EPT walk). A VM exit is an `Exc::VmExit` value, concluded by
+//! the run loop: [`exit`] saves guest state, records the exit information and loads host state,
+//! and execution goes on at the host RIP in root operation.
+//!
+//! What VM entry loads and VM exit saves is kept in one table of segment fields
+//! ([`SEGMENT_FIELDS`]), so that the two directions cannot disagree.
 
-use crate::Cpu;
-use crate::bus::Bus;
-use crate::error::CpuError;
-use crate::fault::{Ex, Exc};
+pub(crate) mod entry;
+mod exit;
+mod intercept;
+
+use x86::vmx::VmcsField as F;
+
 use crate::state::Seg;
-use crate::vmx::exit::VmExit;
 
-impl Cpu {
-    /// The events of an instruction boundary in non-root operation that cause VM exits
-    /// before anything else happens there (SDM Vol. 3C §26.2, §26.7).
-    pub(crate) fn nonroot_boundary<B: Bus>(&mut self, _bus: &mut B) -> Ex<()> {
-        Ok(())
-    }
-
-    /// Performs a VM exit (SDM Vol. 3C chapter 28).
-    pub(crate) fn vm_exit<B: Bus>(&mut self, _bus: &mut B, exit: VmExit) -> Ex<()> {
-        let _ = exit;
-        Err(Exc::Error(Box::new(CpuError::Unsupported {
-            rip: self.seg[Seg::Cs as usize].base.wrapping_add(self.rip),
-            what: "VM exit",
-        })))
-    }
+/// The guest-state fields of one segment register: selector, base, limit, access rights.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegmentFields {
+    pub selector: F,
+    pub base: F,
+    pub limit: F,
+    pub access_rights: F,
 }
+
+/// The guest-state fields of ES, CS, SS, DS, FS, GS (in [`Seg`] order).
+pub(crate) const SEGMENT_FIELDS: [(Seg, SegmentFields); 6] = [
+    (
+        Seg::Es,
+        SegmentFields {
+            selector: F::GuestEsSelector,
+            base: F::GuestEsBase,
+            limit: F::GuestEsLimit,
+            access_rights: F::GuestEsAccessRights,
+        },
+    ),
+    (
+        Seg::Cs,
+        SegmentFields {
+            selector: F::GuestCsSelector,
+            base: F::GuestCsBase,
+            limit: F::GuestCsLimit,
+            access_rights: F::GuestCsAccessRights,
+        },
+    ),
+    (
+        Seg::Ss,
+        SegmentFields {
+            selector: F::GuestSsSelector,
+            base: F::GuestSsBase,
+            limit: F::GuestSsLimit,
+            access_rights: F::GuestSsAccessRights,
+        },
+    ),
+    (
+        Seg::Ds,
+        SegmentFields {
+            selector: F::GuestDsSelector,
+            base: F::GuestDsBase,
+            limit: F::GuestDsLimit,
+            access_rights: F::GuestDsAccessRights,
+        },
+    ),
+    (
+        Seg::Fs,
+        SegmentFields {
+            selector: F::GuestFsSelector,
+            base: F::GuestFsBase,
+            limit: F::GuestFsLimit,
+            access_rights: F::GuestFsAccessRights,
+        },
+    ),
+    (
+        Seg::Gs,
+        SegmentFields {
+            selector: F::GuestGsSelector,
+            base: F::GuestGsBase,
+            limit: F::GuestGsLimit,
+            access_rights: F::GuestGsAccessRights,
+        },
+    ),
+];
+
+/// LDTR's guest-state fields.
+pub(crate) const LDTR_FIELDS: SegmentFields = SegmentFields {
+    selector: F::GuestLdtrSelector,
+    base: F::GuestLdtrBase,
+    limit: F::GuestLdtrLimit,
+    access_rights: F::GuestLdtrAccessRights,
+};
+
+/// TR's guest-state fields.
+pub(crate) const TR_FIELDS: SegmentFields = SegmentFields {
+    selector: F::GuestTrSelector,
+    base: F::GuestTrBase,
+    limit: F::GuestTrLimit,
+    access_rights: F::GuestTrAccessRights,
+};
+
+/// The guest state of non-root operation that has no register of its own in the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GuestExtra {
+    /// IA32_DEBUGCTL as loaded by "load debug controls" (the model implements none of its
+    /// features; the value is kept so that VM exits save what VM entry loaded).
+    pub debugctl: u64,
+    /// Blocking by NMI (or virtual-NMI blocking with "virtual NMIs").
+    pub nmi_blocked: bool,
+    /// The tick at which the VMX-preemption timer reaches zero, when it is active.
+    pub preemption_deadline: Option<u64>,
+    /// The event whose delivery is in progress through the guest IDT: the IDT-vectoring
+    /// information (§28.2.4) and its error code, if a VM exit interrupts it.
+    pub delivering: Option<(u32, Option<u32>)>,
+    /// Debug exceptions pending from VM entry (B3–B0 and BS, §27.7.3), delivered before the
+    /// first guest instruction.
+    pub pending_db: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -43,7 +43,7 @@ pub(crate) struct VmxState {
     /// In VMX (root) operation: the VMXON pointer.
     vmxon: Option<u64>,
     /// The current VMCS: its pointer and the cached contents.
-    current: Option<(u64, Box<Vmcs>)>,
+    pub(crate) current: Option<(u64, Box<Vmcs>)>,
     /// In VMX non-root operation: between a successful VM entry and the next VM exit.
     pub(crate) non_root: bool,
     /// The EPT pointer in force: set in non-root operation with "enable EPT" (§29.3), `None`
@@ -52,6 +52,13 @@ pub(crate) struct VmxState {
     /// The VPID in force (§29.1): the VPID field in non-root operation with "enable VPID",
     /// 0 in root operation and in non-root operation without it.
     pub(crate) vpid: u16,
+    /// Guest state of non-root operation without a register of its own.
+    pub(crate) extra: crate::nonroot::GuestExtra,
+    /// The instruction that is executing follows a MOV SS or POP SS: events are blocked by
+    /// MOV SS (VM entry fails with error 26; VM exits save the blocking).
+    pub(crate) mov_ss_blocking: bool,
+    /// The check that failed at the last VM entry, for `--explain-vmentry`.
+    pub(crate) last_entry_failure: Option<crate::vmx::checks::EntryCheckFailure>,
 }
 
 impl VmxState {
@@ -64,13 +71,39 @@ impl VmxState {
     pub(crate) fn current_pointer(&self) -> u64 {
         self.current.as_ref().map_or(INVALID_POINTER, |(p, _)| *p)
     }
+
+    /// The secondary processor-based controls in force (0 when not activated).
+    pub(crate) fn secondary_controls(&self) -> u32 {
+        let primary = self.field(VmcsField::PrimaryProcBasedControls) as u32;
+        if primary & x86::vmx::controls::primary_proc::ACTIVATE_SECONDARY_CONTROLS != 0 {
+            self.field(VmcsField::SecondaryProcBasedControls) as u32
+        } else {
+            0
+        }
+    }
+
+    /// The cached current VMCS.
+    pub(crate) fn vmcs(&self) -> Option<&Vmcs> {
+        self.current.as_ref().map(|(_, v)| &**v)
+    }
+
+    /// The cached current VMCS, for writing.
+    pub(crate) fn vmcs_mut(&mut self) -> Option<&mut Vmcs> {
+        self.current.as_mut().map(|(_, v)| &mut **v)
+    }
+
+    /// A field of the current VMCS (0 without one: only called in non-root operation, which
+    /// has one).
+    pub(crate) fn field(&self, field: VmcsField) -> u64 {
+        self.vmcs().map_or(0, |v| v.get(field))
+    }
 }
 
 /// Guest-physical memory as the VMX instructions access it: RAM only. A region outside RAM
 /// is reported as `Err` (the caller stops the run).
-struct BusMemory<'a, B: Bus> {
-    bus: &'a mut B,
-    icache: &'a mut ICache,
+pub(crate) struct BusMemory<'a, B: Bus> {
+    pub(crate) bus: &'a mut B,
+    pub(crate) icache: &'a mut ICache,
 }
 
 impl<B: Bus> BusMemory<'_, B> {
@@ -119,7 +152,7 @@ fn valid_pointer(addr: u64) -> bool {
 
 impl Cpu {
     /// The error that stops the run when a VMCS or VMXON region is not RAM.
-    fn region_not_ram(&self) -> Exc {
+    pub(crate) fn region_not_ram(&self) -> Exc {
         Exc::Error(Box::new(CpuError::Unsupported {
             rip: self.seg[Seg::Cs as usize].base.wrapping_add(self.rip),
             what: "a VMXON or VMCS region outside RAM",
@@ -149,7 +182,7 @@ impl Cpu {
     }
 
     /// The #UD conditions of VMXON: CR0.PE = 0, CR4.VMXE = 0, RFLAGS.VM = 1, compatibility mode.
-    fn vmx_mode_ud(&self) -> bool {
+    pub(crate) fn vmx_mode_ud(&self) -> bool {
         matches!(self.mode, Mode::Real | Mode::Compatibility)
             || self.cr4 & cr4::VMXE == 0
             || self.flags.get(rflags::VM)
@@ -181,7 +214,7 @@ impl Cpu {
         if self.mode == Mode::Long64 { 64 } else { 32 }
     }
 
-    fn bus_memory<'a, B: Bus>(&'a mut self, bus: &'a mut B) -> BusMemory<'a, B> {
+    pub(crate) fn bus_memory<'a, B: Bus>(&'a mut self, bus: &'a mut B) -> BusMemory<'a, B> {
         BusMemory {
             bus,
             icache: &mut self.icache,
@@ -212,11 +245,11 @@ impl Cpu {
             M::Vmread => self.vmread(bus, ins),
             M::Vmwrite => self.vmwrite(bus, ins),
             M::Vmcall => self.vmcall(),
-            // VMLAUNCH, VMRESUME, INVEPT, INVVPID: the shared checks, then not implemented.
-            _ => {
-                self.vmx_root_checks()?;
-                Err(self.unimplemented(bus, ins))
-            }
+            M::Vmlaunch => self.vm_entry(bus, true),
+            M::Vmresume => self.vm_entry(bus, false),
+            M::Invept => self.invept(bus, ins),
+            M::Invvpid => self.invvpid(bus, ins),
+            _ => Err(self.unimplemented(bus, ins)),
         }
     }
 
@@ -344,6 +377,9 @@ impl Cpu {
     /// one truncated.
     fn vmread<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.vmx_root_checks()?;
+        if self.vmx.non_root {
+            return self.shadow_vmread_vmwrite(bus, ins, false);
+        }
         let Some((_, vmcs)) = &self.vmx.current else {
             self.vm_fail_invalid();
             return Ok(());
@@ -370,6 +406,9 @@ impl Cpu {
     /// unsupported field or an encoding with bits 63:32 set and error 13 for a read-only one.
     fn vmwrite<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.vmx_root_checks()?;
+        if self.vmx.non_root {
+            return self.shadow_vmread_vmwrite(bus, ins, true);
+        }
         if self.vmx.current.is_none() {
             self.vm_fail_invalid();
             return Ok(());
@@ -385,6 +424,61 @@ impl Cpu {
         match result {
             Ok(()) => self.vm_succeed(),
             Err(e) => self.vm_fail(e),
+        }
+        Ok(())
+    }
+
+    /// VMREAD or VMWRITE in non-root operation that VMCS shadowing lets through (the
+    /// intercept decided it, §26.1.3): it accesses the shadow VMCS that the VMCS link pointer
+    /// references, in memory; its errors go to the current VMCS (§31.3 pseudo-code).
+    fn shadow_vmread_vmwrite<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        ins: &Instruction,
+        write: bool,
+    ) -> Ex<()> {
+        let link = self.vmx.field(VmcsField::VmcsLinkPointer);
+        if link == INVALID_POINTER {
+            self.vm_fail_invalid();
+            return Ok(());
+        }
+        let bits = self.vmx_operand_bits();
+        let value = if write {
+            let src = self.loc(ins, 1);
+            self.get(bus, src, bits)?
+        } else {
+            0
+        };
+        let encoding = self.reg(if write {
+            ins.op0_register()
+        } else {
+            ins.op1_register()
+        });
+        let mut shadow = Vmcs::load(&mut self.bus_memory(bus), Gpa::new(link))
+            .map_err(|()| self.region_not_ram())?;
+        let Ok(encoding) = u32::try_from(encoding) else {
+            self.vm_fail(VmInstructionError::UnsupportedVmcsComponent);
+            return Ok(());
+        };
+        if write {
+            match shadow.vmwrite(encoding, value, &MODEL.caps) {
+                Ok(()) => {
+                    shadow
+                        .store(&mut self.bus_memory(bus), Gpa::new(link))
+                        .map_err(|()| self.region_not_ram())?;
+                    self.vm_succeed();
+                }
+                Err(e) => self.vm_fail(e),
+            }
+        } else {
+            match shadow.vmread(encoding, &MODEL.caps) {
+                Ok(v) => {
+                    let dst = self.loc(ins, 0);
+                    self.put(bus, dst, bits, v & crate::flags::mask(bits))?;
+                    self.vm_succeed();
+                }
+                Err(e) => self.vm_fail(e),
+            }
         }
         Ok(())
     }
