@@ -67,7 +67,7 @@ fn vmx_entry() {
 /// lists.
 #[test]
 fn vmx_exits() {
-    passes("vmx-exits", 232);
+    passes("vmx-exits", 233);
 }
 
 /// EPT translation, violations, misconfigurations, A/D flags, INVEPT, VPIDs and INVVPID, an
@@ -80,5 +80,5 @@ fn vmx_ept() {
 /// VMCS shadowing with VMREAD/VMWRITE bitmaps.
 #[test]
 fn vmx_shadow() {
-    passes("vmx-shadow", 25);
+    passes("vmx-shadow", 26);
 }

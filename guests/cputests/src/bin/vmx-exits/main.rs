@@ -784,8 +784,21 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     );
     vm.set_bits(PRIMARY_VM_EXIT_CONTROLS, exit::SAVE_PREEMPTION_TIMER);
     write(VMX_PREEMPTION_TIMER_VALUE, 0x1000_0000);
+    let t0 = rdtsc();
     let e = vm.run().unwrap_or_default();
+    let t1 = rdtsc();
     let saved = read(VMX_PREEMPTION_TIMER_VALUE);
+    // The timer counts down once each time TSC bit IA32_VMX_MISC[4:0] changes (§26.5.1): it
+    // cannot have counted more than the TSC advanced over the whole VMLAUNCH, shifted.
+    let rate = c.preemption_timer_rate();
+    let bound = ((t1 - t0) >> rate) + 1;
+    r.check(
+        format_args!(
+            "timer decrement {} <= TSC delta >> {rate} + 1 = {bound}",
+            0x1000_0000 - saved.min(0x1000_0000)
+        ),
+        0x1000_0000 - saved.min(0x1000_0000) <= bound,
+    );
     r.expect_eq(
         format_args!("timer cpuid exit reason"),
         u64::from(e.reason),
@@ -1055,6 +1068,16 @@ extern "C" fn take_interrupt(_: u64) {
     // SAFETY: only the vector-80H gate can fire (the one pending interrupt); the probe
     // catches it.
     unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
+/// RDTSC.
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reads the time-stamp counter only.
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
 }
 
 /// Reads `addr` inside a probe; stores the vector of the fault (or 0) in OUT[0].

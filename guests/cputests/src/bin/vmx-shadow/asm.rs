@@ -17,7 +17,8 @@ global_asm!(
     // OUT[2] = VMREAD GUEST_RSP (read bit set: exit 23, the host supplies the value);
     // VMWRITE GUEST_RSP (write bit set: exit 25);
     // VMREAD with bits 63:15 of the encoding set (exit 23);
-    // OUT[3] = RFLAGS after VMREAD of an unsupported field (read bit clear: VMfailValid).
+    // OUT[3] = RFLAGS after VMREAD of an unsupported field (read bit clear: VMfailValid);
+    // OUT[4] = RFLAGS after VMWRITE of the read-only exit-reason field (VMfailValid).
     .global g_shadow
 g_shadow:
     push rbx
@@ -42,6 +43,11 @@ g_shadow:
     pushfq
     pop rax
     mov [rip + {out} + 24], rax
+    mov rax, {exit_reason}
+    vmwrite rax, rbx
+    pushfq
+    pop rax
+    mov [rip + {out} + 32], rax
     pop rbx
     ret
 
@@ -64,6 +70,7 @@ g_vmread_flags:
     guest_rsp = const cputests::vmx::fields::GUEST_RSP,
     guest_cs = const cputests::vmx::fields::GUEST_CS_SELECTOR,
     unsupported = const UNSUPPORTED,
+    exit_reason = const cputests::vmx::fields::EXIT_REASON,
 );
 
 /// A natural-width guest-state encoding with index 511: no processor has that many fields

@@ -170,6 +170,14 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         got[2],
         0xE1,
     );
+    // IA32_VMX_MISC[29] = 0: VMWRITE to a read-only field fails (§31.3 VMWRITE).
+    if c.misc >> 29 & 1 == 0 {
+        r.expect_eq(
+            format_args!("guest VMWRITE of a read-only field: VMfailValid"),
+            out_of(4) & (CF | ZF),
+            ZF,
+        );
+    }
     r.expect_eq(
         format_args!("guest VMREAD unsupported field: VMfailValid"),
         got[3] & (CF | ZF),
