@@ -74,7 +74,7 @@ fn vmx_exits() {
 /// unrestricted real-mode guest.
 #[test]
 fn vmx_ept() {
-    passes("vmx-ept", 56);
+    passes("vmx-ept", 63);
 }
 
 /// VMCS shadowing with VMREAD/VMWRITE bitmaps.

@@ -280,6 +280,53 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         unmapped + 0x18,
         VA + 0x18,
     );
+    // A violation while walking the guest's page tables: bit 7 set, bit 8 clear (not the final
+    // translation), the GPA of the PTE. Whether the walk reads or writes the PTE (to set its
+    // accessed flag) is left out of the comparison (bits 1:0).
+    let walked = frame_with(0x99);
+    let space = guest_space(&[walked]);
+    let pte = space
+        .entry(VA, 1, false)
+        .map_or(0, |p| p as u64 - rt::arch::KERNEL_VMA);
+    let pt = pte & !0xFFF;
+    ept.map(pt, pt, 0);
+    let mut vm = ept_vm(&c, &ept, false, false, &space, g_read, VA);
+    let e = run(&mut r, "walk", &mut vm);
+    out!(
+        r,
+        "page-walk violation: reason={} qualification={:#x} gpa-pte={}",
+        e.reason,
+        e.qualification,
+        u8::from(e.guest_physical == pte)
+    );
+    r.expect_eq(
+        format_args!("page-walk violation exit reason"),
+        u64::from(e.reason),
+        u64::from(reason::EPT_VIOLATION),
+    );
+    r.expect_eq(
+        format_args!("page-walk violation qualification bits 8:2"),
+        e.qualification & 0x1FC,
+        0x80,
+    );
+    r.expect_eq(
+        format_args!("page-walk violation guest-physical address = the PTE"),
+        e.guest_physical,
+        pte,
+    );
+    r.expect_eq(
+        format_args!("page-walk violation guest-linear address"),
+        e.guest_linear,
+        VA,
+    );
+    ept.map(pt, pt, R | W | X | WB);
+    let o = insn::invept(2, &[0, 0]);
+    r.expect_eq(
+        format_args!("INVEPT all-context after restoring the PT: {o}"),
+        o.code(),
+        0,
+    );
+
     let ro = frame_with(0x7777);
     ept.map(ro, ro, R | WB);
     let nx = frame_with(0xC3);
@@ -459,6 +506,12 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         ),
         ("vpid single-context", true, Some(1), [0x10, 0x10, 0x30]),
         ("vpid all-context", true, Some(2), [0x10, 0x10, 0x30]),
+        (
+            "vpid single-context retaining globals",
+            true,
+            Some(3),
+            [0x10, 0x10, 0x30],
+        ),
     ] {
         let space = guest_space(&[f1]);
         for o in &OUT {
