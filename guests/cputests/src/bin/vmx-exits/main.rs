@@ -886,7 +886,8 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     // exiting the entry is followed at once by exit 1 even with the guest's RFLAGS.IF = 0.
     // With "acknowledge interrupt on exit" the exit acknowledges it (ISR set, IRR clear) and
     // records the vector; without, it stays requested and the host takes it through its IDT.
-    if enable_x2apic() {
+    let x2apic = enable_x2apic();
+    if x2apic {
         for ack in [true, false] {
             let name = if ack {
                 "external interrupt, ack"
@@ -976,7 +977,6 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         if kind == 0 {
             write(GUEST_RFLAGS, read(GUEST_RFLAGS) | 1 << 9);
         }
-        out!(r, "inject {name}: entering");
         done(&mut r, name, &mut vm);
         let (v, ec, rip) = (out_of(0), out_of(1), out_of(2));
         out!(
@@ -1033,6 +1033,37 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         after,
     );
 
+    // Last too: NMI exiting, when x2APIC is there to send the NMI.
+    if x2apic {
+        // NMI exiting (§26.2): an NMI sent to all including self through the x2APIC ICR
+        // (delivery mode NMI) exits with interruption information type 2, vector 2.
+        let mut vm = new_vm(&c, g_spin, 0);
+        vm.set_bits(PIN_BASED_VM_EXECUTION_CONTROLS, pin::NMI_EXITING);
+        // SAFETY: ICR (MSR 830H): delivery mode NMI (4), shorthand all including self (2).
+        unsafe { wrmsr(X2APIC_ICR, 4 << 8 | 2 << 18) };
+        let e = vm.run().unwrap_or_default();
+        out!(
+            r,
+            "nmi exiting: reason={} info={:#x}",
+            e.reason,
+            e.interruption_info
+        );
+        r.expect_eq(
+            format_args!("NMI exiting: exit reason"),
+            u64::from(e.reason),
+            u64::from(reason::EXCEPTION_OR_NMI),
+        );
+        r.expect_eq(
+            format_args!("NMI exiting: interruption information"),
+            u64::from(e.interruption_info),
+            info(2, 2),
+        );
+        r.expect_eq(
+            format_args!("NMI exiting: guest RIP = first instruction"),
+            e.guest_rip,
+            vmx::insn::guest_entry(),
+        );
+    }
     r.finish()
 }
 
@@ -1042,6 +1073,7 @@ const X2APIC_SVR: u32 = 0x80F;
 const X2APIC_ISR: u32 = 0x810;
 const X2APIC_IRR: u32 = 0x820;
 const X2APIC_SELF_IPI: u32 = 0x83F;
+const X2APIC_ICR: u32 = 0x830;
 
 extern "C" fn apic_base_x2apic(_: u64) {
     // SAFETY: EN (bit 11) and EXTD (bit 10): xAPIC → x2APIC mode (Vol. 3A §11.12.5).
