@@ -722,6 +722,89 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         }
     }
 
+    // A non-zero mask: mask = match = 2 (W) with bit 14 set exits for a write #PF (error code
+    // 2) and not for a read #PF (error code 0).
+    for (write_access, exits) in [(false, false), (true, true)] {
+        let guest: extern "C" fn(u64) = if write_access {
+            guest_touch_write
+        } else {
+            guest_touch
+        };
+        let mut vm = new_vm(&c, guest, unmapped);
+        write(EXCEPTION_BITMAP, 1 << 14);
+        write(PAGE_FAULT_ERROR_CODE_MASK, 2);
+        write(PAGE_FAULT_ERROR_CODE_MATCH, 2);
+        let e = vm.run().unwrap_or_default();
+        let name = format_args!("#PF mask=2 match=2 write={}", u8::from(write_access));
+        out!(
+            r,
+            "{name}: reason={} error={:#x}",
+            e.reason,
+            e.interruption_error
+        );
+        if exits {
+            r.expect_eq(format_args!("{name} exit reason"), u64::from(e.reason), 0);
+            r.expect_eq(
+                format_args!("{name} error code"),
+                u64::from(e.interruption_error),
+                2,
+            );
+        } else {
+            r.check(format_args!("{name}: no exit"), vm.is_done(&e));
+            r.expect_eq(format_args!("{name} guest saw #PF"), out_of(0), 14);
+        }
+    }
+
+    // An exit during event delivery (§28.2.4): a software interrupt 80H injected with length 2
+    // into a guest whose IDT ends below gate 80H raises #GP(80H * 8 + 2: IDT bit, EXT = 0 for
+    // a software interrupt); with #GP in the exception bitmap the exit records the #GP and, as
+    // IDT-vectoring information, the injected event with its instruction length.
+    let mut vm = new_vm(&c, g_spin, 0);
+    write(EXCEPTION_BITMAP, 1 << 13);
+    write(GUEST_IDTR_LIMIT, 0x80 * 16 - 1);
+    write(VM_ENTRY_INTERRUPTION_INFORMATION, info(4, 0x80));
+    write(VM_ENTRY_INSTRUCTION_LENGTH, 2);
+    let e = vm.run().unwrap_or_default();
+    out!(
+        r,
+        "exit during delivery: reason={} info={:#x} error={:#x} idt-vectoring={:#x} length={}",
+        e.reason,
+        e.interruption_info,
+        e.interruption_error,
+        e.idt_vectoring_info,
+        e.instruction_length
+    );
+    r.expect_eq(
+        format_args!("delivery #GP: exit reason"),
+        u64::from(e.reason),
+        0,
+    );
+    r.expect_eq(
+        format_args!("delivery #GP: interruption information"),
+        u64::from(e.interruption_info),
+        info(3, 13) | ERROR_VALID,
+    );
+    r.expect_eq(
+        format_args!("delivery #GP: error code"),
+        u64::from(e.interruption_error),
+        0x80 * 8 + 2,
+    );
+    r.expect_eq(
+        format_args!("delivery #GP: IDT-vectoring information"),
+        u64::from(e.idt_vectoring_info),
+        info(4, 0x80),
+    );
+    r.expect_eq(
+        format_args!("delivery #GP: instruction length"),
+        u64::from(e.instruction_length),
+        2,
+    );
+    r.expect_eq(
+        format_args!("delivery #GP: guest RIP = first instruction"),
+        e.guest_rip,
+        vmx::insn::guest_entry(),
+    );
+
     // Triple fault (exit reason 2): #UD with an IDT limit of 0 → #GP → #DF → shutdown.
     let mut vm = new_vm(&c, g_ud, 0);
     write(GUEST_IDTR_LIMIT, 0);
@@ -1120,6 +1203,17 @@ extern "C" fn guest_touch(addr: u64) {
     }
     // SAFETY: the probe body reads one quadword.
     let t = unsafe { trap::probe(read, addr) };
+    OUT[0].store(t.map_or(0, |t| t.vector), Ordering::Relaxed);
+}
+
+/// Writes `addr` inside a probe; stores the vector of the fault (or 0) in OUT[0].
+extern "C" fn guest_touch_write(addr: u64) {
+    extern "C" fn store(addr: u64) {
+        // SAFETY: the probe catches the fault of an unmapped address.
+        unsafe { (addr as *mut u64).write_volatile(0) };
+    }
+    // SAFETY: the probe body writes one quadword.
+    let t = unsafe { trap::probe(store, addr) };
     OUT[0].store(t.map_or(0, |t| t.vector), Ordering::Relaxed);
 }
 
