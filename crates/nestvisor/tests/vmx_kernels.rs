@@ -52,7 +52,7 @@ fn passes(program: &str, checks: u32) {
 /// #GP, VMfailInvalid and every reachable VM-instruction error number.
 #[test]
 fn vmx_insns() {
-    passes("vmx-insns", 154);
+    passes("vmx-insns", 155);
 }
 
 /// VM-entry checks: controls (error 7), host state (error 8), guest state and the VMCS link
