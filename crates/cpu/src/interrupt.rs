@@ -85,6 +85,48 @@ impl Cpu {
         }
     }
 
+    /// A pending NMI at an instruction boundary (SDM Vol. 3A §6.7.1, §6.9): delivered through
+    /// vector 2 unless NMIs are blocked (from an NMI's delivery to the next IRET) or events
+    /// are blocked by MOV SS. In VMX non-root operation with "NMI exiting" it causes a VM
+    /// exit instead (Vol. 3C §26.2; the host then blocks NMIs, §28.5); without, it is the
+    /// guest's and the guest's NMI blocking applies.
+    pub(crate) fn nmi_boundary<B: Bus>(&mut self, bus: &mut B) -> Ex<()> {
+        if self.shadow && self.mov_ss_shadow {
+            return Ok(());
+        }
+        if self.vmx.non_root {
+            let pin = self.vmx.field(x86::vmx::VmcsField::PinBasedControls) as u32;
+            if pin & x86::vmx::controls::pin_based::NMI_EXITING != 0 {
+                self.nmi_pending = false;
+                self.nmi_blocked = true;
+                self.halted = false;
+                let mut e = crate::vmx::exit::VmExit::new(x86::vmx::ExitReason::ExceptionOrNmi, 0);
+                e.interruption = Some(crate::vmx::exit::ExitInterruption {
+                    info: InterruptionInfo::new(vector::NMI, InterruptionType::Nmi).0,
+                    error_code: None,
+                });
+                return Err(Exc::vm_exit(e));
+            }
+            if self.vmx.extra.nmi_blocked {
+                return Ok(());
+            }
+            self.vmx.extra.nmi_blocked = true;
+            self.vmx.extra.delivering = Some(vectoring(vector::NMI, InterruptionType::Nmi, None));
+        } else {
+            if self.nmi_blocked {
+                return Ok(());
+            }
+            self.nmi_blocked = true;
+        }
+        self.nmi_pending = false;
+        self.halted = false;
+        let ret = self.rip;
+        self.deliver_event(bus, vector::NMI, None, Source::Hardware, ret)?;
+        self.vmx.extra.delivering = None;
+        self.retired += 1;
+        Ok(())
+    }
+
     /// Delivers an external interrupt at an instruction boundary.
     pub(crate) fn deliver_interrupt<B: Bus>(&mut self, bus: &mut B, v: u8) -> Ex<()> {
         let ret = self.rip;

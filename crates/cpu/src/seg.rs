@@ -553,6 +553,13 @@ impl Cpu {
     /// IRET, IRETD, IRETQ.
     #[inline(never)]
     pub(crate) fn iret<B: Bus>(&mut self, bus: &mut B, ins: &iced_x86::Instruction) -> Ex<()> {
+        // IRET ends NMI blocking, even when it faults (SDM Vol. 3A §6.7.1); in VMX non-root
+        // operation it ends the guest's (virtual-)NMI blocking (Vol. 3C §26.3.1.5).
+        if self.vmx.non_root {
+            self.vmx.extra.nmi_blocked = false;
+        } else {
+            self.nmi_blocked = false;
+        }
         let osize: u32 = match ins.mnemonic() {
             iced_x86::Mnemonic::Iret => 16,
             iced_x86::Mnemonic::Iretd => 32,

@@ -259,6 +259,9 @@ pub struct LapicState {
     /// this (wrapping). A property of the processor, kept here for the deadline; it survives
     /// an APIC reset.
     pub tsc_offset: u64,
+    /// An NMI was delivered to this processor (an IPI with delivery mode NMI) and the
+    /// processor has not taken it yet (SDM Vol. 3A §11.6.1: NMI delivery ignores the vector).
+    pub nmi_pending: bool,
 }
 
 impl LapicState {
@@ -287,6 +290,7 @@ impl LapicState {
             timer_periods: 0,
             tsc_deadline: 0,
             tsc_offset: 0,
+            nmi_pending: false,
         }
     }
 }
@@ -538,6 +542,11 @@ impl Lapic {
         }
     }
 
+    /// The processor takes a pending NMI (the NMI pin is edge-triggered: taking it clears it).
+    pub fn take_nmi(&mut self) -> bool {
+        core::mem::take(&mut self.state.nmi_pending)
+    }
+
     /// Delivers an interrupt message (from the I/O APIC or an IPI) if it is for this APIC.
     pub fn deliver(&mut self, msg: &InterruptMessage) -> Result<(), Unimplemented> {
         if !self.matches(msg.logical, msg.destination) {
@@ -548,7 +557,10 @@ impl Lapic {
                 self.accept_vector(msg.vector, msg.level_triggered);
                 Ok(())
             }
-            DeliveryMode::Nmi => Err(Unimplemented("NMI delivery to the processor")),
+            DeliveryMode::Nmi => {
+                self.state.nmi_pending = true;
+                Ok(())
+            }
             DeliveryMode::Smi => Err(Unimplemented("SMI delivery (no SMM)")),
             DeliveryMode::Init => Err(Unimplemented("INIT delivery to the processor")),
             DeliveryMode::StartUp => Err(Unimplemented("start-up IPI to the processor")),

@@ -172,8 +172,20 @@ impl<S: ByteSink> Machine<S> {
                 StopReason::BudgetExhausted | StopReason::BusStop => {}
                 StopReason::Shutdown => return Ending::Shutdown,
                 StopReason::Halted => {
-                    let interrupts_enabled = self.cpu.rflags() & x86::reg::rflags::IF != 0;
+                    let interrupts_enabled = self.cpu.interrupts_can_wake();
                     let now = self.cpu.now();
+                    // The CPU's own timer (VMX preemption) wakes it whatever the board does.
+                    if let Some(t) = self.cpu.own_deadline()
+                        && self
+                            .board
+                            .next_timer_event(now)
+                            .is_none_or(|b| t.ticks() <= b.ticks())
+                    {
+                        self.idle_skips += 1;
+                        self.cpu
+                            .skip_idle_ticks(t.ticks().saturating_sub(now.ticks()).max(1));
+                        continue;
+                    }
                     if !interrupts_enabled {
                         return self
                             .board_ending()

@@ -65,7 +65,7 @@ impl Cpu {
             self.vm_fail_invalid();
             return Ok(());
         }
-        if self.vmx.mov_ss_blocking {
+        if self.vmx.step_blocking & intr::MOV_SS != 0 {
             self.vm_fail(VmInstructionError::EntryEventsBlockedByMovSs);
             return Ok(());
         }
@@ -217,6 +217,7 @@ impl Cpu {
         // §27.3.3: activity and interruptibility state.
         let interruptibility = v.get(F::GuestInterruptibilityState) as u32;
         self.shadow = interruptibility & (intr::STI | intr::MOV_SS) != 0;
+        self.mov_ss_shadow = interruptibility & intr::MOV_SS != 0;
         extra.nmi_blocked = interruptibility & intr::NMI != 0;
         self.halted = v.get(F::GuestActivityState) == ActivityState::Hlt as u64;
         let pending = v.get(F::GuestPendingDebugExceptions);
@@ -338,10 +339,12 @@ impl Cpu {
         // The IDT-vectoring information of an exit during this delivery is the injected
         // event itself (§28.2.4), with its error code.
         self.vmx.extra.delivering = Some((info.0 & !InterruptionInfo::NMI_UNBLOCKING, error));
+        self.vmx.extra.injected_length = info.kind().is_software().then_some(len);
         // Injecting #PF does not load CR2: the hypervisor has set it (§27.6.1.2).
         match self.deliver_event(bus, vector, error, source, ret) {
             Ok(()) => {
                 self.vmx.extra.delivering = None;
+                self.vmx.extra.injected_length = None;
                 self.retired += 1;
                 // VMLAUNCH/VMRESUME completes at the handler, not after the instruction.
                 self.next_rip = self.rip;

@@ -57,7 +57,11 @@ impl Cpu {
     /// interruption-information field is cleared.
     fn record_exit(&mut self, exit: &VmExit) {
         let delivering = self.vmx.extra.delivering.take();
-        let len = self.next_rip.wrapping_sub(self.rip) & 0xf;
+        let injected_length = self.vmx.extra.injected_length.take();
+        let len = match injected_length {
+            Some(len) if delivering.is_some() => len,
+            _ => self.next_rip.wrapping_sub(self.rip) & 0xf,
+        };
         let Some(v) = self.vmx.vmcs_mut() else {
             return;
         };
@@ -110,8 +114,7 @@ impl Cpu {
         let rate = u32::from(MODEL.caps.misc.preemption_timer_rate());
         let extra = self.vmx.extra;
         let halted = self.halted;
-        let shadow = self.shadow;
-        let mov_ss = self.vmx.mov_ss_blocking;
+        let blocking = self.blocking_state();
         let pdptes = self.pdptes;
         let pae = self.cr0 & cr0::PG != 0 && self.cr4 & cr4::PAE != 0 && self.efer & efer::LMA == 0;
         let ept = self.vmx.ept.is_some();
@@ -158,10 +161,7 @@ impl Cpu {
             ActivityState::Active
         };
         v.set(F::GuestActivityState, activity as u64);
-        let mut interruptibility = 0;
-        if shadow {
-            interruptibility |= if mov_ss { intr::MOV_SS } else { intr::STI };
-        }
+        let mut interruptibility = blocking;
         if extra.nmi_blocked {
             interruptibility |= intr::NMI;
         }
@@ -298,7 +298,8 @@ impl Cpu {
         self.cpl = 0;
         self.halted = false;
         self.shadow = false;
-        self.vmx.mov_ss_blocking = false;
+        self.vmx.step_blocking = 0;
+        self.mov_ss_shadow = false;
         self.vmx.extra = super::GuestExtra::default();
         self.update_mode();
         self.vmx.non_root = false;

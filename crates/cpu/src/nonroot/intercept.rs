@@ -559,26 +559,17 @@ impl Cpu {
                 };
                 Err(self.operand_exit(ExitReason::LdtrTrAccess, ins, 0, None, identity << 28))
             }
-            // IRET ends virtual-NMI blocking (§26.3.1.5, with "virtual NMIs").
-            M::Iret | M::Iretd | M::Iretq => {
-                let pin = self.vmx.field(F::PinBasedControls) as u32;
-                if pin & pin_based::VIRTUAL_NMIS != 0 {
-                    self.vmx.extra.nmi_blocked = false;
-                }
-                Ok(())
-            }
             _ => Ok(()),
         }
     }
 
-    /// VMREAD and VMWRITE with VMCS shadowing (§26.1.3, §25.10): with "VMCS shadowing", a
-    /// valid VMCS link pointer and the field's bit clear in the VMREAD or VMWRITE bitmap, the
-    /// instruction accesses the shadow VMCS instead of exiting.
+    /// VMREAD and VMWRITE with VMCS shadowing (§26.1.3, §25.10): with "VMCS shadowing" and
+    /// the field's bit clear in the VMREAD or VMWRITE bitmap, the instruction accesses the
+    /// shadow VMCS instead of exiting (and fails with VMfailInvalid without a valid VMCS link
+    /// pointer). An encoding with bits 63:15 set always exits.
     fn shadow_vmcs_access<B: Bus>(&mut self, bus: &mut B, encoding: u64, write: bool) -> bool {
-        if self.vmx.secondary_controls() & sp::VMCS_SHADOWING == 0
-            || self.vmx.field(F::VmcsLinkPointer) == u64::MAX
-            || encoding >> 15 != 0
-        {
+        // An invalid link pointer does not exit: the instruction fails with VMfailInvalid.
+        if self.vmx.secondary_controls() & sp::VMCS_SHADOWING == 0 || encoding >> 15 != 0 {
             return false;
         }
         let bitmap = self.vmx.field(if write {

@@ -117,6 +117,9 @@ pub(crate) struct GuestExtra {
     /// The event whose delivery is in progress through the guest IDT: the IDT-vectoring
     /// information (§28.2.4) and its error code, if a VM exit interrupts it.
     pub delivering: Option<(u32, Option<u32>)>,
+    /// The VM-entry instruction length of an injected software event being delivered: an
+    /// exit during its delivery reports it as the VM-exit instruction length (§28.2.4).
+    pub injected_length: Option<u64>,
     /// Debug exceptions pending from VM entry (B3–B0 and BS, §27.7.3), delivered before the
     /// first guest instruction.
     pub pending_db: Option<u64>,
@@ -124,3 +127,48 @@ pub(crate) struct GuestExtra {
 
 #[cfg(test)]
 mod tests;
+
+impl crate::Cpu {
+    /// Blocking by STI or by MOV SS, as interruptibility-state bits (SDM Vol. 3C §25.4.2):
+    /// the shadow pending for the next instruction, or, while an instruction executes, the
+    /// one it began with.
+    pub(crate) fn blocking_state(&self) -> u32 {
+        use x86::vmx::controls::interruptibility as intr;
+        if self.shadow {
+            if self.mov_ss_shadow {
+                intr::MOV_SS
+            } else {
+                intr::STI
+            }
+        } else {
+            self.vmx.step_blocking
+        }
+    }
+
+    /// Whether a maskable interrupt can end the HLT state: RFLAGS.IF, or in VMX non-root
+    /// operation with "external-interrupt exiting", where an interrupt causes a VM exit
+    /// whatever RFLAGS.IF says (SDM Vol. 3C §26.3.1.2). A board uses it to tell a wait from
+    /// a hang.
+    pub fn interrupts_can_wake(&self) -> bool {
+        use x86::vmx::controls::pin_based;
+        self.flags.get(x86::reg::rflags::IF)
+            || (self.vmx.non_root
+                && self.vmx.field(F::PinBasedControls) as u32
+                    & pin_based::EXTERNAL_INTERRUPT_EXITING
+                    != 0)
+    }
+
+    /// The virtual time at which the processor itself leaves the HLT state, without an
+    /// interrupt: when the VMX-preemption timer of non-root operation expires (§26.5.1). A
+    /// board that skips idle time must not skip past it.
+    pub fn own_deadline(&self) -> Option<crate::VirtualTime> {
+        let tsc = self
+            .vmx
+            .extra
+            .preemption_deadline
+            .filter(|_| self.vmx.non_root)?;
+        Some(crate::VirtualTime::from_ticks(
+            tsc.div_ceil(crate::TSC_PER_TICK),
+        ))
+    }
+}

@@ -330,7 +330,7 @@ fn preemption_timer_counts_retired_instructions_at_the_tsc_rate() {
         let exit = v.get(F::PrimaryVmExitControls);
         v.set(
             F::PrimaryVmExitControls,
-            exit | u64::from(x86::vmx::controls::exit::SAVE_PREEMPTION_TIMER),
+            exit | u64::from(exit::SAVE_PREEMPTION_TIMER),
         );
         v.set(F::VmxPreemptionTimerValue, 10);
     });
