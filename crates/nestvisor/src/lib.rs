@@ -122,6 +122,9 @@ pub mod bare {
         pub instructions: u64,
         /// The CPU model's own counters (TLB, decode cache, events).
         pub counters: cpu::Counters,
+        /// Every VMLAUNCH or VMRESUME that failed a check, with the linear address of the
+        /// instruction (the first 64), and how many more failed.
+        pub vm_entry_failures: (Vec<(u64, cpu::vmx::checks::EntryCheckFailure)>, u64),
     }
 
     /// Builds the machine, loads the image and runs it; COM1 writes to `console`.
@@ -156,6 +159,7 @@ pub mod bare {
             ending,
             instructions: machine.cpu().instructions_retired(),
             counters: machine.cpu().counters(),
+            vm_entry_failures: machine.cpu_mut().take_vm_entry_failures(),
         })
     }
 

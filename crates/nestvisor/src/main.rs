@@ -91,6 +91,10 @@ struct RunArgs {
     /// Stop after N retired instructions (default: no limit).
     #[arg(long, value_name = "N")]
     max_insns: Option<u64>,
+    /// After the run, print on stderr every VMLAUNCH/VMRESUME that failed a VM-entry check:
+    /// the SDM rule, the VMCS field, its value and the outcome (VMfailValid or exit 33).
+    #[arg(long)]
+    explain_vmentry: bool,
 }
 
 #[derive(Debug, Args)]
@@ -126,11 +130,30 @@ fn run(args: RunArgs) -> ExitCode {
         max_insns: args.max_insns.unwrap_or(u64::MAX),
     };
     match bare::run(&config, StdoutSink::default()) {
-        Ok(outcome) => finish(&outcome),
+        Ok(outcome) => {
+            if args.explain_vmentry {
+                explain_vmentry(&outcome);
+            }
+            finish(&outcome)
+        }
         Err(e) => {
             eprintln!("nestvisor: {e}");
             ExitCode::from(bare::EXIT_BAD_INPUT)
         }
+    }
+}
+
+/// `--explain-vmentry`: one line per failed VM entry, naming the check.
+fn explain_vmentry(outcome: &Outcome) {
+    let (failures, dropped) = &outcome.vm_entry_failures;
+    if failures.is_empty() {
+        eprintln!("nestvisor: no VM entry failed a check");
+    }
+    for (rip, failure) in failures {
+        eprintln!("nestvisor: VM entry at {rip:#x} failed: {failure}");
+    }
+    if *dropped > 0 {
+        eprintln!("nestvisor: … and {dropped} more failed VM entries");
     }
 }
 

@@ -118,3 +118,34 @@ fn bench_cpu_smoke_run_compares_both_machines() {
         );
     }
 }
+
+/// `--explain-vmentry` names the SDM rule, the field and its value of every failed VM entry
+/// (vmx-entry fails entries on purpose, one rule at a time).
+#[test]
+fn explain_vmentry_names_each_failed_check() {
+    let out = nestvisor()
+        .args(["run", "--bare", "vmx-entry", "--explain-vmentry"])
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "VMfailValid(7: VM entry with invalid control field(s)): SDM Vol. 3C §27.2.1.1",
+        "CR3-target count (0x400a) = 0x5",
+        "VMfailValid(8: VM entry with invalid host-state field(s)): SDM Vol. 3C §27.2.2",
+        "VM-entry failure exit (reason 33 | 1<<31, qualification 4)",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    // Without the option nothing is explained.
+    let quiet = nestvisor()
+        .args(["run", "--bare", "vmx-entry"])
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("VM entry at"));
+}

@@ -96,6 +96,12 @@ impl Cpu {
         };
         if let Err(failure) = checked {
             self.vmx.last_entry_failure = Some(failure);
+            if self.vmx.entry_failures.len() < super::FAILURE_LOG {
+                let rip = self.seg[Seg::Cs as usize].base.wrapping_add(self.rip);
+                self.vmx.entry_failures.push((rip, failure));
+            } else {
+                self.vmx.entry_failures_dropped += 1;
+            }
             return match failure.outcome() {
                 Outcome::VmFailValid(e) => {
                     self.vm_fail(e);
@@ -384,8 +390,18 @@ fn segment(v: &Vmcs, f: SegmentFields) -> Segment {
 
 impl Cpu {
     /// The VM-entry check that failed at the last VMLAUNCH or VMRESUME, if it failed a check
-    /// (SDM rule, field, value): what `--explain-vmentry` prints.
+    /// (SDM rule, field, value).
     pub fn last_vm_entry_failure(&self) -> Option<EntryCheckFailure> {
         self.vmx.last_entry_failure
+    }
+
+    /// The failed VM-entry checks since the last call, each with the linear address of the
+    /// VMLAUNCH or VMRESUME (what `nestvisor run --explain-vmentry` prints), and how many
+    /// more failed than the log keeps.
+    pub fn take_vm_entry_failures(&mut self) -> (Vec<(u64, EntryCheckFailure)>, u64) {
+        (
+            core::mem::take(&mut self.vmx.entry_failures),
+            core::mem::take(&mut self.vmx.entry_failures_dropped),
+        )
     }
 }

@@ -58,8 +58,13 @@ pub(crate) struct VmxState {
     /// instruction began with; 0 between instructions. VM entry fails with error 26 after
     /// MOV SS; a VM exit the instruction causes saves them.
     pub(crate) step_blocking: u32,
-    /// The check that failed at the last VM entry, for `--explain-vmentry`.
+    /// The check that failed at the last VM entry.
     pub(crate) last_entry_failure: Option<crate::vmx::checks::EntryCheckFailure>,
+    /// Failed VM-entry checks not yet taken by [`crate::Cpu::take_vm_entry_failures`] (the
+    /// first [`crate::nonroot::FAILURE_LOG`]), with the linear RIP of the VMLAUNCH or VMRESUME.
+    pub(crate) entry_failures: Vec<(u64, crate::vmx::checks::EntryCheckFailure)>,
+    /// Failures beyond the log's capacity.
+    pub(crate) entry_failures_dropped: u64,
 }
 
 impl VmxState {
