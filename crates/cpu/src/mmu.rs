@@ -1,18 +1,41 @@
 //! Memory accesses: segmentation (SDM Vol. 3A §3.4.5, §5.3 limit checks, §5.4 type checks,
 //! §3.3.7.1 canonical addresses in 64-bit mode) and paging (Vol. 3A §4: 32-bit paging with PSE
 //! §4.3, PAE §4.4, 4-level §4.5, access rights §4.6 incl. WP/SMEP/SMAP/NX, page-fault error
-//! codes §4.7, accessed and dirty flags §4.8), through the TLB ([`crate::tlb`]).
+//! codes §4.7, accessed and dirty flags §4.8), through the TLB ([`crate::tlb`]), and in VMX
+//! non-root operation with "enable EPT" the EPT dimension (Vol. 3C §29.3).
 //!
 //! A TLB miss walks with `crates/paging` (the same walker the hypervisor uses); the TLB hit
 //! path re-checks the cached rights with the rules of §4.6 (`rights_ok`, tested against the
 //! walker's own check for every combination). With PAE paging the four PDPTEs are registers,
 //! loaded by MOV to CR3/CR0/CR4 (§4.4.1). Alignment checking (#AC) is done here too.
+//!
+//! EPT (Vol. 3C §29.3): with `vmx.ept` set, every guest-physical address goes through the EPT
+//! before it reaches the bus: each guest paging-structure entry a walk reads or updates, the
+//! final address (the two-dimensional walk, `paging::translate_nested`), the PDPTE loads of PAE
+//! paging, and with guest paging off (unrestricted guest) the linear address itself, which is
+//! then a guest-physical address. EPT accessed and dirty flags (EPTP bit 6, §29.3.5), 2-MiB and
+//! 1-GiB pages and execute-only translations come with the walker. A failure is a VM exit
+//! value: an EPT misconfiguration (§29.3.3.1) or an EPT violation (§29.3.3.2) with the exit
+//! qualification of Table 28-7 (bits 0–2 the access, 3–5 the rights, 7 "guest-linear address
+//! valid", 8 "translation of a linear address" rather than a paging-structure access), the
+//! guest-physical address and, when bit 7 is set, the guest-linear address. A host-physical
+//! address that is not RAM is MMIO at that address.
+//!
+//! The TLB caches the combination (§29.4.1): a combined translation carries the guest rights
+//! with the EPT rights folded in (no EPT write or no EPT dirty flag clears
+//! [`perm::DIRTY`], so that a write walks; no EPT execute clears [`perm::EXEC`]) and is not
+//! cached at all when EPT refuses reads (execute-only pages), so the hit path is the same
+//! compare as without EPT. Entries are tagged by VPID and EP4TA ([`crate::tlb`]); the context
+//! follows `vmx.non_root`/`vpid`/`ept` through [`Cpu::tlb_vmx_transition`]. A page fault or an
+//! EPT violation drops the faulting address's entry (§4.10.4.1, §29.4.3.1).
 
 use paging::{
-    AccessKind, Pae, Paging4, Paging32, PagingContext, Privilege, WalkError, load_pdptes,
+    AccessKind, Ept, EptAccess, EptCaps, EptFault, EptOrigin, EptRights, EptTables, NestedFault,
+    Pae, PageAttrs, PageFault, PageRights, Paging4, Paging32, PagingContext, PagingFormat,
+    PdpteLoadError, Pdptes, Privilege, WalkError, load_pdptes,
 };
 use x86::reg::{cr0, cr3, cr4, efer, rflags};
-use x86::{Gpa, Gva};
+use x86::{Gpa, Gva, Hpa};
 
 use crate::Cpu;
 use crate::bus::Bus;
@@ -21,6 +44,8 @@ use crate::fault::{Ex, Exc, Fault, pf, vector};
 use crate::icache::ICache;
 use crate::state::{Mode, Seg, ar};
 use crate::tlb::{Entry, perm};
+use crate::vmx::capabilities::MODEL;
+use crate::vmx::exit::VmExit;
 use x86::Gfn;
 
 /// The physical-address width the model implements (CPUID.80000008H:EAX[7:0]).
@@ -146,6 +171,9 @@ impl Cpu {
     ) -> Ex<Phys> {
         if self.cr0 & cr0::PG == 0 {
             let pa = lin & 0xffff_ffff;
+            if self.vmx.ept.is_some() && self.vmx.non_root {
+                return self.translate_guest_physical(bus, pa, access);
+            }
             return Ok(match bus.ram_offset(Gfn::new(pa >> 12)) {
                 Some(off) => Phys::Ram(off + (pa & 0xfff) as usize),
                 None => Phys::Io(Gpa::new(pa)),
@@ -164,13 +192,142 @@ impl Cpu {
             });
         }
         self.counters.tlb_misses += 1;
-        let e = self.walk(bus, lin, access, user, implicit)?;
+        let (e, cache) = self.walk(bus, lin, access, user, implicit)?;
         let off = lin & 0xfff;
-        self.tlb.insert(lin, e);
+        if cache {
+            self.tlb.insert(lin, e);
+        }
         Ok(if e.ram != usize::MAX {
             Phys::Ram(e.ram + off as usize)
         } else {
             Phys::Io(Gpa::new((e.frame << 12) | off))
+        })
+    }
+
+    /// Brings the TLB's context up to date with VMX operation (`vmx.non_root`, `vmx.vpid`,
+    /// `vmx.ept`), to be called by VM entry once it has set them and by VM exit once it has
+    /// cleared them (SDM Vol. 3C §29.4): translations are then looked up and filled under the
+    /// VPID and EP4TA in force. Crossing the non-root boundary with VPIDs disabled (VPID 0 on
+    /// the non-root side) drops VPID 0's linear and combined mappings (§29.1.3); with VPIDs
+    /// enabled nothing is dropped, so a hypervisor that forgets INVVPID sees stale
+    /// translations. The fetch page is invalidated (the TLB generation changes). Nothing else
+    /// reads those three fields for the TLB (the lookup stays one compare): code that changes
+    /// them, tests included, calls this.
+    pub(crate) fn tlb_vmx_transition(&mut self) {
+        let non_root = self.vmx.non_root;
+        let vpid = if non_root { self.vmx.vpid } else { 0 };
+        let ep4ta = match self.vmx.ept {
+            Some(eptp) if non_root => Some(eptp.root_raw()),
+            _ => None,
+        };
+        if self.tlb.non_root() != non_root {
+            let guest_vpid = if non_root { vpid } else { self.tlb.vpid() };
+            if guest_vpid == 0 {
+                self.tlb.flush_vpid(0, false);
+                self.counters.tlb_flushes += 1;
+            }
+        }
+        self.tlb.set_context(non_root, vpid, ep4ta);
+    }
+
+    /// The EPT in force (VMX non-root operation with "enable EPT"), as a walker format.
+    fn ept01(&self) -> Ex<Option<Ept<Gpa, Hpa>>> {
+        let Some(eptp) = self.vmx.ept.filter(|_| self.vmx.non_root) else {
+            return Ok(None);
+        };
+        let caps = EptCaps::from_msr(MODEL.caps.ept_vpid.0);
+        // Mode-based execute control is not in the model's allowed-1 settings.
+        match Ept::new(eptp, &caps, MODEL.maxphyaddr, false) {
+            Ok(ept) => Ok(Some(ept)),
+            // VM entry checks the EPTP (§27.2.1.1): one in force that fails is a model bug.
+            Err(_) => Err(Exc::Error(Box::new(crate::error::CpuError::Unsupported {
+                rip: self.seg[Seg::Cs as usize].base.wrapping_add(self.rip),
+                what: "an EPTP in force that VM entry should have refused",
+            }))),
+        }
+    }
+
+    /// Guest paging off under EPT (unrestricted guest): the linear address is the
+    /// guest-physical address `gpa`, translated through EPT and cached as a guest-physical
+    /// mapping (§29.4.1). An EPT violation has qualification bits 7 and 8 set and the address
+    /// as guest-linear address.
+    #[inline(never)]
+    fn translate_guest_physical<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        gpa: u64,
+        access: Access,
+    ) -> Ex<Phys> {
+        let off = gpa & 0xfff;
+        if let Some(e) = self.tlb.lookup_guest_physical(gpa) {
+            let ok = match access {
+                Access::Read => true,
+                Access::Write => e.perm & perm::DIRTY != 0,
+                Access::Exec => e.perm & perm::EXEC != 0,
+            };
+            if ok {
+                self.counters.tlb_hits += 1;
+                return Ok(if e.ram != usize::MAX {
+                    Phys::Ram(e.ram + off as usize)
+                } else {
+                    Phys::Io(Gpa::new((e.frame << 12) | off))
+                });
+            }
+        }
+        self.counters.tlb_misses += 1;
+        let Some(ept) = self.ept01()? else {
+            return Ok(Phys::Io(Gpa::new(gpa)));
+        };
+        let origin = EptOrigin::GuestLinear { user: false };
+        let ept_access = EptAccess::new(access_kind(access), origin);
+        let now = self.now();
+        let mut mem = PhysMem {
+            bus: &mut *bus,
+            icache: &mut self.icache,
+            now,
+            touched: false,
+        };
+        let r = paging::translate(&ept, &mut mem, Gpa::new(gpa), ept_access);
+        self.touched_device |= mem.touched;
+        let t = match r {
+            Ok(t) => t,
+            Err(e) => {
+                let c = self.tlb.guest_physical_context();
+                self.tlb.drop_address(gpa, c);
+                return Err(Exc::vm_exit(match e {
+                    WalkError::Fault(f) => ept_exit(f, gpa, Some(gpa)),
+                    // `PhysMem` never fails.
+                    WalkError::Table(_) => VmExit::ept_misconfig(gpa),
+                }));
+            }
+        };
+        let frame = t.addr.raw() >> 12;
+        let mut p = perm::USER;
+        if t.rights.write {
+            p |= perm::WRITE;
+            if t.dirty {
+                p |= perm::DIRTY;
+            }
+        }
+        if t.rights.execute {
+            p |= perm::EXEC;
+        }
+        let e = Entry {
+            vpn1: 0,
+            frame,
+            ram: bus.ram_offset(Gfn::new(frame)).unwrap_or(usize::MAX),
+            ctx: self.tlb.guest_physical_context(),
+            global: false,
+            page_shift: 12,
+            perm: p,
+        };
+        if t.rights.read {
+            self.tlb.insert(gpa, e);
+        }
+        Ok(if e.ram != usize::MAX {
+            Phys::Ram(e.ram + off as usize)
+        } else {
+            Phys::Io(Gpa::new((frame << 12) | off))
         })
     }
 
@@ -206,7 +363,10 @@ impl Cpu {
 
     /// A TLB miss: the walk of `crates/paging` for the current paging mode (32-bit §4.3, PAE
     /// §4.4 from the PDPTE registers, 4-level §4.5), with its access-rights checks (§4.6) and
-    /// A/D updates (§4.8); a failed walk is a #PF with the walker's error code (§4.7).
+    /// A/D updates (§4.8); a failed walk is a #PF with the walker's error code (§4.7). Under
+    /// EPT the walk is two-dimensional (Vol. 3C §29.3) and may end in an EPT violation or
+    /// misconfiguration exit. Returns the entry and whether the TLB may cache it (not when
+    /// EPT refuses reads: an execute-only page must not satisfy a later read).
     fn walk<B: Bus>(
         &mut self,
         bus: &mut B,
@@ -214,7 +374,7 @@ impl Cpu {
         access: Access,
         user: bool,
         implicit: bool,
-    ) -> Ex<Entry> {
+    ) -> Ex<(Entry, bool)> {
         let ctx = PagingContext::from_registers(
             self.cr0,
             self.cr4,
@@ -224,11 +384,6 @@ impl Cpu {
             true,
         )
         .map_err(|_| self.unsupported_paging())?;
-        let kind = match access {
-            Access::Read => AccessKind::Read,
-            Access::Write => AccessKind::Write,
-            Access::Exec => AccessKind::Fetch,
-        };
         let privilege = if user {
             Privilege::User
         } else if implicit {
@@ -236,46 +391,56 @@ impl Cpu {
         } else {
             Privilege::Supervisor
         };
-        let pa = paging::Access::new(kind, privilege);
-        let gva = Gva::new(lin);
-        let now = self.now();
+        let pa = paging::Access::new(access_kind(access), privilege);
+        let ept = self.ept01()?;
         let pcid = self.pcid();
+        let long = self.efer & efer::LMA != 0;
+        let pdptes = if !long && self.cr4 & cr4::PAE != 0 {
+            match self.pdptes {
+                Some(p) => Some(p),
+                None => {
+                    let p = self.read_pdptes(bus, ept.as_ref())?;
+                    self.pdptes = Some(p);
+                    Some(p)
+                }
+            }
+        } else {
+            None
+        };
+        let now = self.now();
         let mut mem = PhysMem {
             bus: &mut *bus,
             icache: &mut self.icache,
             now,
             touched: false,
         };
-        let t = if self.efer & efer::LMA != 0 {
+        let ept = ept.as_ref();
+        let found = if long {
             let f = Paging4::new(Gpa::new(self.cr3 & cr3::ADDR_MASK), ctx);
-            paging::translate(&f, &mut mem, gva, pa)
-                .map(|t| (t.addr, t.size, t.rights, t.attrs, t.dirty))
-        } else if self.cr4 & cr4::PAE != 0 {
-            let pdptes = match self.pdptes {
-                Some(p) => p,
-                None => {
-                    let p = load_pdptes(&mut paging::Direct(&mut mem), self.cr3, MAXPHYADDR as u8)
-                        .map_err(|_| Fault::gp(0))?;
-                    self.pdptes = Some(p);
-                    p
-                }
-            };
-            let f = Pae::new(pdptes, ctx);
-            paging::translate(&f, &mut mem, gva, pa)
-                .map(|t| (t.addr, t.size, t.rights, t.attrs, t.dirty))
+            walk_with(&f, ept, &mut mem, lin, pa)
+        } else if let Some(pdptes) = pdptes {
+            walk_with(&Pae::new(pdptes, ctx), ept, &mut mem, lin, pa)
         } else {
-            let f = Paging32::new(Gpa::new(self.cr3), ctx);
-            paging::translate(&f, &mut mem, gva, pa)
-                .map(|t| (t.addr, t.size, t.rights, t.attrs, t.dirty))
+            walk_with(
+                &Paging32::new(Gpa::new(self.cr3), ctx),
+                ept,
+                &mut mem,
+                lin,
+                pa,
+            )
         };
         self.touched_device |= mem.touched;
-        let (addr, size, rights, attrs, dirty) = match t {
-            Ok(t) => t,
-            Err(WalkError::Fault(f)) => return Err(Fault::page(lin, f.error_code).into()),
-            // `PhysMem` never fails: unbacked table memory reads as all ones.
-            Err(WalkError::Table(_)) => return Err(Fault::page(lin, pf::P | pf::RSVD).into()),
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                // A page fault or an EPT violation invalidates the entry of the faulting
+                // address (§4.10.4.1, Vol. 3C §29.4.3.1); a misconfiguration is harmless here.
+                let c = self.tlb.context(pcid);
+                self.tlb.drop_address(lin, c);
+                return Err(e);
+            }
         };
-        let frame = addr.raw() >> 12;
+        let rights = found.rights;
         let mut p = 0;
         if rights.user {
             p |= perm::USER;
@@ -283,22 +448,24 @@ impl Cpu {
         if rights.write {
             p |= perm::WRITE;
         }
-        if rights.execute {
+        if rights.execute && found.ept.is_none_or(|(r, _)| r.execute) {
             p |= perm::EXEC;
         }
-        if dirty {
+        if found.dirty && found.ept.is_none_or(|(r, dirty)| r.write && dirty) {
             p |= perm::DIRTY;
         }
-        Ok(Entry {
+        let cache = found.ept.is_none_or(|(r, _)| r.read);
+        let frame = found.frame;
+        let entry = Entry {
             vpn1: 0,
             frame,
             ram: bus.ram_offset(Gfn::new(frame)).unwrap_or(usize::MAX),
-            pcid,
-            tag: 0,
-            global: attrs.global,
-            page_shift: size.shift() as u8,
+            ctx: self.tlb.context(pcid),
+            global: found.attrs.global,
+            page_shift: found.page_shift,
             perm: p,
-        })
+        };
+        Ok((entry, cache))
     }
 
     fn unsupported_paging(&self) -> Exc {
@@ -309,9 +476,10 @@ impl Cpu {
         }))
     }
 
-    /// Loads the PDPTE registers from the table at CR3 (MOV to CR3/CR0/CR4 with PAE paging,
-    /// §4.4.1): a present entry with a reserved bit set is #GP(0).
-    pub(crate) fn load_pdptes<B: Bus>(&mut self, bus: &mut B) -> Ex<()> {
+    /// Reads and checks the four PDPTEs of the table at CR3 (§4.4.1), through `ept` when it is
+    /// in force (Vol. 3C §29.3: an EPT violation of a PDPTE load has qualification bit 7
+    /// clear and no guest-linear address). A present entry with a reserved bit is #GP(0).
+    fn read_pdptes<B: Bus>(&mut self, bus: &mut B, ept: Option<&Ept<Gpa, Hpa>>) -> Ex<Pdptes> {
         let now = self.now();
         let mut mem = PhysMem {
             bus,
@@ -319,8 +487,29 @@ impl Cpu {
             now,
             touched: false,
         };
-        let p = load_pdptes(&mut paging::Direct(&mut mem), self.cr3, MAXPHYADDR as u8)
-            .map_err(|_| Fault::gp(0))?;
+        let r = match ept {
+            None => {
+                load_pdptes::<Gpa, _>(&mut paging::Direct(&mut mem), self.cr3, MAXPHYADDR as u8)
+                    .map_err(|_| Exc::from(Fault::gp(0)))
+            }
+            Some(ept) => {
+                let mut tables = EptTables::for_pdpte_load(ept, &mut mem);
+                load_pdptes(&mut tables, self.cr3, MAXPHYADDR as u8).map_err(|e| match e {
+                    PdpteLoadError::Reserved(_) => Exc::from(Fault::gp(0)),
+                    PdpteLoadError::Table(f) => nested_exc(f, 0),
+                })
+            }
+        };
+        self.touched_device |= mem.touched;
+        r
+    }
+
+    /// Loads the PDPTE registers from the table at CR3 (MOV to CR3/CR0/CR4 with PAE paging,
+    /// §4.4.1): a present entry with a reserved bit set is #GP(0); under EPT the table is
+    /// reached through EPT, whose faults are VM exits.
+    pub(crate) fn load_pdptes<B: Bus>(&mut self, bus: &mut B) -> Ex<()> {
+        let ept = self.ept01()?;
+        let p = self.read_pdptes(bus, ept.as_ref())?;
         self.pdptes = Some(p);
         Ok(())
     }
@@ -490,6 +679,107 @@ pub(crate) fn canonical(lin: u64) -> bool {
     ((lin << 16) as i64 >> 16) as u64 == lin
 }
 
+/// Kind of an access, for the walker.
+#[inline]
+fn access_kind(access: Access) -> AccessKind {
+    match access {
+        Access::Read => AccessKind::Read,
+        Access::Write => AccessKind::Write,
+        Access::Exec => AccessKind::Fetch,
+    }
+}
+
+/// What a successful walk leaves for the TLB entry.
+struct Found {
+    /// The (host-)physical frame of the accessed 4-KiB page.
+    frame: u64,
+    /// log2 of the page size: the smaller of the guest page and the EPT page.
+    page_shift: u8,
+    /// The guest's combined rights.
+    rights: PageRights,
+    /// The guest leaf's attributes.
+    attrs: PageAttrs,
+    /// The guest leaf's dirty flag is set (after this access).
+    dirty: bool,
+    /// Under EPT: the EPT rights and whether the EPT leaf needs no dirty-flag update.
+    ept: Option<(EptRights, bool)>,
+}
+
+/// The walk of guest format `f` for `lin`, one-dimensional or over `ept`, with its faults as
+/// exceptions: #PF, or an EPT violation or misconfiguration exit.
+fn walk_with<F, M>(
+    f: &F,
+    ept: Option<&Ept<Gpa, Hpa>>,
+    mem: &mut M,
+    lin: u64,
+    access: paging::Access,
+) -> Ex<Found>
+where
+    F: PagingFormat<
+            Input = Gva,
+            Output = Gpa,
+            Access = paging::Access,
+            Rights = PageRights,
+            Attrs = PageAttrs,
+            Fault = PageFault,
+        >,
+    M: paging::Memory<Gpa> + paging::Memory<Hpa>,
+{
+    let gva = Gva::new(lin);
+    match ept {
+        None => match paging::translate(f, mem, gva, access) {
+            Ok(t) => Ok(Found {
+                frame: t.addr.raw() >> 12,
+                page_shift: t.size.shift() as u8,
+                rights: t.rights,
+                attrs: t.attrs,
+                dirty: t.dirty,
+                ept: None,
+            }),
+            Err(WalkError::Fault(pf)) => Err(Fault::page(lin, pf.error_code).into()),
+            // `PhysMem` never fails: unbacked table memory reads as all ones.
+            Err(WalkError::Table(_)) => Err(Fault::page(lin, pf::P | pf::RSVD).into()),
+        },
+        Some(ept) => match paging::translate_nested(f, ept, mem, gva, access) {
+            Ok(t) => Ok(Found {
+                frame: t.addr().raw() >> 12,
+                page_shift: t.size().shift() as u8,
+                rights: t.guest.rights,
+                attrs: t.guest.attrs,
+                dirty: t.guest.dirty,
+                ept: Some((t.ept.rights, t.ept.dirty)),
+            }),
+            Err(e) => Err(nested_exc(e, lin)),
+        },
+    }
+}
+
+/// The exception or VM exit of a failed two-dimensional walk (or PDPTE load) for linear
+/// address `lin` (used only when the qualification says the guest-linear address is valid).
+fn nested_exc(e: NestedFault<Gpa, Hpa>, lin: u64) -> Exc {
+    match e {
+        NestedFault::Guest(pf) => Fault::page(lin, pf.error_code).into(),
+        NestedFault::Ept { fault, gpa, .. } => Exc::vm_exit(ept_exit(fault, gpa.raw(), Some(lin))),
+        // `PhysMem` never fails: unbacked table memory reads as all ones.
+        NestedFault::Memory(_) => Fault::page(lin, pf::P | pf::RSVD).into(),
+    }
+}
+
+/// Qualification bit 7: the guest-linear-address field is valid (Vol. 3C Table 28-7).
+const QUAL_LINEAR_VALID: u64 = 1 << 7;
+
+/// The VM exit of an EPT fault at guest-physical `gpa`; `gla` is recorded when the
+/// qualification says it is valid.
+fn ept_exit(fault: EptFault, gpa: u64, gla: Option<u64>) -> VmExit {
+    match fault {
+        EptFault::Violation(v) => {
+            let q = v.exit_qualification();
+            VmExit::ept_violation(q, gpa, gla.filter(|_| q & QUAL_LINEAR_VALID != 0))
+        }
+        EptFault::Misconfig { .. } => VmExit::ept_misconfig(gpa),
+    }
+}
+
 /// Physical memory as the page walker sees it: RAM, or MMIO for table reads outside RAM
 /// (unbacked reads are all ones, so a walk never fails for lack of memory). Writes of A/D flags
 /// drop decoded instructions of the page like any other write.
@@ -549,6 +839,25 @@ impl<B: Bus> paging::Memory<Gpa> for PhysMem<'_, B> {
     }
     fn write_u64(&mut self, addr: Gpa, value: u64) -> Result<(), paging::MemoryError<Gpa>> {
         self.write(addr, 8, value);
+        Ok(())
+    }
+}
+
+/// Host-physical memory for the EPT dimension: the bus's addresses are host-physical (its
+/// types say `Gpa` for historical reasons).
+impl<B: Bus> paging::Memory<Hpa> for PhysMem<'_, B> {
+    fn read_u32(&mut self, addr: Hpa) -> Result<u32, paging::MemoryError<Hpa>> {
+        Ok(self.read(Gpa::new(addr.raw()), 4) as u32)
+    }
+    fn read_u64(&mut self, addr: Hpa) -> Result<u64, paging::MemoryError<Hpa>> {
+        Ok(self.read(Gpa::new(addr.raw()), 8))
+    }
+    fn write_u32(&mut self, addr: Hpa, value: u32) -> Result<(), paging::MemoryError<Hpa>> {
+        self.write(Gpa::new(addr.raw()), 4, u64::from(value));
+        Ok(())
+    }
+    fn write_u64(&mut self, addr: Hpa, value: u64) -> Result<(), paging::MemoryError<Hpa>> {
+        self.write(Gpa::new(addr.raw()), 8, value);
         Ok(())
     }
 }
@@ -706,7 +1015,7 @@ mod tests {
         let mut cpu = Cpu::new();
         for bits in 0..(1u32 << 10) {
             let b = |i: u32| bits & (1 << i) != 0;
-            let rights = paging::PageRights {
+            let rights = PageRights {
                 user: b(0),
                 write: b(1),
                 execute: b(2),
@@ -832,6 +1141,531 @@ mod tlb_properties {
                     Op::ReloadCr3 => {
                         cpu.tlb.flush_non_global();
                         stale = [false; PAGES as usize];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod ept_tests {
+    //! EPT in the CPU's translation (Vol. 3C §29.3) and the VMX tagging of the TLB (§29.4).
+    //! The guest is `long_mode`'s: 4-level paging identity-mapping the first GiB with 2-MiB
+    //! pages, its tables at guest-physical 0x1000–0x3fff. The EPT maps guest-physical
+    //! 0–2 MiB with 4-KiB pages (identity unless a test remaps one) and 2–8 MiB with 2-MiB
+    //! pages, identity.
+    use super::*;
+    use crate::test_utils::*;
+    use x86::paging::{Eptp, ept, pte};
+
+    const EPT_PML4: u64 = 0x60_0000;
+    const EPT_PDPT: u64 = 0x60_1000;
+    const EPT_PD: u64 = 0x60_2000;
+    const EPT_PT: u64 = 0x60_3000;
+    /// Write-back memory type in a leaf.
+    const WB: u64 = 6 << 3;
+    const RWX: u64 = ept::RWX | WB;
+    /// A data page: linear = guest-physical 0x5000, host-physical 0x7000 (remapped).
+    const LIN: u64 = 0x5000;
+    const HOST: u64 = 0x7000;
+    const BITS_7_8: u64 = 0x180;
+
+    fn eptp(ad: bool) -> Eptp {
+        Eptp::new(EPT_PML4 | (3 << 3) | 6 | if ad { Eptp::AD_ENABLE } else { 0 })
+    }
+
+    fn set_pte(bus: &mut TestBus, gpa: u64, hpa: u64, flags: u64) {
+        bus.write_u64(EPT_PT + (gpa >> 12) * 8, hpa | flags);
+    }
+
+    fn pte(bus: &TestBus, gpa: u64) -> u64 {
+        bus.read_u64(EPT_PT + (gpa >> 12) * 8)
+    }
+
+    /// A CPU in non-root operation with EPT (A/D if `ad`) and VPID `vpid`.
+    fn setup(ad: bool, vpid: u16) -> (Cpu, TestBus) {
+        let mut bus = TestBus::new();
+        let mut cpu = long_mode(&mut bus);
+        bus.write_u64(EPT_PML4, EPT_PDPT | ept::RWX);
+        bus.write_u64(EPT_PDPT, EPT_PD | ept::RWX);
+        bus.write_u64(EPT_PD, EPT_PT | ept::RWX);
+        for i in 1..4 {
+            bus.write_u64(EPT_PD + 8 * i, (i << 21) | ept::LARGE_PAGE | RWX);
+        }
+        for i in 0..512 {
+            set_pte(&mut bus, i << 12, i << 12, RWX);
+        }
+        set_pte(&mut bus, LIN, HOST, RWX);
+        bus.write_u64(HOST, 0x1122_3344_5566_7788);
+        bus.write_u64(LIN, 0xdead);
+        cpu.icache.attach(&bus);
+        cpu.vmx.non_root = true;
+        cpu.vmx.ept = Some(eptp(ad));
+        cpu.vmx.vpid = vpid;
+        cpu.tlb_vmx_transition();
+        (cpu, bus)
+    }
+
+    fn violation(q: u64, gpa: u64, gla: Option<u64>) -> Exc {
+        Exc::vm_exit(VmExit::ept_violation(q, gpa, gla))
+    }
+
+    #[test]
+    fn both_dimensions_translate_and_ept_flags_follow_eptp_bit_6() {
+        for ad in [false, true] {
+            let (mut cpu, mut bus) = setup(ad, 1);
+            assert_eq!(
+                cpu.read_lin(&mut bus, LIN, 8, false),
+                Ok(0x1122_3344_5566_7788),
+                "the host page, not the guest-physical one"
+            );
+            let flags = ept::ACCESSED | ept::DIRTY;
+            // Guest paging-structure accesses are writes for EPT A/D (§29.3.5).
+            for table in [0x1000, 0x2000, 0x3000] {
+                let want = if ad { flags } else { 0 };
+                assert_eq!(pte(&bus, table) & flags, want, "table {table:#x} ad {ad}");
+            }
+            let want = if ad { ept::ACCESSED } else { 0 };
+            assert_eq!(pte(&bus, LIN) & flags, want, "a read sets A only");
+            assert_eq!(bus.read_u64(EPT_PD) & flags, want, "non-leaf: A");
+            cpu.write_lin(&mut bus, LIN, 8, 5, false).unwrap();
+            assert_eq!(bus.read_u64(HOST), 5);
+            let want = if ad { flags } else { 0 };
+            assert_eq!(pte(&bus, LIN) & flags, want, "a write sets D");
+            assert_eq!(pte(&bus, 0x9000) & flags, 0, "an unused page is untouched");
+        }
+    }
+
+    #[test]
+    fn ept_violations_have_the_exact_qualification() {
+        // (EPT flags of the data page, access, qualification).
+        let cases = [
+            (0, Access::Read, 0b001 | BITS_7_8),
+            (0, Access::Write, 0b010 | BITS_7_8),
+            (0, Access::Exec, 0b100 | BITS_7_8),
+            (ept::READ | WB, Access::Write, 0b010 | 0b001_000 | BITS_7_8),
+            (
+                ept::READ | ept::WRITE | WB,
+                Access::Exec,
+                0b100 | 0b011_000 | BITS_7_8,
+            ),
+            (
+                ept::EXECUTE | WB,
+                Access::Read,
+                0b001 | 0b100_000 | BITS_7_8,
+            ),
+            (
+                ept::EXECUTE | WB,
+                Access::Write,
+                0b010 | 0b100_000 | BITS_7_8,
+            ),
+        ];
+        for (flags, access, q) in cases {
+            let (mut cpu, mut bus) = setup(false, 1);
+            set_pte(&mut bus, LIN, HOST, flags);
+            let lin = LIN | 0x123;
+            let r = cpu.translate(&mut bus, lin, access, false);
+            assert_eq!(
+                r,
+                Err(violation(q, lin, Some(lin))),
+                "flags {flags:#x} {access:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cached_read_does_not_let_a_write_or_fetch_through() {
+        let (mut cpu, mut bus) = setup(false, 1);
+        set_pte(&mut bus, LIN, HOST, ept::READ | WB);
+        // The guest page is dirty already: only EPT can make the write walk.
+        bus.write_u64(0x3000, 0x87 | pte::ACCESSED | pte::DIRTY);
+        assert!(cpu.translate(&mut bus, LIN, Access::Read, false).is_ok());
+        assert!(cpu.tlb.lookup(LIN, 0).is_some(), "cached");
+        let q = 0b010 | 0b001_000 | BITS_7_8;
+        assert_eq!(
+            cpu.write_lin(&mut bus, LIN, 1, 0, false),
+            Err(violation(q, LIN, Some(LIN)))
+        );
+        let q = 0b100 | 0b001_000 | BITS_7_8;
+        assert_eq!(
+            cpu.translate(&mut bus, LIN, Access::Exec, false),
+            Err(violation(q, LIN, Some(LIN)))
+        );
+        // The violation dropped the entry of the address (§29.4.3.1).
+        assert!(cpu.tlb.lookup(LIN, 0).is_none());
+    }
+
+    #[test]
+    fn execute_only_pages_fetch_but_never_read_from_the_tlb() {
+        let (mut cpu, mut bus) = setup(false, 1);
+        set_pte(&mut bus, LIN, HOST, ept::EXECUTE | WB);
+        let p = cpu.translate(&mut bus, LIN, Access::Exec, false);
+        assert_eq!(p, Ok(Phys::Ram(HOST as usize)));
+        let q = 0b001 | 0b100_000 | BITS_7_8;
+        assert_eq!(
+            cpu.translate(&mut bus, LIN, Access::Read, false),
+            Err(violation(q, LIN, Some(LIN)))
+        );
+        assert_eq!(cpu.translate(&mut bus, LIN, Access::Exec, false), p);
+        assert_eq!(
+            cpu.translate(&mut bus, LIN, Access::Read, false),
+            Err(violation(q, LIN, Some(LIN)))
+        );
+    }
+
+    #[test]
+    fn guest_paging_structure_violations() {
+        for ad in [false, true] {
+            // The guest PD (guest-physical 0x3000) is not mapped by EPT.
+            let (mut cpu, mut bus) = setup(ad, 1);
+            set_pte(&mut bus, 0x3000, 0x3000, 0);
+            // A read of a paging structure: bit 0 (and bit 1 with A/D, §29.3.3.2), bit 7 but
+            // not bit 8; the guest-physical address of the PDE (index 0).
+            let q = if ad { 0b011 } else { 0b001 } | 0x80;
+            let r = cpu.translate(&mut bus, LIN, Access::Exec, false);
+            assert_eq!(r, Err(violation(q, 0x3000, Some(LIN))), "ad {ad}");
+            // Read-only guest tables: without A/D, the PDE's accessed-flag write is refused.
+            let (mut cpu, mut bus) = setup(ad, 1);
+            set_pte(&mut bus, 0x3000, 0x3000, ept::READ | WB);
+            let q = 0b010 | if ad { 0b001 } else { 0 } | 0b001_000 | 0x80;
+            let r = cpu.translate(&mut bus, LIN, Access::Read, false);
+            assert_eq!(r, Err(violation(q, 0x3000, Some(LIN))), "ad {ad}");
+        }
+    }
+
+    #[test]
+    fn misconfigurations_name_the_guest_physical_address() {
+        let (mut cpu, mut bus) = setup(false, 1);
+        // Write without read (§29.3.3.1).
+        set_pte(&mut bus, LIN, HOST, ept::WRITE | WB);
+        let r = cpu.translate(&mut bus, LIN | 8, Access::Read, false);
+        assert_eq!(r, Err(Exc::vm_exit(VmExit::ept_misconfig(LIN | 8))));
+        // A reserved memory type in a 2-MiB leaf.
+        bus.write_u64(
+            EPT_PD + 8,
+            (1 << 21) | ept::LARGE_PAGE | ept::RWX | (2 << 3),
+        );
+        let r = cpu.translate(&mut bus, 0x20_0010, Access::Write, false);
+        assert_eq!(r, Err(Exc::vm_exit(VmExit::ept_misconfig(0x20_0010))));
+    }
+
+    #[test]
+    fn large_ept_pages_and_the_combined_page_size() {
+        let (mut cpu, mut bus) = setup(true, 1);
+        // 2 MiB guest page over a 2 MiB EPT page: one 2 MiB combined page.
+        let p = cpu.translate(&mut bus, 0x40_0123, Access::Write, false);
+        assert_eq!(p, Ok(Phys::Ram(0x40_0123)));
+        assert_eq!(cpu.tlb.lookup(0x40_0000, 0).map(|e| e.page_shift), Some(21));
+        assert_eq!(bus.read_u64(EPT_PD + 16) & ept::DIRTY, ept::DIRTY);
+        // 2 MiB guest page over 4 KiB EPT pages: 4 KiB.
+        cpu.translate(&mut bus, 0x9000, Access::Read, false)
+            .unwrap();
+        assert_eq!(cpu.tlb.lookup(0x9000, 0).map(|e| e.page_shift), Some(12));
+        // A 1 GiB guest page over a 1 GiB EPT page (guest-physical 1–2 GiB → host 0).
+        bus.write_u64(0x2000 + 8, 0x4000_0000 | 0x87);
+        bus.write_u64(EPT_PDPT + 8, ept::LARGE_PAGE | RWX);
+        let p = cpu.translate(&mut bus, 0x4000_5008, Access::Read, false);
+        assert_eq!(p, Ok(Phys::Ram(0x5008)));
+        assert_eq!(
+            cpu.tlb.lookup(0x4000_5000, 0).map(|e| e.page_shift),
+            Some(30)
+        );
+        // INVLPG elsewhere in the combined page drops it.
+        cpu.tlb.flush_page(0x4123_4000);
+        assert!(cpu.tlb.lookup(0x4000_5000, 0).is_none());
+    }
+
+    #[test]
+    fn guest_paging_off_translates_guest_physical_addresses() {
+        let (mut cpu, mut bus) = setup(true, 1);
+        cpu.cr0 &= !cr0::PG;
+        cpu.efer &= !efer::LMA;
+        assert_eq!(
+            cpu.read_lin(&mut bus, LIN, 8, false),
+            Ok(0x1122_3344_5566_7788)
+        );
+        assert_eq!(pte(&bus, LIN) & ept::ACCESSED, ept::ACCESSED);
+        assert_eq!(pte(&bus, LIN) & ept::DIRTY, 0);
+        cpu.write_lin(&mut bus, LIN, 8, 7, false).unwrap();
+        assert_eq!(
+            pte(&bus, LIN) & ept::DIRTY,
+            ept::DIRTY,
+            "the write walked again"
+        );
+        assert_eq!(bus.read_u64(HOST), 7);
+        // Cached: an EPT edit without INVEPT is not seen...
+        set_pte(&mut bus, LIN, 0x8000, RWX);
+        assert_eq!(cpu.read_lin(&mut bus, LIN, 8, false), Ok(7));
+        // ...but INVEPT single-context drops guest-physical mappings.
+        cpu.tlb.flush_ept(EPT_PML4);
+        assert_eq!(cpu.read_lin(&mut bus, LIN, 8, false), Ok(0));
+        // A violation: the linear address is the guest-physical one (bits 7 and 8).
+        set_pte(&mut bus, 0x9000, 0x9000, 0);
+        let r = cpu.translate(&mut bus, 0x9abc, Access::Read, false);
+        assert_eq!(r, Err(violation(0b001 | BITS_7_8, 0x9abc, Some(0x9abc))));
+        // Without EPT, paging off is the identity.
+        cpu.vmx.ept = None;
+        cpu.tlb_vmx_transition();
+        assert_eq!(cpu.read_lin(&mut bus, LIN, 8, false), Ok(0xdead));
+    }
+
+    #[test]
+    fn mmio_behind_ept_goes_to_the_host_physical_address() {
+        let (mut cpu, mut bus) = setup(false, 1);
+        set_pte(&mut bus, 0x6000, 0xfee0_0000, ept::READ | ept::WRITE | WB);
+        cpu.write_lin(&mut bus, 0x6008, 4, 0xabcd, false).unwrap();
+        assert_eq!(bus.mmio_writes, vec![(0xfee0_0008, 0xabcd)]);
+        assert_eq!(cpu.read_lin(&mut bus, 0x6008, 4, false), Ok(0xffff_ffff));
+        // Guest tables behind MMIO read as all ones: a reserved-bit #PF for the guest.
+        set_pte(&mut bus, 0x3000, 0xfee0_0000, RWX);
+        cpu.tlb.flush_all();
+        let r = cpu.translate(&mut bus, LIN, Access::Read, false);
+        assert!(
+            matches!(r, Err(Exc::Fault(f)) if f.vector == vector::PF),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn pdpte_loads_go_through_ept() {
+        let (mut cpu, mut bus) = setup(true, 1);
+        // PAE guest: PDPT at guest-physical 0x8000 (host 0x8000), PD at 0x3000.
+        cpu.efer = 0;
+        cpu.cr3 = 0x8000;
+        bus.write_u64(0x8000, 0x3000 | 1);
+        assert_eq!(cpu.load_pdptes(&mut bus), Ok(()));
+        assert_eq!(pte(&bus, 0x8000) & ept::DIRTY, 0, "a PDPTE load is a read");
+        assert_eq!(
+            cpu.read_lin(&mut bus, LIN, 8, false),
+            Ok(0x1122_3344_5566_7788)
+        );
+        // EPT violation of a PDPTE load: a read, no guest-linear address (bit 7 clear).
+        set_pte(&mut bus, 0x8000, 0x8000, 0);
+        assert_eq!(cpu.load_pdptes(&mut bus), Err(violation(1, 0x8000, None)));
+        // A reserved bit in a PDPTE is still #GP(0).
+        set_pte(&mut bus, 0x8000, 0x8000, RWX);
+        bus.write_u64(0x8000, 0x3000 | 1 | (1 << 5));
+        assert_eq!(cpu.load_pdptes(&mut bus), Err(Fault::gp(0).into()));
+    }
+
+    #[test]
+    fn guest_page_faults_stay_page_faults() {
+        let (mut cpu, mut bus) = setup(false, 1);
+        bus.write_u64(0x3000, 0);
+        let r = cpu.translate(&mut bus, LIN, Access::Write, false);
+        assert_eq!(r, Err(Fault::page(LIN, pf::W).into()));
+    }
+
+    #[test]
+    fn stale_ept_translations_survive_until_invept() {
+        let (mut cpu, mut bus) = setup(false, 1);
+        bus.write_u64(0x8000, 0x8888);
+        assert_eq!(
+            cpu.read_lin(&mut bus, LIN, 8, false),
+            Ok(0x1122_3344_5566_7788)
+        );
+        set_pte(&mut bus, LIN, 0x8000, RWX);
+        assert_eq!(
+            cpu.read_lin(&mut bus, LIN, 8, false),
+            Ok(0x1122_3344_5566_7788),
+            "stale: no INVEPT yet"
+        );
+        // Another EPT's flush does not help; this one's does.
+        cpu.tlb.flush_ept(0x12_3000);
+        assert_eq!(
+            cpu.read_lin(&mut bus, LIN, 8, false),
+            Ok(0x1122_3344_5566_7788)
+        );
+        cpu.tlb.flush_ept(EPT_PML4);
+        assert_eq!(cpu.read_lin(&mut bus, LIN, 8, false), Ok(0x8888));
+    }
+
+    #[test]
+    fn vm_transitions_flush_only_without_vpids() {
+        for vpid in [0, 9] {
+            let (mut cpu, mut bus) = setup(false, vpid);
+            assert_eq!(
+                cpu.read_lin(&mut bus, LIN, 8, false),
+                Ok(0x1122_3344_5566_7788)
+            );
+            set_pte(&mut bus, LIN, 0x8000, RWX);
+            // VM exit, a root access to the same linear page, VM entry.
+            cpu.vmx.non_root = false;
+            cpu.vmx.ept = None;
+            cpu.vmx.vpid = 0;
+            cpu.tlb_vmx_transition();
+            assert_eq!(
+                cpu.read_lin(&mut bus, LIN, 8, false),
+                Ok(0xdead),
+                "root: no EPT"
+            );
+            cpu.vmx.non_root = true;
+            cpu.vmx.ept = Some(eptp(false));
+            cpu.vmx.vpid = vpid;
+            cpu.tlb_vmx_transition();
+            let want = if vpid == 0 { 0 } else { 0x1122_3344_5566_7788 };
+            assert_eq!(
+                cpu.read_lin(&mut bus, LIN, 8, false),
+                Ok(want),
+                "VPID {vpid}"
+            );
+        }
+    }
+
+    #[test]
+    fn flushes_of_the_guest_stay_in_its_vpid() {
+        let (mut cpu, mut bus) = setup(false, 4);
+        cpu.read_lin(&mut bus, LIN, 8, false).unwrap();
+        // Root fills the same page, then the guest's CR3 reload (current VPID 4) and INVLPG.
+        cpu.vmx.non_root = false;
+        cpu.tlb_vmx_transition();
+        cpu.read_lin(&mut bus, LIN, 8, false).unwrap();
+        cpu.vmx.non_root = true;
+        cpu.tlb_vmx_transition();
+        cpu.tlb.flush_non_global();
+        cpu.tlb.flush_page(LIN);
+        assert!(cpu.tlb.lookup(LIN, 0).is_none());
+        cpu.vmx.non_root = false;
+        cpu.tlb_vmx_transition();
+        assert!(
+            cpu.tlb.lookup(LIN, 0).is_some(),
+            "root's translation survives"
+        );
+    }
+}
+
+#[cfg(test)]
+mod ept_properties {
+    use super::*;
+    use crate::test_utils::*;
+    use proptest::prelude::*;
+    use x86::paging::{Eptp, ept};
+
+    const EPT_PML4: u64 = 0x60_0000;
+    const EPT_PT: u64 = 0x60_3000;
+    const PT: u64 = 0x4000;
+    const BASE: u64 = 0x40_0000;
+    const PAGES: u64 = 8;
+    /// Guest page i maps guest-physical 0x10_0000 + (frame << 12), frames < 64, all in the
+    /// 4-KiB part of the EPT.
+    const GPA: u64 = 0x10_0000;
+    const WB: u64 = 6 << 3;
+    /// EPT leaf rights: none, R, RW, RX, RWX, X (execute-only), W (misconfiguration).
+    const EPT_FLAGS: [u64; 7] = [0, 1, 3, 5, 7, 4, 2];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Access page `i` (write?, fetch?, user?).
+        Access(u64, bool, bool, bool),
+        /// Rewrite guest PTE `i` behind the TLB's back.
+        Guest(u64, u64),
+        /// Rewrite the EPT entry of guest-physical frame `f`: host frame, rights.
+        Ept(u64, u64, u64),
+        Invlpg(u64),
+        ReloadCr3,
+        Invept,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0..PAGES, any::<bool>(), any::<bool>(), any::<bool>())
+                .prop_map(|(i, w, x, u)| Op::Access(i, w, x, u)),
+            // P, R/W, U/S, and A and D (0x60) or not.
+            2 => (0..PAGES, 0u64..16, 0u64..8, any::<bool>())
+                .prop_map(|(i, f, fl, ad)| Op::Guest(i, ((GPA >> 12) + f) << 12 | fl | if ad { 0x60 } else { 0 })),
+            3 => (0u64..16, 0u64..32, 0..EPT_FLAGS.len()).prop_map(|(f, h, r)| Op::Ept(f, h, EPT_FLAGS[r])),
+            1 => (0..PAGES).prop_map(Op::Invlpg),
+            1 => Just(Op::ReloadCr3),
+            1 => Just(Op::Invept),
+        ]
+    }
+
+    fn non_root(cpu: &mut Cpu, ad: bool) {
+        cpu.vmx.non_root = true;
+        let eptp = EPT_PML4 | (3 << 3) | 6 | if ad { Eptp::AD_ENABLE } else { 0 };
+        cpu.vmx.ept = Some(Eptp::new(eptp));
+        cpu.vmx.vpid = 1;
+        cpu.tlb_vmx_transition();
+    }
+
+    fn access(cpu: &mut Cpu, bus: &mut TestBus, i: u64, w: bool, x: bool, u: bool) -> Ex<Phys> {
+        cpu.cpl = if u { 3 } else { 0 };
+        let a = match (w, x) {
+            (true, _) => Access::Write,
+            (false, true) => Access::Exec,
+            _ => Access::Read,
+        };
+        cpu.translate(bus, BASE + i * 4096 + 8, a, false)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Under EPT, once the flushes for a page have happened (INVLPG or MOV to CR3 for its
+        /// guest PTE, INVEPT for the EPT entries it uses) a translation through the TLB equals
+        /// a fresh two-dimensional walk: the same physical location, or the same #PF or VM
+        /// exit.
+        #[test]
+        fn after_the_flushes_the_tlb_agrees_with_a_fresh_walk(
+            ad in any::<bool>(),
+            ops in proptest::collection::vec(op(), 1..80),
+        ) {
+            let (mut cpu, mut bus) = long_env(&[]);
+            bus.write_u64(0x3000 + 8 * 2, PT | 7);
+            for i in 0..PAGES {
+                let ad = if i % 2 == 0 { 0x60 } else { 0 };
+                bus.write_u64(PT + 8 * i, (GPA + (i << 12)) | 7 | ad);
+            }
+            bus.write_u64(EPT_PML4, 0x60_1000 | ept::RWX);
+            bus.write_u64(0x60_1000, 0x60_2000 | ept::RWX);
+            bus.write_u64(0x60_2000, EPT_PT | ept::RWX);
+            for i in 1..4u64 {
+                bus.write_u64(0x60_2000 + 8 * i, (i << 21) | ept::LARGE_PAGE | ept::RWX | WB);
+            }
+            for f in 0..512u64 {
+                bus.write_u64(EPT_PT + 8 * f, (f << 12) | ept::RWX | WB);
+            }
+            cpu.icache.attach(&bus);
+            non_root(&mut cpu, ad);
+            let mut fresh = long_mode(&mut TestBus::new());
+            fresh.cr3 = cpu.cr3;
+            fresh.icache.attach(&bus);
+            non_root(&mut fresh, ad);
+            // Pages whose guest PTE, and guest-physical frames whose EPT entry, changed
+            // since the last flush that covers them.
+            let mut guest_stale = [false; PAGES as usize];
+            let mut ept_stale = false;
+            for op in ops {
+                match op {
+                    Op::Access(i, w, x, u) => {
+                        let got = access(&mut cpu, &mut bus, i, w, x, u);
+                        fresh.tlb.flush_all();
+                        let want = access(&mut fresh, &mut bus, i, w, x, u);
+                        if !guest_stale[i as usize] && !ept_stale {
+                            prop_assert_eq!(got, want, "page {} w {} x {} u {}", i, w, x, u);
+                        }
+                    }
+                    Op::Guest(i, pte) => {
+                        bus.write_u64(PT + 8 * i, pte);
+                        guest_stale[i as usize] = true;
+                    }
+                    Op::Ept(f, h, rights) => {
+                        let frame = (GPA >> 12) + f;
+                        bus.write_u64(EPT_PT + 8 * frame, ((0x20 + h) << 12) | rights | WB);
+                        ept_stale = true;
+                    }
+                    Op::Invlpg(i) => {
+                        cpu.tlb.flush_page(BASE + i * 4096);
+                        guest_stale[i as usize] = false;
+                    }
+                    Op::ReloadCr3 => {
+                        cpu.tlb.flush_non_global();
+                        guest_stale = [false; PAGES as usize];
+                    }
+                    Op::Invept => {
+                        cpu.tlb.flush_ept(EPT_PML4);
+                        guest_stale = [false; PAGES as usize];
+                        ept_stale = false;
                     }
                 }
             }
