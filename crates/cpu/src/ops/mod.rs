@@ -13,3 +13,4 @@ pub(crate) mod stack;
 pub(crate) mod string;
 pub(crate) mod system;
 pub(crate) mod vmx;
+mod vmx_inv;
