@@ -246,6 +246,19 @@ g_tsc_aux:
     wrmsr
     ret
 
+    // An NMI to all including self through the x2APIC ICR (MSR 830H: delivery mode NMI = 4
+    // in bits 10:8, shorthand 2 in bits 19:18).
+    .global g_nmi_self
+g_nmi_self:
+    mov ecx, 0x830
+    mov eax, 0x80400
+    xor edx, edx
+    wrmsr
+    .global g_nmi_after
+g_nmi_after:
+    nop
+    ret
+
     // VMCALL as a probe body.
     .global g_vmcall_body
 g_vmcall_body:
@@ -289,4 +302,6 @@ unsafe extern "C" {
     pub static g_sti_open: u8;
     pub fn g_tsc_aux(arg: u64);
     pub fn g_vmcall_body(arg: u64);
+    pub fn g_nmi_self(arg: u64);
+    pub static g_nmi_after: u8;
 }
