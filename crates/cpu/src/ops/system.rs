@@ -108,7 +108,7 @@ impl Cpu {
             return Err(e);
         }
         if (old ^ v) & (cr0::PG | cr0::PE) != 0 {
-            self.tlb.flush_all();
+            self.tlb.flush_current();
             self.counters.tlb_flushes += 1;
         }
         self.update_mode();
@@ -171,7 +171,7 @@ impl Cpu {
             return Err(e);
         }
         if (old ^ v) & CR4_FLUSH != 0 {
-            self.tlb.flush_all();
+            self.tlb.flush_current();
             self.counters.tlb_flushes += 1;
         }
         Ok(())
@@ -461,7 +461,7 @@ impl Cpu {
                 }
                 self.tlb.flush_pcid(pcid);
             }
-            2 => self.tlb.flush_all(),
+            2 => self.tlb.flush_current(),
             3 => self.tlb.flush_non_global(),
             _ => return Err(Fault::gp(0).into()),
         }
