@@ -59,7 +59,7 @@ fn vmx_insns() {
 /// pointer (exit 0x80000021), MSR loading (exit 0x80000022), host state after exits.
 #[test]
 fn vmx_entry() {
-    passes("vmx-entry", 143);
+    passes("vmx-entry", 213);
 }
 
 /// VM exits of non-root operation, their qualifications and instruction information, the

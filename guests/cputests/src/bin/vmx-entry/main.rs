@@ -16,9 +16,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use cputests::out;
 use cputests::paging::{alloc_frame, virt};
 use cputests::report::Report;
+use cputests::vmx::AR_CODE64;
 use cputests::vmx::fields::*;
 use cputests::vmx::insn::{self, LANDED_RFLAGS, LANDED_RSP, Outcome};
-use cputests::vmx::{self, Caps, IA32_TSC_AUX, Vm, exit, pin, proc, proc2, read, reason, write};
+use cputests::vmx::{
+    self, Caps, IA32_TSC_AUX, Vm, entry, exit, pin, proc, proc2, read, reason, write,
+};
 use rt::BootInfo;
 use rt::arch::{rdmsr, wrmsr};
 
@@ -113,6 +116,25 @@ fn entry_failure(
                 format_args!("{name}: {o}, want a VM-entry failure exit"),
                 false,
             );
+        }
+    }
+}
+
+/// A case whose entry must succeed: the guest runs to its end (the trampoline's VMCALL).
+fn enters(r: &mut Report, caps: &Caps, name: &str, change: impl FnOnce(&Vm)) {
+    let mut vm = fresh(caps);
+    change(&vm);
+    match vm.run() {
+        Ok(e) => {
+            out!(r, "{name}: exit reason={:#x}", e.reason);
+            r.check(
+                format_args!("{name}: entered and ran to the end (exit {:#x})", e.reason),
+                vm.is_done(&e),
+            );
+        }
+        Err(o) => {
+            out!(r, "{name}: {o}");
+            r.check(format_args!("{name}: {o}, want a VM entry"), false);
         }
     }
 }
@@ -334,6 +356,59 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         write(VM_ENTRY_MSR_LOAD_ADDRESS, alloc_frame() + 4);
         write(VM_ENTRY_MSR_LOAD_COUNT, 1);
     });
+    fail_valid(&mut r, &c, "VM-exit MSR-store address unaligned", 7, |_| {
+        write(VM_EXIT_MSR_STORE_ADDRESS, alloc_frame() + 8);
+        write(VM_EXIT_MSR_STORE_COUNT, 1);
+    });
+    fail_valid(&mut r, &c, "VM-exit MSR-load address unaligned", 7, |_| {
+        write(VM_EXIT_MSR_LOAD_ADDRESS, alloc_frame() + 8);
+        write(VM_EXIT_MSR_LOAD_COUNT, 1);
+    });
+    fail_valid(
+        &mut r,
+        &c,
+        "NMI-window exiting without virtual NMIs",
+        7,
+        |vm| {
+            vm.set_bits(PIN_BASED_VM_EXECUTION_CONTROLS, pin::NMI_EXITING);
+            vm.set_bits(
+                PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+                proc::NMI_WINDOW_EXITING,
+            );
+        },
+    );
+    fail_valid(&mut r, &c, "VMREAD bitmap unaligned", 7, |vm| {
+        vm.enable_secondary(proc2::VMCS_SHADOWING);
+        write(VMREAD_BITMAP, alloc_frame() + 0x10);
+        write(VMWRITE_BITMAP, alloc_frame());
+    });
+    // The limits are exact, and what is not active is not checked (§27.2.1.1).
+    enters(&mut r, &c, "cr3-target count = IA32_VMX_MISC's", |_| {
+        write(CR3_TARGET_COUNT, u64::from(targets))
+    });
+    enters(
+        &mut r,
+        &c,
+        "unsupported secondary control without activate-secondary",
+        |_| {
+            write(
+                SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+                u64::from(proc2::VIRTUALIZE_APIC_ACCESSES),
+            )
+        },
+    );
+    let revision = c.revision();
+    enters(
+        &mut r,
+        &c,
+        "VMCS link pointer to a shadow VMCS with shadowing 1",
+        |vm| {
+            vm.enable_secondary(proc2::VMCS_SHADOWING);
+            write(VMREAD_BITMAP, alloc_frame());
+            write(VMWRITE_BITMAP, alloc_frame());
+            write(VMCS_LINK_POINTER, vmx::region(revision, true));
+        },
+    );
     // Event injection (§27.2.1.3), interruption-information format of Table 25-17.
     let valid = 1u64 << 31;
     for (name, info, len) in [
@@ -433,6 +508,16 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     fail_valid(&mut r, &c, "host PAT memory type 2", 8, |_| {
         write(HOST_IA32_PAT, (read(HOST_IA32_PAT) & !0xFF) | 2)
     });
+    fail_valid(&mut r, &c, "host GDTR base non-canonical", 8, |_| {
+        write(HOST_GDTR_BASE, 0x0000_8000_0000_0000)
+    });
+    fail_valid(&mut r, &c, "host SYSENTER_EIP non-canonical", 8, |_| {
+        write(HOST_IA32_SYSENTER_EIP, 0x0000_8000_0000_0000)
+    });
+    // SS may be null when the host is 64-bit (§27.2.3).
+    enters(&mut r, &c, "host SS selector 0 with a 64-bit host", |_| {
+        write(HOST_SS_SELECTOR, 0)
+    });
     // Controls are checked before the host state (§27.2: the order of §27.2.1, §27.2.2).
     fail_valid(&mut r, &c, "bad controls and bad host state", 7, |_| {
         write(CR3_TARGET_COUNT, u64::from(targets) + 1);
@@ -486,11 +571,106 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     entry_failure(&mut r, &c, "guest PAT memory type 3", bad, 0, |_| {
         write(GUEST_IA32_PAT, (read(GUEST_IA32_PAT) & !0xFF) | 3)
     });
+    entry_failure(&mut r, &c, "guest CR0 bit 32 set", bad, 0, |_| {
+        set(GUEST_CR0, 1 << 32)
+    });
+    entry_failure(
+        &mut r,
+        &c,
+        "guest CR4 bit not in CR4_FIXED1",
+        bad,
+        0,
+        |_| {
+            let free = (0..32)
+                .map(|b| 1u64 << b)
+                .find(|b| c.cr4_fixed1 & b == 0)
+                .unwrap_or(1 << 63);
+            set(GUEST_CR4, free)
+        },
+    );
+    entry_failure(&mut r, &c, "guest CS type 3 (data)", bad, 0, |_| {
+        write(GUEST_CS_ACCESS_RIGHTS, (AR_CODE64 & !0xF) | 3)
+    });
+    entry_failure(&mut r, &c, "guest SS.DPL 3 with CS.DPL 0", bad, 0, |_| {
+        write(GUEST_SS_ACCESS_RIGHTS, vmx::AR_DATA | 3 << 5)
+    });
+    entry_failure(
+        &mut r,
+        &c,
+        "guest DS access rights reserved bit 8",
+        bad,
+        0,
+        |_| set(GUEST_DS_ACCESS_RIGHTS, 1 << 8),
+    );
+    entry_failure(&mut r, &c, "guest GDTR base non-canonical", bad, 0, |_| {
+        write(GUEST_GDTR_BASE, 0x0000_8000_0000_0000)
+    });
+    entry_failure(
+        &mut r,
+        &c,
+        "guest DR7 bit 32 with load debug controls",
+        bad,
+        0,
+        |vm| {
+            vm.set_bits(VM_ENTRY_CONTROLS, entry::LOAD_DEBUG_CONTROLS);
+            write(GUEST_DR7, 0x400 | 1 << 32);
+        },
+    );
+    entry_failure(
+        &mut r,
+        &c,
+        "guest IA32_DEBUGCTL reserved bit 2 with load debug controls",
+        bad,
+        0,
+        |vm| {
+            vm.set_bits(VM_ENTRY_CONTROLS, entry::LOAD_DEBUG_CONTROLS);
+            write(GUEST_DR7, 0x400);
+            write(GUEST_IA32_DEBUGCTL, 1 << 2);
+        },
+    );
+    entry_failure(
+        &mut r,
+        &c,
+        "guest pending debug exceptions reserved bit 4",
+        bad,
+        0,
+        |_| write(GUEST_PENDING_DEBUG_EXCEPTIONS, 1 << 4),
+    );
+    entry_failure(
+        &mut r,
+        &c,
+        "guest blocking by STI and by MOV SS",
+        bad,
+        0,
+        |_| {
+            write(GUEST_RFLAGS, 0x202);
+            write(GUEST_INTERRUPTIBILITY_STATE, 3);
+        },
+    );
+    entry_failure(
+        &mut r,
+        &c,
+        "guest interruptibility reserved bit 5",
+        bad,
+        0,
+        |_| write(GUEST_INTERRUPTIBILITY_STATE, 1 << 5),
+    );
+    entry_failure(
+        &mut r,
+        &c,
+        "external interrupt injected with blocking by STI",
+        bad,
+        0,
+        |_| {
+            write(GUEST_RFLAGS, 0x202);
+            write(GUEST_INTERRUPTIBILITY_STATE, 1);
+            write(VM_ENTRY_INTERRUPTION_INFORMATION, 1 << 31 | 0x80);
+        },
+    );
     // The VMCS link pointer (§27.3.1.5): not FFFFFFFF_FFFFFFFFH and not a valid region.
     entry_failure(&mut r, &c, "VMCS link pointer unaligned", bad, 4, |_| {
         write(VMCS_LINK_POINTER, alloc_frame() + 8)
     });
-    let revision = c.revision();
     entry_failure(
         &mut r,
         &c,
