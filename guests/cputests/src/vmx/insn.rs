@@ -451,3 +451,12 @@ pub unsafe fn write_dr7(v: u64) {
     // SAFETY: forwarded to the caller.
     unsafe { asm!("mov dr7, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
 }
+
+/// Loads SS with `selector` (after an exit that loaded a null host SS).
+///
+/// # Safety
+/// `selector` must name a writable ring-0 data segment of the live GDT.
+pub unsafe fn load_ss(selector: u16) {
+    // SAFETY: forwarded to the caller.
+    unsafe { asm!("mov ss, {0:x}", in(reg) selector, options(nostack, preserves_flags)) };
+}

@@ -518,6 +518,8 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
     enters(&mut r, &c, "host SS selector 0 with a 64-bit host", |_| {
         write(HOST_SS_SELECTOR, 0)
     });
+    // SAFETY: the GDT's ring-0 data segment, as before the case.
+    unsafe { insn::load_ss(cputests::desc::KERNEL_DS) };
     // Controls are checked before the host state (§27.2: the order of §27.2.1, §27.2.2).
     fail_valid(&mut r, &c, "bad controls and bad host state", 7, |_| {
         write(CR3_TARGET_COUNT, u64::from(targets) + 1);
