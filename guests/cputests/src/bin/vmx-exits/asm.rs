@@ -259,6 +259,26 @@ g_nmi_after:
     nop
     ret
 
+    // CLTS, then LMSW of CR0's low word with TS cleared.
+    .global g_clts_lmsw
+g_clts_lmsw:
+    clts
+    mov rax, cr0
+    and eax, 0xFFF7
+    lmsw ax
+    ret
+
+    // INVPCID type 2 (all contexts, globals included) with a zeroed descriptor at [RSP].
+    .global g_invpcid
+g_invpcid:
+    sub rsp, 16
+    mov qword ptr [rsp], 0
+    mov qword ptr [rsp + 8], 0
+    mov eax, 2
+    invpcid rax, [rsp]
+    add rsp, 16
+    ret
+
     // VMCALL as a probe body.
     .global g_vmcall_body
 g_vmcall_body:
@@ -303,5 +323,7 @@ unsafe extern "C" {
     pub fn g_tsc_aux(arg: u64);
     pub fn g_vmcall_body(arg: u64);
     pub fn g_nmi_self(arg: u64);
+    pub fn g_clts_lmsw(arg: u64);
+    pub fn g_invpcid(arg: u64);
     pub static g_nmi_after: u8;
 }

@@ -403,6 +403,60 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         vmx::CR4_VMXE,
     );
 
+    // CLTS and LMSW with CR0.TS owned by the host (shadow 1): CLTS exits (access type 2);
+    // LMSW exits when it would change a masked bit (type 3, source data in bits 31:16).
+    let mut vm = new_vm(&c, g_clts_lmsw, 0);
+    write(CR0_GUEST_HOST_MASK, cr0_ts);
+    write(CR0_READ_SHADOW, cr0_ts);
+    write(GUEST_CR0, vm.host.cr0 & !cr0_ts);
+    let lmsw_source = vm.host.cr0 & 0xFFF7;
+    sequence(
+        &mut r,
+        "clts lmsw",
+        &mut vm,
+        &[
+            want(reason::CR_ACCESS, 2 << 4),
+            want(reason::CR_ACCESS, 3 << 4 | lmsw_source << 16),
+        ],
+        |_, _| {},
+    );
+
+    // INVPCID (§26.1.3): exits with "INVLPG exiting" and "enable INVPCID"; is #UD without
+    // "enable INVPCID" (§26.3), when CPUID.(EAX=07H,ECX=0):EBX[10] reports it.
+    if cpuid(7, 0).ebx >> 10 & 1 != 0 {
+        let mut vm = new_vm(&c, g_invpcid, 0);
+        vm.set_bits(primary, proc::INVLPG_EXITING);
+        vm.enable_secondary(proc2::ENABLE_INVPCID);
+        let seen = sequence(
+            &mut r,
+            "invpcid",
+            &mut vm,
+            &[want(reason::INVPCID, 0)],
+            |_, _| {},
+        );
+        // Register operand RAX (bits 31:28 = 0), base RSP (bits 26:23 = 4, bit 27 = 0).
+        let m = 0xF << 28 | 1 << 27 | 0xF << 23;
+        r.expect_eq(
+            format_args!("invpcid instruction information"),
+            u64::from(seen[0].instruction_info) & m,
+            4 << 23,
+        );
+        let mut vm = new_vm(&c, g_invpcid, 0);
+        write(EXCEPTION_BITMAP, 1 << 6);
+        let e = vm.run().unwrap_or_default();
+        out!(
+            r,
+            "invpcid disabled: reason={} info={:#x}",
+            e.reason,
+            e.interruption_info
+        );
+        r.expect_eq(
+            format_args!("invpcid without enable INVPCID: #UD"),
+            u64::from(e.interruption_info),
+            info(3, 6),
+        );
+    }
+
     // MOV DR (Table 28-4: bits 2:0 DR, bit 4 direction (1 = from DR), bits 11:8 GPR).
     let mut vm = new_vm(&c, g_dr, 0);
     vm.set_bits(primary, proc::MOV_DR_EXITING);
