@@ -74,7 +74,7 @@ fn vmx_exits() {
 /// unrestricted real-mode guest.
 #[test]
 fn vmx_ept() {
-    passes("vmx-ept", 63);
+    passes("vmx-ept", 83);
 }
 
 /// VMCS shadowing with VMREAD/VMWRITE bitmaps.

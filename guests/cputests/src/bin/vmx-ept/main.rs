@@ -13,15 +13,17 @@
 //!   linear address valid, final translation; GUEST_PHYSICAL_ADDRESS and GUEST_LINEAR_ADDRESS),
 //!   a write to a read-only page (bit 1, bits 5:3 = 001), a fetch from a non-executable page
 //!   (bit 2, bits 5:3 = 011), a read of an execute-only page (bits 5:3 = 100) while a call
-//!   into it runs.
+//!   into it runs; a violation on the guest's PTE during the walk (bit 8 clear, bits 1:0 both
+//!   set with EPT A/D flags on, where paging-structure accesses count as writes).
 //! - Misconfigurations (exit 49): write without read, a reserved memory type.
 //! - A/D flags: with EPTP bit 6 a read sets A and a write sets D in the EPT leaf; without it
 //!   neither is set.
-//! - Caching (with VPID 1, so VM entries and exits keep the translations): a changed EPT leaf
-//!   is not seen until INVEPT single-context; then again until INVEPT all-context.
-//! - VPID without EPT: a changed guest PTE is not seen across exits until INVVPID
-//!   individual-address, then single-context; with VPIDs off every entry and exit flushes
-//!   (§29.4.3.3), so the change is seen at once.
+//! - Caching: eight pages read in three rounds, their translations changed between rounds:
+//!   with VPID 1 (and EPT) a changed EPT leaf or guest PTE may still be used until INVEPT
+//!   (single-context, all-context) or INVVPID (individual-address, single-context, all-context,
+//!   single-context retaining globals) — each page reads its old or new value and at least one
+//!   its old value — and every page reads its newest value after the invalidation; with VPIDs
+//!   off every entry and exit flushes (§29.4.3.3), so the change is seen at once.
 //! - An unrestricted guest in real mode (CR0.PE = PG = 0) runs 16-bit code under EPT.
 
 #![no_std]
@@ -228,6 +230,65 @@ fn expect_violation(r: &mut Report, name: &str, e: &Exit, qual: u64, gpa: u64, g
     );
 }
 
+fn sweep(round: usize, page: usize) -> u64 {
+    SWEEP[round * SWEEP_PAGES + page].load(Ordering::Relaxed)
+}
+
+/// Checks the three rounds of [`g_sweep`] against the values the pages had (0x100 + i, then
+/// 0x200 + i, then 0x300 + i): round 0 old; round 1 old or new for each page, with at least
+/// one old (`flushed` = false) or all new (`flushed`); round 2 all newest.
+fn check_sweep(r: &mut Report, name: &str, flushed: bool) {
+    let mut first = 0;
+    let mut stale = 0;
+    let mut either = 0;
+    let mut last = 0;
+    for i in 0..SWEEP_PAGES {
+        let i64 = i as u64;
+        first += u64::from(sweep(0, i) == 0x100 + i64);
+        stale += u64::from(sweep(1, i) == 0x100 + i64);
+        either += u64::from(sweep(1, i) == 0x100 + i64 || sweep(1, i) == 0x200 + i64);
+        last += u64::from(sweep(2, i) == 0x300 + i64);
+    }
+    out!(
+        r,
+        "{name}: round 0 ok={first}, round 1 stale>0={}, round 2 ok={last}",
+        u8::from(stale > 0)
+    );
+    let n = SWEEP_PAGES as u64;
+    r.expect_eq(
+        format_args!("{name}: first round reads the first mappings"),
+        first,
+        n,
+    );
+    if flushed {
+        r.expect_eq(
+            format_args!("{name}: second round sees every change"),
+            stale,
+            0,
+        );
+        r.expect_eq(
+            format_args!("{name}: second round reads the new mappings"),
+            either,
+            n,
+        );
+    } else {
+        r.expect_eq(
+            format_args!("{name}: second round reads old or new mappings"),
+            either,
+            n,
+        );
+        r.check(
+            format_args!("{name}: a translation survived the VM exit and entry"),
+            stale > 0,
+        );
+    }
+    r.expect_eq(
+        format_args!("{name}: after the invalidation every page reads the newest mapping"),
+        last,
+        n,
+    );
+}
+
 #[unsafe(no_mangle)]
 fn kernel_main(_boot: &'static BootInfo) -> ! {
     cputests::init();
@@ -318,6 +379,21 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         format_args!("page-walk violation guest-linear address"),
         e.guest_linear,
         VA,
+    );
+    // With EPT A/D flags on, accesses to guest paging structures are writes for EPT (§29.3.5):
+    // a violation there sets both bit 0 and bit 1 (Table 28-7).
+    let mut vm = ept_vm(&c, &ept, true, false, &space, g_read, VA);
+    let e = run(&mut r, "walk a/d", &mut vm);
+    out!(
+        r,
+        "page-walk violation with a/d: reason={} qualification={:#x}",
+        e.reason,
+        e.qualification
+    );
+    r.expect_eq(
+        format_args!("page-walk violation with A/D: qualification bits 8:0"),
+        e.qualification & 0x1FF,
+        0x83,
     );
     ept.map(pt, pt, R | W | X | WB);
     let o = insn::invept(2, &[0, 0]);
@@ -439,85 +515,62 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         );
     }
 
-    // Cached EPT translations (§29.4.3): with VPID 1 entries and exits keep them.
-    let gpa = frame_with(0);
-    let (h1, h2, h3) = (frame_with(0x1), frame_with(0x2), frame_with(0x3));
-    ept.map(gpa, h1, R | W | X | WB);
-    let space = guest_space(&[gpa]);
-    let mut vm = ept_vm(&c, &ept, false, true, &space, g_read3, VA);
-    let mut steps = 0;
-    let e = vm
-        .run_until(|vm, e| {
-            if e.reason != reason::VMCALL {
-                return false;
-            }
-            steps += 1;
-            vm.skip();
-            // After the first read: the leaf → h2 without INVEPT (the guest must still
-            // read h1's 1); after the second: the leaf → h3 and INVEPT single-context.
-            ept.map(gpa, if steps == 1 { h2 } else { h3 }, R | W | X | WB);
-            if steps == 2 {
-                let o = insn::invept(1, &[ept.eptp(false), 0]);
-                assert!(o == Outcome::Succeed, "INVEPT single-context: {o}");
-            }
-            true
-        })
-        .unwrap_or_default();
-    expect_done(&mut r, "ept caching", &vm, &e);
-    let got = [out_of(0), out_of(1), out_of(2)];
-    out!(r, "ept caching: reads {got:x?}");
-    r.expect_eq(format_args!("EPT first read"), got[0], 1);
-    r.expect_eq(
-        format_args!("EPT leaf changed without INVEPT: stale translation"),
-        got[1],
-        1,
-    );
-    r.expect_eq(format_args!("EPT after INVEPT single-context"), got[2], 3);
-    // All-context.
-    let mut vm = ept_vm(&c, &ept, false, true, &space, g_read3, VA);
-    let mut steps = 0;
-    let e = vm
-        .run_until(|vm, e| {
-            if e.reason != reason::VMCALL {
-                return false;
-            }
-            steps += 1;
-            vm.skip();
-            if steps == 1 {
-                ept.map(gpa, h1, R | W | X | WB);
-                let o = insn::invept(2, &[0, 0]);
-                assert!(o == Outcome::Succeed, "INVEPT all-context: {o}");
-            }
-            true
-        })
-        .unwrap_or_default();
-    expect_done(&mut r, "ept all-context", &vm, &e);
-    r.expect_eq(format_args!("EPT after INVEPT all-context"), out_of(1), 1);
-
-    // VPID without EPT (§29.1, §29.4.3.3): the guest's PTE for VA changes between reads.
-    let (f1, f2, f3) = (frame_with(0x10), frame_with(0x20), frame_with(0x30));
-    for (name, vpid, invvpid_type, want) in [
-        ("vpid off", false, None, [0x10u64, 0x20, 0x30]),
-        (
-            "vpid individual-address",
-            true,
-            Some(0u64),
-            [0x10, 0x10, 0x30],
-        ),
-        ("vpid single-context", true, Some(1), [0x10, 0x10, 0x30]),
-        ("vpid all-context", true, Some(2), [0x10, 0x10, 0x30]),
-        (
-            "vpid single-context retaining globals",
-            true,
-            Some(3),
-            [0x10, 0x10, 0x30],
-        ),
-    ] {
-        let space = guest_space(&[f1]);
-        for o in &OUT {
-            o.store(0, Ordering::Relaxed);
+    // Cached translations (§29.4). The guest reads 8 pages (VA + 4096 * i) in three rounds
+    // with a VMCALL between rounds; the host changes the translations after the first round
+    // without invalidating, and after the second with the invalidation under test. The SDM
+    // lets a processor drop a cached translation at any time, so after the second round every
+    // page must read its old or its new value and at least one its old value (a TLB that
+    // kept nothing would be a processor that flushes on VM entry or exit, which VPIDs and EPT
+    // exist to avoid); after the third every page must read its newest value.
+    let old: [u64; SWEEP_PAGES] = core::array::from_fn(|i| frame_with(0x100 + i as u64));
+    let mid: [u64; SWEEP_PAGES] = core::array::from_fn(|i| frame_with(0x200 + i as u64));
+    let new: [u64; SWEEP_PAGES] = core::array::from_fn(|i| frame_with(0x300 + i as u64));
+    // EPT (with VPID 1, so entries and exits keep the combined mappings): the guest's pages
+    // stay, their EPT leaves change; INVEPT single-context, then all-context.
+    let gpas: [u64; SWEEP_PAGES] = core::array::from_fn(|_| frame_with(0));
+    let space = guest_space(&gpas);
+    for (name, kind) in [("invept single-context", 1u64), ("invept all-context", 2)] {
+        for i in 0..SWEEP_PAGES {
+            ept.map(gpas[i], old[i], R | W | X | WB);
         }
-        let mut vm = Vm::new(&c, g_read3, VA);
+        let o = insn::invept(2, &[0, 0]);
+        assert!(o == Outcome::Succeed, "INVEPT: {o}");
+        let mut vm = ept_vm(&c, &ept, false, true, &space, g_sweep, VA);
+        let mut steps = 0;
+        let e = vm
+            .run_until(|vm, e| {
+                if e.reason != reason::VMCALL {
+                    return false;
+                }
+                steps += 1;
+                vm.skip();
+                for i in 0..SWEEP_PAGES {
+                    ept.map(
+                        gpas[i],
+                        if steps == 1 { mid[i] } else { new[i] },
+                        R | W | X | WB,
+                    );
+                }
+                if steps == 2 {
+                    let o = insn::invept(kind, &[ept.eptp(false), 0]);
+                    assert!(o == Outcome::Succeed, "INVEPT: {o}");
+                }
+                true
+            })
+            .unwrap_or_default();
+        expect_done(&mut r, name, &vm, &e);
+        check_sweep(&mut r, name, false);
+    }
+    // VPID without EPT (§29.1, §29.4.3.3): the guest's PTEs change between rounds.
+    for (name, vpid, invvpid_type) in [
+        ("vpid off", false, None),
+        ("vpid individual-address", true, Some(0u64)),
+        ("vpid single-context", true, Some(1)),
+        ("vpid all-context", true, Some(2)),
+        ("vpid single-context retaining globals", true, Some(3)),
+    ] {
+        let space = guest_space(&old);
+        let mut vm = Vm::new(&c, g_sweep, VA);
         if vpid {
             vm.enable_secondary(proc2::ENABLE_VPID);
             write(VIRTUAL_PROCESSOR_ID, 1);
@@ -532,20 +585,30 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
                 }
                 steps += 1;
                 vm.skip();
-                space.map(VA, if steps == 1 { f2 } else { f3 }, SIZE_4K, RW);
+                for i in 0..SWEEP_PAGES {
+                    let va = VA + SIZE_4K * i as u64;
+                    space.map(va, if steps == 1 { mid[i] } else { new[i] }, SIZE_4K, RW);
+                    if steps == 2
+                        && let Some(0) = invvpid_type
+                    {
+                        let o = insn::invvpid(0, &[1, va]);
+                        assert!(o == Outcome::Succeed, "INVVPID: {o}");
+                    }
+                }
                 if steps == 2
                     && let Some(t) = invvpid_type
+                    && t != 0
                 {
-                    let o = insn::invvpid(t, &[1, VA]);
+                    let o = insn::invvpid(t, &[1, 0]);
                     assert!(o == Outcome::Succeed, "INVVPID: {o}");
                 }
                 true
             })
             .unwrap_or_default();
         expect_done(&mut r, name, &vm, &e);
-        let got = [out_of(0), out_of(1), out_of(2)];
-        out!(r, "{name}: reads {got:x?}");
-        r.expect_eq(format_args!("{name}: reads"), u64::from(got == want), 1);
+        // With VPIDs off every VM entry and exit flushes VPID 0's translations (§29.4.3.3):
+        // the second round must see every change.
+        check_sweep(&mut r, name, !vpid);
     }
 
     // An unrestricted guest in real mode under EPT: MOV AX, 1234H; VMCALL at CS base = a
