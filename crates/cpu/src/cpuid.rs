@@ -52,20 +52,25 @@ pub(crate) fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
                 | (1 << 13) // PGE
                 | (1 << 15) // CMOV
                 | (1 << 16); // PAT
-            let ecx = (1 << 13) // CMPXCHG16B
+            let ecx = (1 << 3) // MONITOR/MWAIT
+                | (1 << 13) // CMPXCHG16B
                 | (1 << 17) // PCID
                 | X2APIC
                 | (1 << 23) // POPCNT
-                | TSC_DEADLINE;
+                | TSC_DEADLINE
+                | (1 << 30); // RDRAND
             // EBX: APIC ID 0, one logical processor, CLFLUSH line size 8 (x 8 bytes).
             [SIGNATURE, 8 << 8, ecx, edx]
         }
         7 if sub == 0 => {
             let ebx = (1 << 7) // SMEP
                 | (1 << 10) // INVPCID
+                | (1 << 18) // RDSEED
                 | (1 << 20); // SMAP
             [0, ebx, 0, 0]
         }
+        // MONITOR/MWAIT: 64-byte monitor lines, no extensions, no C-states enumerated.
+        5 => [64, 64, 0, 0],
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
         0x8000_0001 => {
             let ecx = 1 // LAHF/SAHF in 64-bit mode
@@ -130,13 +135,21 @@ mod tests {
         }
         assert_eq!(&v, b"GenuineIntel");
         let [_, _, ecx, edx] = cpuid(1, 0);
-        assert_eq!(ecx & (1 << 5), 0, "VMX is not advertised yet");
+        assert_eq!(
+            ecx & (1 << 5),
+            0,
+            "VMX comes from the model switch (Cpu::cpuid)"
+        );
         assert_eq!(edx & 1, 0, "no x87");
         assert_eq!(edx & (1 << 25 | 1 << 26), 0, "no SSE/SSE2");
         // No SSE3, SSSE3, SSE4.1, SSE4.2, XSAVE.
         assert_eq!(ecx & (1 << 0 | 1 << 9 | 1 << 19 | 1 << 20 | 1 << 26), 0);
         // The board's local APIC: x2APIC (bit 21) and the TSC-deadline timer (bit 24).
         assert_eq!(ecx & (1 << 21 | 1 << 24), 1 << 21 | 1 << 24);
+        // MONITOR/MWAIT and RDRAND (ops::hint), RDSEED in leaf 7.
+        assert_eq!(ecx & (1 << 3 | 1 << 30), 1 << 3 | 1 << 30);
+        assert_eq!(cpuid(7, 0)[1] & (1 << 18), 1 << 18);
+        assert_eq!(cpuid(5, 0), [64, 64, 0, 0], "no MWAIT extensions");
         assert_eq!(edx & (1 << 9), 1 << 9, "APIC");
         // No leaf 0BH: the maximum basic leaf stays 7.
         assert_eq!(cpuid(0xb, 0), cpuid(7, 0));

@@ -518,6 +518,42 @@ impl Cpu {
                 Ok(())
             }
             M::Pause if primary & pp::PAUSE_EXITING != 0 => Err(exit(ExitReason::Pause)),
+            // MONITOR and MWAIT are #UD above CPL 0, before their exits; MWAIT's
+            // qualification bit 0 says whether the monitoring hardware is armed.
+            M::Monitor if cpl0 && primary & pp::MONITOR_EXITING != 0 => {
+                Err(exit(ExitReason::Monitor))
+            }
+            M::Mwait if cpl0 && primary & pp::MWAIT_EXITING != 0 => Err(Exc::vm_exit(VmExit::new(
+                ExitReason::Mwait,
+                u64::from(self.hint.monitor_armed),
+            ))),
+            // RDRAND and RDSEED: instruction information with the destination register and
+            // the operand size (§28.2.5, Table 28-16).
+            M::Rdrand | M::Rdseed
+                if secondary
+                    & if m == M::Rdrand {
+                        sp::RDRAND_EXITING
+                    } else {
+                        sp::RDSEED_EXITING
+                    }
+                    != 0 =>
+            {
+                let dst = ins.op0_register();
+                let size = match dst.size() {
+                    2 => 0,
+                    4 => 1,
+                    _ => 2,
+                };
+                let info = (u32::from(gpr_number(dst).unwrap_or(0)) << 3) | (size << 11);
+                let reason = if m == M::Rdrand {
+                    ExitReason::Rdrand
+                } else {
+                    ExitReason::Rdseed
+                };
+                Err(Exc::vm_exit(
+                    VmExit::new(reason, 0).with_instruction_info(info),
+                ))
+            }
             M::Wbinvd if cpl0 && secondary & sp::WBINVD_EXITING != 0 => {
                 Err(exit(ExitReason::Wbinvd))
             }
