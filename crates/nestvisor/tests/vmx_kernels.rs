@@ -67,7 +67,7 @@ fn vmx_entry() {
 /// lists.
 #[test]
 fn vmx_exits() {
-    passes("vmx-exits", 256);
+    passes("vmx-exits", 259);
 }
 
 /// EPT translation, violations, misconfigurations, A/D flags, INVEPT, VPIDs and INVVPID, an

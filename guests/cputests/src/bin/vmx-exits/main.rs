@@ -609,34 +609,31 @@ fn kernel_main(_boot: &'static BootInfo) -> ! {
         }
         index += 1;
     });
+    // One check per instruction whatever CPUID says: the #UD of an absent one; for a present
+    // one its instruction length and, for RDRAND/RDSEED RCX, the instruction information
+    // (bits 6:3 destination, 1 = RCX; bits 12:11 operand size, 2 = 64-bit; §28.2.5).
+    let m = 0xF << 3 | 3 << 11;
     for i in 0..6 {
+        let e = &seen[i];
         if !present[i] {
             r.expect_eq(
                 format_args!("misc #{i}: #UD"),
-                u64::from(seen[i].interruption_info),
+                u64::from(e.interruption_info),
                 info(3, 6),
             );
+        } else if i >= 4 {
+            r.expect_eq(
+                format_args!("misc #{i}: instruction information and length"),
+                u64::from(e.instruction_info & m) | u64::from(e.instruction_length) << 32,
+                (1 << 3 | 2 << 11) | lengths[i] << 32,
+            );
+        } else {
+            r.expect_eq(
+                format_args!("misc #{i}: instruction length"),
+                u64::from(e.instruction_length),
+                lengths[i],
+            );
         }
-    }
-    // RDRAND/RDSEED RCX: bits 6:3 destination (1 = RCX), bits 12:11 operand size (2 = 64-bit)
-    // (§28.2.5, Table 28-16).
-    let m = 0xF << 3 | 3 << 11;
-    if present[4] && present[5] {
-        r.expect_eq(
-            format_args!("rdrand instruction information"),
-            u64::from(seen[4].instruction_info & m),
-            1 << 3 | 2 << 11,
-        );
-        r.expect_eq(
-            format_args!("rdseed instruction information"),
-            u64::from(seen[5].instruction_info & m),
-            1 << 3 | 2 << 11,
-        );
-        r.expect_eq(
-            format_args!("rdrand instruction length"),
-            u64::from(seen[4].instruction_length),
-            4,
-        );
     }
 
     // Descriptor-table exiting (§26.1.3): qualification = displacement, instruction
