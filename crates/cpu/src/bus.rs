@@ -102,6 +102,25 @@ pub trait Bus {
     /// Whether a maskable interrupt is pending for this CPU at `now` (the INTR line).
     fn has_interrupt(&mut self, now: VirtualTime) -> bool;
 
+    /// A time until which [`Bus::has_interrupt`] is known to answer `false`, without any
+    /// effect on the board, at every boundary after `now` (the CPU has just asked at `now` and
+    /// got `false`, or acknowledged), provided the CPU makes no other call to the board in
+    /// between (RAM accesses aside). The CPU then skips the question at those boundaries: the
+    /// answer is the same, so interrupts are recognised at exactly the same instruction
+    /// boundaries. The default promises nothing (the CPU asks at every boundary).
+    fn interrupt_horizon(&self, now: VirtualTime) -> VirtualTime {
+        now
+    }
+
+    /// Whether an NMI was delivered to this processor since the last call (the call takes
+    /// it). The processor asks after an instruction that touched a device (an NMI is raised
+    /// only by a guest access to the board: an IPI), and delivers it at the next boundary
+    /// where NMIs are not blocked (SDM Vol. 3A §6.7.1). A board without NMI sources never
+    /// has one.
+    fn take_nmi(&mut self) -> bool {
+        false
+    }
+
     /// INTA: the vector of the highest-priority pending interrupt, now in service, or `None`
     /// if it went away (a spurious interrupt the CPU then ignores).
     fn acknowledge_interrupt(&mut self, now: VirtualTime) -> Option<u8>;

@@ -18,6 +18,7 @@ use crate::fault::{Ex, Exc, Fault};
 use crate::mmu::{Access, Phys};
 use crate::regs::{self, GprRef};
 use crate::state::Seg;
+use crate::uop::{Kind, Uop};
 
 /// An operand location.
 #[derive(Clone, Copy, Debug)]
@@ -48,21 +49,35 @@ pub(crate) fn width_mask(bits: u32) -> u64 {
 impl Cpu {
     /// Executes one instruction.
     pub(crate) fn step<B: Bus>(&mut self, bus: &mut B) -> Ex<()> {
-        let mut ins = Instruction::default();
-        self.fetch(bus, &mut ins)?;
+        let i = self.fetch(bus)?;
+        self.fetched(i)?;
+        self.exec_fetched(bus, i)
+    }
+
+    /// Executes the instruction `fetch` returned (and `fetched` checked) and retires it.
+    #[inline(always)]
+    pub(crate) fn exec_fetched<B: Bus>(&mut self, bus: &mut B, i: usize) -> Ex<()> {
+        let u = self.uop_ref(i);
+        let generic = matches!(u.kind, Kind::Generic | Kind::Safe);
         let mask = width_mask(self.code_bits);
-        self.next_rip = self.rip.wrapping_add(ins.len() as u64) & mask;
-        self.execute(bus, &ins)?;
+        self.next_rip = self.rip.wrapping_add(u64::from(u.len)) & mask;
+        // In VMX non-root operation every instruction goes through `execute`, whose intercept
+        // check decides its VM exits.
+        if generic || self.vmx.non_root {
+            let ins = self.decoded;
+            self.execute(bus, &ins)?;
+        } else {
+            self.exec_uop(bus, i)?;
+        }
         self.rip = self.next_rip;
         self.retired += 1;
         Ok(())
     }
 
-    /// Fetches and decodes the instruction at CS:RIP into `ins`, through the decode cache. (An
-    /// out-parameter rather than a returned value: the instruction is copied once per step,
-    /// from the cache to the caller's frame.)
+    /// Fetches and decodes the instruction at CS:RIP through the decode cache: the slot it is
+    /// cached in, or `usize::MAX` if it is not cached (see `fetched`).
     #[inline(always)]
-    fn fetch<B: Bus>(&mut self, bus: &mut B, ins: &mut Instruction) -> Ex<()> {
+    pub(crate) fn fetch<B: Bus>(&mut self, bus: &mut B) -> Ex<usize> {
         let bits = self.code_bits;
         // In 64-bit mode RIP is the linear address; its canonical check waits for the miss
         // path, because the cached page was canonical and canonicality is a property of the
@@ -76,7 +91,7 @@ impl Cpu {
         // CR3 rather than the PCID names the address space: it is one load instead of a test
         // of CR4.PCIDE, and any change of the PCID is a change of CR3.
         let page1 = (lin >> 12) + 1;
-        let f = self.fetch;
+        let f = &self.fetch;
         let p0 = if f.page1 == page1
             && f.generation == self.tlb.generation()
             && f.cpl == self.cpl
@@ -84,28 +99,84 @@ impl Cpu {
         {
             Phys::Ram(f.ram + (lin & 0xfff) as usize)
         } else {
-            if bits == 64 && !crate::mmu::canonical(lin) {
-                return Err(Fault::gp(0).into());
-            }
-            let p = self.translate(bus, lin, Access::Exec, false)?;
-            if let Phys::Ram(off) = p {
-                self.fetch = crate::FetchPage {
-                    page1,
-                    ram: off & !0xfff,
-                    generation: self.tlb.generation(),
-                    cpl: self.cpl,
-                    cr3: self.cr3,
-                };
-            }
-            p
+            self.fetch_page(bus, lin, page1)?
         };
         if let Phys::Ram(off) = p0
-            && let Some(cached) = self.icache.lookup(off, bits)
+            && let Some(i) = self.icache.find(off, bits)
         {
-            *ins = *cached;
             self.counters.decode_hits += 1;
-            return self.check_cs_limit(ins.len());
+            return Ok(i);
         }
+        self.fetch_miss(bus, lin, p0)?;
+        Ok(usize::MAX)
+    }
+
+    /// Executes and retires the instruction `fetch` found in a burst (never in VMX non-root
+    /// operation: no intercepts): as `fetched` and `exec_fetched`, or `None` for a generic
+    /// instruction that is not burst-safe (the full path then fetches it again).
+    #[inline(always)]
+    pub(crate) fn burst_exec<B: Bus>(&mut self, bus: &mut B, i: usize) -> Option<Ex<()>> {
+        let u = self.uop_ref(i);
+        let (kind, len) = (u.kind, u.len);
+        if kind == Kind::Generic {
+            return None;
+        }
+        if let Err(e) = self.check_cs_limit(usize::from(len)) {
+            return Some(Err(e));
+        }
+        self.next_rip = self.rip.wrapping_add(u64::from(len)) & width_mask(self.code_bits);
+        let r = if kind == Kind::Safe {
+            if i != usize::MAX {
+                self.decoded = self.icache.instr(i);
+            }
+            let ins = self.decoded;
+            self.execute(bus, &ins)
+        } else {
+            self.exec_uop(bus, i)
+        };
+        Some(r.map(|()| {
+            self.rip = self.next_rip;
+            self.retired += 1;
+        }))
+    }
+
+    /// Checks the CS limit for the instruction `fetch` found (decode-cache slot `i`, or
+    /// `usize::MAX`: the uncached one in `self.fetched`), leaves a generic one in
+    /// `self.decoded`, and returns its kind.
+    #[inline(always)]
+    pub(crate) fn fetched(&mut self, i: usize) -> Ex<Kind> {
+        let u = self.uop_ref(i);
+        let (kind, len) = (u.kind, u.len);
+        if i != usize::MAX && (matches!(kind, Kind::Generic | Kind::Safe) || self.vmx.non_root) {
+            self.decoded = self.icache.instr(i);
+        }
+        self.check_cs_limit(usize::from(len))?;
+        Ok(kind)
+    }
+
+    /// Translates the page of a fetch at `lin` and remembers it.
+    #[inline(never)]
+    fn fetch_page<B: Bus>(&mut self, bus: &mut B, lin: u64, page1: u64) -> Ex<Phys> {
+        if self.code_bits == 64 && !crate::mmu::canonical(lin) {
+            return Err(Fault::gp(0).into());
+        }
+        let p = self.translate(bus, lin, Access::Exec, false)?;
+        if let Phys::Ram(off) = p {
+            self.fetch = crate::FetchPage {
+                page1,
+                ram: off & !0xfff,
+                generation: self.tlb.generation(),
+                cpl: self.cpl,
+                cr3: self.cr3,
+            };
+        }
+        Ok(p)
+    }
+
+    /// Decodes the instruction at `lin` (physical `p0`) and caches it.
+    #[inline(never)]
+    fn fetch_miss<B: Bus>(&mut self, bus: &mut B, lin: u64, p0: Phys) -> Ex<()> {
+        let bits = self.code_bits;
         self.counters.decode_misses += 1;
         let mut bytes = [0u8; 15];
         let in_page = (4096 - (lin & 0xfff) as usize).min(15);
@@ -135,7 +206,7 @@ impl Cpu {
             }
         }
         let mut decoder = Decoder::new(bits, &bytes[..n], DecoderOptions::NONE);
-        *ins = decoder.decode();
+        let ins = decoder.decode();
         if ins.is_invalid() {
             if decoder.last_error() == DecoderError::NoMoreBytes
                 && let Some(e) = second_fault
@@ -150,10 +221,13 @@ impl Cpu {
             return Err(Fault::ud().into());
         }
         self.check_cs_limit(ins.len())?;
+        let u = Uop::compile(&ins);
+        self.decoded = ins;
+        self.fetched = u;
         if let Phys::Ram(off) = p0
             && ins.len() <= in_page
         {
-            self.icache.insert(off, bits, ins);
+            self.icache.insert(off, bits, &u, &ins);
         }
         Ok(())
     }
@@ -304,6 +378,11 @@ impl Cpu {
 
     fn execute<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         use crate::ops::arith::AluOp;
+        // VMX: in non-root operation, the instructions that cause VM exits (SDM Vol. 3C
+        // §26.1) exit here, before they execute (`nonroot::intercept`).
+        if self.vmx.non_root {
+            self.nonroot_intercept(bus, ins)?;
+        }
         match ins.mnemonic() {
             M::Add => self.alu(bus, ins, AluOp::Add),
             M::Or => self.alu(bus, ins, AluOp::Or),
@@ -412,6 +491,9 @@ impl Cpu {
             M::Arpl => self.arpl(bus, ins),
             M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => self.load_far_pointer(bus, ins),
             M::Wait => self.wait(),
+            M::Monitor | M::Mwait => self.monitor_mwait(bus, ins),
+            M::Rdrand | M::Rdseed => self.rdrand(ins),
+            M::Rdpmc => self.rdpmc(),
             M::Clac | M::Stac => self.clac_stac(ins),
             M::Vmxon
             | M::Vmxoff
@@ -496,6 +578,25 @@ fn is_cmovcc(m: M) -> bool {
             | M::Cmovle
             | M::Cmovg
     )
+}
+
+#[cfg(test)]
+impl Cpu {
+    /// `step` through the generic handlers only (the reference the `Uop`s are tested against).
+    pub(crate) fn step_generic<B: Bus>(&mut self, bus: &mut B) -> Ex<()> {
+        let i = self.fetch(bus)?;
+        self.fetched(i)?;
+        if i != usize::MAX {
+            self.decoded = self.icache.instr(i);
+        }
+        let len = self.uop_ref(i).len;
+        self.next_rip = self.rip.wrapping_add(u64::from(len)) & width_mask(self.code_bits);
+        let ins = self.decoded;
+        self.execute(bus, &ins)?;
+        self.rip = self.next_rip;
+        self.retired += 1;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

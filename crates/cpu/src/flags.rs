@@ -22,6 +22,8 @@ pub(crate) enum FlagOp {
     Dec,
     /// AND/OR/XOR/TEST: CF = OF = 0, AF undefined (0 here, as Intel hardware leaves it).
     Logic,
+    /// Shifts and multiplies: CF in `carry`, OF = (`b` != 0), AF = 0, ZF/SF/PF from `res`.
+    Cfof,
 }
 
 /// RFLAGS.
@@ -69,7 +71,7 @@ impl Flags {
     }
 
     /// Records an arithmetic result whose flags are computed when read.
-    #[inline]
+    #[inline(always)]
     pub fn set_lazy(&mut self, op: FlagOp, width: u32, a: u64, b: u64, res: u64, carry: bool) {
         self.op = op;
         self.width = width;
@@ -100,8 +102,9 @@ impl Flags {
     /// Sets the six status flags from `status` (other bits ignored), eagerly.
     #[inline]
     pub fn set_status(&mut self, status: u64) {
-        let b = self.bits();
-        self.set_bits((b & !STATUS) | (status & STATUS));
+        // All six are replaced: the pending ones need not be evaluated (the other bits of
+        // `bits` are current whatever is pending).
+        self.set_bits((self.bits & !STATUS) | (status & STATUS));
     }
 
     /// Sets or clears the flags in `mask`.
@@ -121,7 +124,7 @@ impl Flags {
     }
 
     /// Whether `flag` is set.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, flag: u64) -> bool {
         if flag & STATUS == 0 || self.op == FlagOp::None {
             return self.bits & flag != 0;
@@ -136,13 +139,13 @@ impl Flags {
     }
 
     /// The carry flag.
-    #[inline]
+    #[inline(always)]
     pub fn cf(&self) -> bool {
         match self.op {
             FlagOp::None => self.bits & CF != 0,
             FlagOp::Add => self.res < self.a || (self.carry && self.res == self.a),
             FlagOp::Sub => self.a < self.b || (self.carry && self.a == self.b),
-            FlagOp::Inc | FlagOp::Dec => self.carry,
+            FlagOp::Inc | FlagOp::Dec | FlagOp::Cfof => self.carry,
             FlagOp::Logic => false,
         }
     }
@@ -159,6 +162,7 @@ impl Flags {
             FlagOp::Inc => r == s,
             FlagOp::Dec => a == s,
             FlagOp::Logic => false,
+            FlagOp::Cfof => b != 0,
         }
     }
 
@@ -206,10 +210,10 @@ mod tests {
         /// Reading one flag lazily agrees with the whole evaluated register.
         #[test]
         fn single_flag_reads_agree_with_the_evaluated_register(
-            op in 0u8..5, w in 0usize..4, a in any::<u64>(), b in any::<u64>(), carry in any::<bool>(),
+            op in 0u8..6, w in 0usize..4, a in any::<u64>(), b in any::<u64>(), carry in any::<bool>(),
         ) {
             let width = [8, 16, 32, 64][w];
-            let op = [FlagOp::Add, FlagOp::Sub, FlagOp::Inc, FlagOp::Dec, FlagOp::Logic][op as usize];
+            let op = [FlagOp::Add, FlagOp::Sub, FlagOp::Inc, FlagOp::Dec, FlagOp::Logic, FlagOp::Cfof][op as usize];
             let res = match op {
                 FlagOp::Add => a.wrapping_add(b).wrapping_add(u64::from(carry)),
                 FlagOp::Sub => a.wrapping_sub(b).wrapping_sub(u64::from(carry)),

@@ -10,21 +10,25 @@
 use iced_x86::Instruction;
 
 use crate::bus::Bus;
+use crate::uop::Uop;
 
 const ENTRIES: usize = 1 << 14;
 
+/// What a lookup reads: 48 bytes, the iced instruction is kept apart (`ICache::instrs`).
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     /// (RAM offset << 2 | width code) + 1; 0 = empty.
     key: u64,
     generation: u32,
-    instr: Instruction,
+    uop: Uop,
 }
 
 /// The cache.
 #[derive(Debug)]
 pub(crate) struct ICache {
     slots: Vec<Slot>,
+    /// The iced form of each slot's instruction, read only for generic instructions.
+    instrs: Vec<Instruction>,
     generation: Vec<u32>,
     has_code: Vec<bool>,
 }
@@ -38,6 +42,7 @@ impl ICache {
     pub fn new() -> Self {
         Self {
             slots: Vec::new(),
+            instrs: Vec::new(),
             generation: Vec::new(),
             has_code: Vec::new(),
         }
@@ -53,10 +58,11 @@ impl ICache {
                 Slot {
                     key: 0,
                     generation: 0,
-                    instr: Instruction::default()
+                    uop: Uop::GENERIC,
                 };
                 ENTRIES
             ];
+            self.instrs = vec![Instruction::default(); ENTRIES];
         }
     }
 
@@ -67,17 +73,35 @@ impl ICache {
         }
     }
 
-    /// The instruction decoded at RAM offset `off` for a `bits`-bit decoder, if still valid.
-    #[inline]
-    pub fn lookup(&self, off: usize, bits: u32) -> Option<&Instruction> {
-        let slot = self.slots.get(off & (ENTRIES - 1))?;
+    /// The slot of the instruction decoded at RAM offset `off` for a `bits`-bit decoder, if
+    /// still valid.
+    #[inline(always)]
+    pub fn find(&self, off: usize, bits: u32) -> Option<usize> {
+        let i = off & (ENTRIES - 1);
+        let slot = self.slots.get(i)?;
         let page_gen = *self.generation.get(off >> 12)?;
-        (slot.key == key(off, bits) && slot.generation == page_gen).then_some(&slot.instr)
+        (slot.key == key(off, bits) && slot.generation == page_gen).then_some(i)
     }
 
-    /// Caches `instr`, which lies entirely in the page of `off`.
+    /// The pre-decoded instruction in slot `i` (from [`ICache::find`]).
+    #[inline(always)]
+    pub fn uop(&self, i: usize) -> &Uop {
+        match self.slots.get(i) {
+            Some(s) => &s.uop,
+            None => &Uop::GENERIC,
+        }
+    }
+
+    /// The iced instruction in slot `i` (from [`ICache::find`]).
+    #[inline(always)]
+    pub fn instr(&self, i: usize) -> Instruction {
+        self.instrs.get(i).copied().unwrap_or_default()
+    }
+
+    /// Caches `instr` and its pre-decoded form `uop`; `instr` lies entirely in the page of
+    /// `off`.
     #[inline]
-    pub fn insert(&mut self, off: usize, bits: u32, instr: &Instruction) {
+    pub fn insert(&mut self, off: usize, bits: u32, uop: &Uop, instr: &Instruction) {
         let page = off >> 12;
         let (Some(&generation), Some(code)) =
             (self.generation.get(page), self.has_code.get_mut(page))
@@ -85,12 +109,14 @@ impl ICache {
             return;
         };
         *code = true;
-        if let Some(slot) = self.slots.get_mut(off & (ENTRIES - 1)) {
+        let i = off & (ENTRIES - 1);
+        if let (Some(slot), Some(ins)) = (self.slots.get_mut(i), self.instrs.get_mut(i)) {
             *slot = Slot {
                 key: key(off, bits),
                 generation,
-                instr: *instr,
+                uop: *uop,
             };
+            *ins = *instr;
         }
     }
 

@@ -62,6 +62,7 @@ pub mod state;
 #[cfg(test)]
 pub(crate) mod test_utils;
 mod tlb;
+mod uop;
 pub mod vmx;
 
 pub use bus::{Bus, MsrAccess, TSC_PER_TICK, VirtualTime};
@@ -100,6 +101,16 @@ pub struct Counters {
     pub decode_misses: u64,
     /// Exceptions and interrupts delivered.
     pub events_delivered: u64,
+}
+
+/// How a burst (`Cpu::burst`) ended.
+enum Burst {
+    /// It ran at least one step; the run loop continues at the next boundary.
+    Ran,
+    /// The first instruction needs the full path.
+    Declined,
+    /// The run ends.
+    Stop(Result<StopReason, CpuError>),
 }
 
 /// The last code page translated for instruction fetch.
@@ -166,6 +177,17 @@ pub struct Cpu {
     /// Interrupts are inhibited at the next instruction boundary (STI / MOV SS shadow,
     /// SDM Vol. 3A §6.8.3).
     pub(crate) shadow: bool,
+    /// An NMI is pending (taken from the board after an instruction that touched a device).
+    /// The shadow is one of MOV SS or POP SS (blocking by MOV SS rather than by STI, SDM
+    /// Vol. 3A §6.8.3; VMX tells the two apart, Vol. 3C §25.4.2).
+    pub(crate) mov_ss_shadow: bool,
+    /// MONITOR/MWAIT and RDRAND/RDSEED state (`ops::hint`).
+    pub(crate) hint: ops::hint::HintState,
+    pub(crate) nmi_pending: bool,
+    /// NMIs are blocked: from the delivery of an NMI to the next IRET (SDM Vol. 3A §6.7.1).
+    pub(crate) nmi_blocked: bool,
+    /// Ask the board for an NMI at the next boundary (a device was touched).
+    pub(crate) nmi_check: bool,
     pub(crate) halted: bool,
     pub(crate) retired: u64,
     pub(crate) idle_ticks: u64,
@@ -178,6 +200,10 @@ pub struct Cpu {
     /// CR3 are unchanged: most fetches skip the TLB lookup.
     pub(crate) fetch: FetchPage,
     pub(crate) icache: ICache,
+    /// The iced form of the generic instruction `exec::fetch` returned last.
+    pub(crate) decoded: iced_x86::Instruction,
+    /// The pre-decoded form of the last instruction decoded (for one that is not cached).
+    pub(crate) fetched: uop::Uop,
     pub(crate) counters: Counters,
     /// The model switches this processor was built with.
     pub(crate) features: CpuFeatures,
@@ -221,6 +247,11 @@ impl Cpu {
             mode: Mode::Real,
             code_bits: 16,
             shadow: false,
+            mov_ss_shadow: false,
+            hint: ops::hint::HintState::default(),
+            nmi_pending: false,
+            nmi_blocked: false,
+            nmi_check: false,
             halted: false,
             retired: 0,
             idle_ticks: 0,
@@ -229,6 +260,8 @@ impl Cpu {
             tlb: Tlb::new(),
             fetch: FetchPage::default(),
             icache: ICache::new(),
+            decoded: iced_x86::Instruction::default(),
+            fetched: uop::Uop::GENERIC,
             counters: Counters::default(),
             features,
             vmx: ops::vmx::VmxState::default(),
@@ -282,6 +315,9 @@ impl Cpu {
         self.cpl = 0;
         self.shadow = false;
         self.halted = false;
+        self.nmi_pending = false;
+        self.nmi_blocked = false;
+        self.hint = ops::hint::HintState::default();
         // RESET leaves VMX operation; the cached VMCS is lost, as on silicon.
         self.vmx = ops::vmx::VmxState::default();
         self.tlb.flush_all();
@@ -346,6 +382,17 @@ impl Cpu {
         self.icache.attach(bus);
         let end = self.retired.saturating_add(max_insns);
         loop {
+            // NMIs come before maskable interrupts and their VM exits (SDM Vol. 3A §6.9).
+            if self.nmi_check {
+                self.nmi_check = false;
+                self.nmi_pending |= bus.take_nmi();
+            }
+            if self.nmi_pending {
+                let r = self.nmi_boundary(bus);
+                if let Some(stop) = self.conclude(bus, r) {
+                    return stop;
+                }
+            }
             // VMX: in non-root operation the events of an instruction boundary may cause VM
             // exits first (SDM Vol. 3C §26.2, §26.7): `nonroot::boundary`.
             if self.vmx.non_root {
@@ -372,10 +419,24 @@ impl Cpu {
             if self.retired >= end {
                 return Ok(StopReason::BudgetExhausted);
             }
+            // Outside VMX non-root operation, with no single-step trap or interrupt shadow
+            // pending, the boundaries that follow are decided in advance (`burst`).
+            if !self.vmx.non_root && !self.shadow && !self.flags.get(rflags::TF) {
+                match self.burst(bus, end) {
+                    Burst::Ran => continue,
+                    Burst::Stop(stop) => return stop,
+                    Burst::Declined => {}
+                }
+            }
+            // VMX needs the blocking the instruction about to run began with (VMLAUNCH fails
+            // after MOV SS; a VM exit saves it): SDM Vol. 3C §25.4.2, §31.3.
+            self.vmx.step_blocking = self.blocking_state();
+            self.mov_ss_shadow = false;
             self.shadow = false;
             let single_step = self.flags.get(rflags::TF);
             let events = self.counters.events_delivered;
             let mut r = self.step(bus);
+            self.vmx.step_blocking = 0;
             // The single-step trap follows an instruction that began with TF = 1, unless that
             // instruction delivered an event itself (SDM Vol. 3A §18.3.1.4).
             if r.is_ok() && single_step && self.counters.events_delivered == events {
@@ -387,9 +448,60 @@ impl Cpu {
             }
             if self.touched_device {
                 self.touched_device = false;
+                self.nmi_check = true;
                 if bus.stop_requested() {
                     return Ok(StopReason::BusStop);
                 }
+            }
+        }
+    }
+
+    /// Runs instructions back to back from an instruction boundary at which the run loop has
+    /// made its checks, as long as the boundaries between them would decide nothing: each
+    /// instruction is burst-safe (`uop`: it cannot change IF, TF, the shadow, CS, the mode or
+    /// VMX operation, nor halt), so the only events are a maskable interrupt, which the board
+    /// rules out until [`Bus::interrupt_horizon`] when IF = 1, the budget, a fault, and a device
+    /// access (after which the board must be asked again). Nothing else differs from `step`:
+    /// each instruction is fetched through the decode cache (self-modifying code takes effect
+    /// for the next instruction) and retires one tick. `Declined` if the first instruction is
+    /// not burst-safe: the caller runs it through the full path.
+    #[inline(always)]
+    fn burst<B: Bus>(&mut self, bus: &mut B, end: u64) -> Burst {
+        let limit = if self.flags.get(rflags::IF) {
+            let horizon = bus.interrupt_horizon(self.now()).ticks();
+            // The instruction at tick t may run when t < horizon: retired < horizon - idle.
+            end.min(horizon.saturating_sub(self.idle_ticks))
+        } else {
+            end
+        };
+        let mut first = true;
+        loop {
+            let r = match self.fetch(bus) {
+                Ok(i) => match self.burst_exec(bus, i) {
+                    Some(r) => r,
+                    // Not burst-safe: fetched again (from the cache) by the full path.
+                    None if first => return Burst::Declined,
+                    None => return Burst::Ran,
+                },
+                Err(e) => Err(e),
+            };
+            first = false;
+            if r.is_err() {
+                return match self.conclude(bus, r) {
+                    Some(stop) => Burst::Stop(stop),
+                    None => Burst::Ran,
+                };
+            }
+            if self.touched_device {
+                self.touched_device = false;
+                self.nmi_check = true;
+                if bus.stop_requested() {
+                    return Burst::Stop(Ok(StopReason::BusStop));
+                }
+                return Burst::Ran;
+            }
+            if self.retired >= limit {
+                return Burst::Ran;
             }
         }
     }

@@ -93,6 +93,13 @@ impl Bus for TestBus {
     fn has_interrupt(&mut self, _now: VirtualTime) -> bool {
         !self.irqs.is_empty()
     }
+    fn interrupt_horizon(&self, now: VirtualTime) -> VirtualTime {
+        if self.irqs.is_empty() {
+            VirtualTime::from_ticks(u64::MAX)
+        } else {
+            now
+        }
+    }
     fn acknowledge_interrupt(&mut self, _now: VirtualTime) -> Option<u8> {
         self.irqs.pop_front()
     }

@@ -526,6 +526,20 @@ impl<S: ByteSink> Bus for Board<S> {
         self.irq_pending
     }
 
+    /// Until the next timer deadline nothing changes the answer of `has_interrupt` but a
+    /// guest access to the board, which marks it dirty (the CPU asks again after any).
+    fn interrupt_horizon(&self, now: VirtualTime) -> VirtualTime {
+        if self.dirty || self.irq_pending || now.ticks() >= self.next_deadline {
+            now
+        } else {
+            VirtualTime::from_ticks(self.next_deadline)
+        }
+    }
+
+    fn take_nmi(&mut self) -> bool {
+        self.lapic.take_nmi()
+    }
+
     fn acknowledge_interrupt(&mut self, now: VirtualTime) -> Option<u8> {
         self.refresh(now);
         self.dirty = true;

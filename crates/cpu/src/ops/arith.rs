@@ -26,7 +26,7 @@ pub(crate) enum AluOp {
 
 impl Cpu {
     /// Computes `a op b` at `width` bits, sets the flags, and returns the result.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alu_compute(&mut self, op: AluOp, width: u32, a: u64, b: u64) -> u64 {
         let m = mask(width);
         match op {

@@ -15,7 +15,7 @@ use x86::reg::rflags::{AF, CF, DF, OF, PF, SF, ZF};
 
 impl Cpu {
     /// Evaluates a condition code (SDM Vol. 1 Appendix B, Table B-1).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn cond(&self, cc: CC) -> bool {
         let f = &self.flags;
         match cc {
@@ -87,6 +87,7 @@ impl Cpu {
             self.load_data_seg(bus, seg, sel)?;
             if r0 == Register::SS {
                 self.shadow = true;
+                self.mov_ss_shadow = true;
             }
             return Ok(());
         }

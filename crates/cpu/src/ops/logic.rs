@@ -7,7 +7,7 @@ use crate::flags::{FlagOp, mask};
 
 impl Cpu {
     /// Records the flags of a logic result and returns it truncated to `width`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn logic_result(&mut self, width: u32, r: u64) -> u64 {
         let r = r & mask(width);
         self.flags.set_lazy(FlagOp::Logic, width, 0, 0, r, false);

@@ -8,30 +8,25 @@ use iced_x86::{Instruction, Mnemonic as M};
 use crate::Cpu;
 use crate::bus::Bus;
 use crate::fault::{Ex, Fault, vector};
-use crate::flags::{mask, parity, sign};
+use crate::flags::{FlagOp, mask};
 use crate::regs::Gpr;
-use x86::reg::rflags::{CF, OF, PF, SF, ZF};
 
 fn sext(v: u64, width: u32) -> i128 {
     i128::from(((v << (64 - width)) as i64) >> (64 - width))
 }
 
 impl Cpu {
+    /// CF = OF = `overflow`, SF/ZF/PF from `low`, AF = 0 (lazily).
+    #[inline]
     fn mul_flags(&mut self, width: u32, low: u64, overflow: bool) {
-        let mut f = 0;
-        if overflow {
-            f |= CF | OF;
-        }
-        if low & mask(width) == 0 {
-            f |= ZF;
-        }
-        if low & sign(width) != 0 {
-            f |= SF;
-        }
-        if parity(low) {
-            f |= PF;
-        }
-        self.flags.set_status(f);
+        self.flags.set_lazy(
+            FlagOp::Cfof,
+            width,
+            0,
+            u64::from(overflow),
+            low & mask(width),
+            overflow,
+        );
     }
 
     /// Reads the implicit accumulator pair (AH:AL for 8-bit, DX:AX, EDX:EAX, RDX:RAX).
@@ -62,6 +57,15 @@ impl Cpu {
         }
     }
 
+    /// The truncated signed product of IMUL r, r/m [, imm] at `w` bits, with its flags.
+    #[inline]
+    pub(crate) fn imul_trunc(&mut self, w: u32, sa: u64, sb: u64) -> u64 {
+        let p = sext(sa, w) * sext(sb, w);
+        let low = (p as u64) & mask(w);
+        self.mul_flags(w, low, sext(low, w) != p);
+        low
+    }
+
     pub(crate) fn muldiv<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         let width = self.op_width(ins, 0);
         let w = width;
@@ -77,9 +81,7 @@ impl Cpu {
                 let s = self.loc(ins, 1);
                 (self.get(bus, d, w)?, self.get(bus, s, w)?)
             };
-            let p = sext(sa, w) * sext(sb, w);
-            let low = (p as u64) & m;
-            self.mul_flags(w, low, sext(low, w) != p);
+            let low = self.imul_trunc(w, sa, sb);
             let d = self.loc(ins, 0);
             return self.put(bus, d, w, low);
         }

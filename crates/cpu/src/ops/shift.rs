@@ -11,7 +11,7 @@ use iced_x86::{Instruction, Mnemonic as M};
 use crate::Cpu;
 use crate::bus::Bus;
 use crate::fault::Ex;
-use crate::flags::{mask, parity, sign};
+use crate::flags::{FlagOp, mask, parity, sign};
 use x86::reg::rflags::{CF, OF, PF, SF, ZF};
 
 impl Cpu {
@@ -44,39 +44,47 @@ impl Cpu {
         if count == 0 {
             return Ok(());
         }
+        let r = self.shift_compute(ins.mnemonic(), width, a, count);
+        self.put(bus, dst, width, r)
+    }
+
+    /// SHL/SAL/SHR/SAR/ROL/ROR/RCL/RCR of `a` at `width` bits by a masked, non-zero `count`:
+    /// sets the flags and returns the result.
+    #[inline]
+    pub(crate) fn shift_compute(&mut self, op: M, width: u32, a: u64, count: u64) -> u64 {
         let m = mask(width);
         let s = sign(width);
         let w = u64::from(width);
         let msb = |v: u64| v & s != 0;
-        let (r, status) = match ins.mnemonic() {
+        let (r, status) = match op {
             M::Shl | M::Sal => {
                 let r = if count < w { (a << count) & m } else { 0 };
                 let cf = count <= w && (a >> (w - count)) & 1 != 0;
-                (r, Some(Self::result_flags(width, r, cf, msb(r) ^ cf)))
+                (r, Some((cf, msb(r) ^ cf)))
             }
             M::Shr => {
                 let r = if count < w { a >> count } else { 0 };
                 let cf = count <= w && (a >> (count - 1)) & 1 != 0;
                 let of = ((r << 1) ^ r) & s != 0;
-                (r, Some(Self::result_flags(width, r, cf, of)))
+                (r, Some((cf, of)))
             }
             M::Sar => {
                 let sa = ((a << (64 - w)) as i64) >> (64 - w);
                 let c = count.min(w);
                 let r = ((sa >> c.min(63)) as u64) & m;
                 let cf = (sa >> (c - 1).min(63)) & 1 != 0;
-                (r, Some(Self::result_flags(width, r, cf, false)))
+                (r, Some((cf, false)))
             }
             M::Rol | M::Ror => {
                 let c = count % w;
                 let r = if c == 0 {
                     a
-                } else if ins.mnemonic() == M::Rol {
+                } else if op == M::Rol {
                     ((a << c) | (a >> (w - c))) & m
                 } else {
                     ((a >> c) | (a << (w - c))) & m
                 };
-                let (cf, of) = if ins.mnemonic() == M::Rol {
+                let (cf, of) = if op == M::Rol {
                     let cf = r & 1 != 0;
                     (cf, msb(r) ^ cf)
                 } else {
@@ -93,14 +101,14 @@ impl Cpu {
                 let full = (1u128 << (w + 1)) - 1;
                 let rot = if c == 0 {
                     v
-                } else if ins.mnemonic() == M::Rcl {
+                } else if op == M::Rcl {
                     ((v << c) | (v >> (w + 1 - c))) & full
                 } else {
                     ((v >> c) | (v << (w + 1 - c))) & full
                 };
                 let r = (rot as u64) & m;
                 let cf = (rot >> w) & 1 != 0;
-                let of = if ins.mnemonic() == M::Rcl {
+                let of = if op == M::Rcl {
                     msb(r) ^ cf
                 } else {
                     msb(r) ^ (r & (s >> 1) != 0)
@@ -109,10 +117,12 @@ impl Cpu {
                 (r, None)
             }
         };
-        if let Some(f) = status {
-            self.flags.set_status(f);
+        // SHL/SHR/SAR: CF and OF as computed, SF/ZF/PF from the result, AF = 0 (lazily).
+        if let Some((cf, of)) = status {
+            self.flags
+                .set_lazy(FlagOp::Cfof, width, 0, u64::from(of), r, cf);
         }
-        self.put(bus, dst, width, r)
+        r
     }
 
     fn set_cf_of(&mut self, cf: bool, of: bool) {

@@ -109,6 +109,7 @@ impl Cpu {
                     let r = self.load_data_seg(bus, seg, v as u16);
                     if r.is_ok() && seg == Seg::Ss {
                         self.shadow = true;
+                        self.mov_ss_shadow = true;
                     }
                     r
                 } else {
