@@ -1,4 +1,4 @@
-//! MONITOR and MWAIT (SDM Vol. 2B "MONITOR—Set Up Monitor Address", "MWAIT—Monitor Wait"),
+//! RDPMC, MONITOR and MWAIT (SDM Vol. 2B "MONITOR—Set Up Monitor Address", "MWAIT—Monitor Wait"),
 //! RDRAND and RDSEED (Vol. 2B "RDRAND—Read Random Number", "RDSEED—Read Random SEED";
 //! Vol. 1 §7.3.17).
 //!
@@ -83,6 +83,17 @@ impl Cpu {
     }
 }
 
+impl Cpu {
+    /// RDPMC (Vol. 2B "RDPMC—Read Performance-Monitoring Counters"): the processor reports no
+    /// performance-monitoring counters (CPUID leaf 0AH is beyond its maximum leaf), so every
+    /// counter index is invalid: #GP(0), as it is at CPL > 0 with CR4.PCE = 0. (In VMX
+    /// non-root operation "RDPMC exiting" turns it into a VM exit first.)
+    #[inline(never)]
+    pub(crate) fn rdpmc(&mut self) -> Ex<()> {
+        Err(Fault::gp(0).into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::fault::Fault;
@@ -121,5 +132,10 @@ mod tests {
         // Both retire at CPL 0 with valid operands.
         let (cpu, _) = run_bytes64(&[0x0f, 0x01, 0xc8, 0x0f, 0x01, 0xc9], |c| c.gpr[0] = 0x1000);
         assert!(!cpu.hint.monitor_armed, "MWAIT consumed the armed monitor");
+    }
+
+    #[test]
+    fn rdpmc_finds_no_counter() {
+        assert_eq!(first_fault(&[0x0f, 0x33], |_| {}), Fault::gp(0));
     }
 }
