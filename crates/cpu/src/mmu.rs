@@ -707,6 +707,7 @@ struct Found {
 
 /// The walk of guest format `f` for `lin`, one-dimensional or over `ept`, with its faults as
 /// exceptions: #PF, or an EPT violation or misconfiguration exit.
+#[inline(always)]
 fn walk_with<F, M>(
     f: &F,
     ept: Option<&Ept<Gpa, Hpa>>,

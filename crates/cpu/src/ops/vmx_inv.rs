@@ -275,6 +275,35 @@ mod tests {
     }
 
     #[test]
+    fn the_type_operand_is_32_bits_outside_64_bit_mode() {
+        let (mut cpu, mut bus) = vmx_cpu(true);
+        // 32-bit protected mode (paging off, flat segments) after VMXON.
+        cpu.cr0 &= !cr0::PG;
+        cpu.efer = 0;
+        cpu.seg[crate::state::Seg::Cs as usize] = crate::state::Segment::flat32(0x08, true, 0);
+        cpu.update_mode();
+        assert_eq!(cpu.vmx_operand_bits(), 32);
+        bus.write_u64(DESC, EPTP);
+        bus.write_u64(DESC + 8, 0);
+        // invept eax, [edi] / invvpid eax, [edi]: the same bytes in 32-bit code.
+        for (bytes, desc0) in [(INVEPT, EPTP), (INVVPID, 5)] {
+            bus.write_u64(DESC, desc0);
+            let ins = Decoder::with_ip(32, &bytes, CODE, DecoderOptions::NONE).decode();
+            // Bits 63:32 of RAX are not part of the operand: the type is 1.
+            cpu.gpr[0] = 0xffff_ffff_0000_0001;
+            cpu.gpr[7] = DESC;
+            cpu.flags.set_status(STATUS);
+            let r = if bytes == INVEPT {
+                cpu.invept(&mut bus, &ins)
+            } else {
+                cpu.invvpid(&mut bus, &ins)
+            };
+            assert_eq!(r, Ok(()));
+            assert_eq!(cpu.flags.bits() & STATUS, 0, "VMsucceed");
+        }
+    }
+
+    #[test]
     fn an_unsupported_type_fails_before_the_descriptor_is_read() {
         for bytes in [INVEPT, INVVPID] {
             let (mut cpu, mut bus) = vmx_cpu(true);
