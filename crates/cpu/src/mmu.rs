@@ -231,14 +231,21 @@ impl Cpu {
     }
 
     /// The EPT in force (VMX non-root operation with "enable EPT"), as a walker format.
+    #[inline]
     fn ept01(&self) -> Ex<Option<Ept<Gpa, Hpa>>> {
         let Some(eptp) = self.vmx.ept.filter(|_| self.vmx.non_root) else {
             return Ok(None);
         };
+        self.ept_format(eptp).map(Some)
+    }
+
+    /// The walker format of EPTP `eptp`.
+    #[inline(never)]
+    fn ept_format(&self, eptp: x86::paging::Eptp) -> Ex<Ept<Gpa, Hpa>> {
         let caps = EptCaps::from_msr(MODEL.caps.ept_vpid.0);
         // Mode-based execute control is not in the model's allowed-1 settings.
         match Ept::new(eptp, &caps, MODEL.maxphyaddr, false) {
-            Ok(ept) => Ok(Some(ept)),
+            Ok(ept) => Ok(ept),
             // VM entry checks the EPTP (§27.2.1.1): one in force that fails is a model bug.
             Err(_) => Err(Exc::Error(Box::new(crate::error::CpuError::Unsupported {
                 rip: self.seg[Seg::Cs as usize].base.wrapping_add(self.rip),
@@ -448,13 +455,17 @@ impl Cpu {
         if rights.write {
             p |= perm::WRITE;
         }
-        if rights.execute && found.ept.is_none_or(|(r, _)| r.execute) {
+        // EPT refusing execution or a write without walking makes the access walk again.
+        let (ept_exec, ept_clean_write, cache) = match found.ept {
+            None => (true, true, true),
+            Some((r, dirty)) => (r.execute, r.write && dirty, r.read),
+        };
+        if rights.execute && ept_exec {
             p |= perm::EXEC;
         }
-        if found.dirty && found.ept.is_none_or(|(r, dirty)| r.write && dirty) {
+        if found.dirty && ept_clean_write {
             p |= perm::DIRTY;
         }
-        let cache = found.ept.is_none_or(|(r, _)| r.read);
         let frame = found.frame;
         let entry = Entry {
             vpn1: 0,

@@ -135,7 +135,7 @@ impl Entry {
     /// A linear or combined mapping of `vpid` (not a guest-physical one).
     #[inline]
     fn linear_of(&self, vpid: u16) -> bool {
-        self.ctx & ctx::GUEST_PHYSICAL == 0 && vpid_of(self.ctx) == vpid
+        self.ctx & (ctx::GUEST_PHYSICAL | ctx::VPID) == u32::from(vpid) << ctx::VPID_SHIFT
     }
 }
 
