@@ -115,17 +115,25 @@ impl Cpu {
     /// operation: no intercepts): as `fetched` and `exec_fetched`, or `None` for a generic
     /// instruction that is not burst-safe (the full path then fetches it again).
     #[inline(always)]
-    pub(crate) fn burst_exec<B: Bus>(&mut self, bus: &mut B, i: usize) -> Option<Ex<()>> {
+    pub(crate) fn burst_exec<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        i: usize,
+        code_mask: u64,
+    ) -> Option<Ex<()>> {
         let u = self.uop_ref(i);
         let (kind, len) = (u.kind, u.len);
-        if kind == Kind::Generic {
+        if matches!(kind, Kind::Generic) {
             return None;
         }
-        if let Err(e) = self.check_cs_limit(usize::from(len)) {
+        // `code_mask` is the mask of the code size, constant in a burst (64-bit: no limit).
+        if code_mask != u64::MAX
+            && let Err(e) = self.check_cs_limit(usize::from(len))
+        {
             return Some(Err(e));
         }
-        self.next_rip = self.rip.wrapping_add(u64::from(len)) & width_mask(self.code_bits);
-        let r = if kind == Kind::Safe {
+        self.next_rip = self.rip.wrapping_add(u64::from(len)) & code_mask;
+        let r = if matches!(kind, Kind::Safe) {
             if i != usize::MAX {
                 self.decoded = self.icache.instr(i);
             }

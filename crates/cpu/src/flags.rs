@@ -107,6 +107,13 @@ impl Flags {
         self.set_bits((self.bits & !STATUS) | (status & STATUS));
     }
 
+    /// Sets CF and OF (ROL, ROR: the other status flags stay).
+    #[inline]
+    pub fn set_cf_of(&mut self, cf: bool, of: bool) {
+        let b = self.bits() & !(CF | OF);
+        self.set_bits(b | if cf { CF } else { 0 } | if of { OF } else { 0 });
+    }
+
     /// Sets or clears the flags in `mask`.
     #[inline]
     pub fn set(&mut self, flag: u64, on: bool) {

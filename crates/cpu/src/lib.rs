@@ -474,10 +474,12 @@ impl Cpu {
         } else {
             end
         };
+        // Burst-safe instructions do not change the code size.
+        let code_mask = flags::mask(self.code_bits);
         let mut first = true;
         loop {
             let r = match self.fetch(bus) {
-                Ok(i) => match self.burst_exec(bus, i) {
+                Ok(i) => match self.burst_exec(bus, i, code_mask) {
                     Some(r) => r,
                     // Not burst-safe: fetched again (from the cache) by the full path.
                     None if first => return Burst::Declined,

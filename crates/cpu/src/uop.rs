@@ -54,6 +54,12 @@ impl R {
         }
     }
 
+    /// The register number (for the 32- and 64-bit views).
+    #[inline(always)]
+    fn idx(self) -> usize {
+        usize::from(self.0 & 15)
+    }
+
     #[inline(always)]
     fn gref(self) -> GprRef {
         GprRef {
@@ -220,7 +226,15 @@ pub(crate) enum Kind {
     Safe,
     Nop,
     Mov,
+    /// MOV r64, r64/imm.
+    Mov64,
+    /// MOV r32, r32/imm (zero-extends).
+    Mov32,
     Alu(AluOp),
+    /// The ALU operation on r64, r64/imm.
+    Alu64(AluOp),
+    /// The ALU operation on r32, r32/imm (a write zero-extends).
+    Alu32(AluOp),
     Inc,
     Dec,
     Neg,
@@ -308,7 +322,10 @@ impl Uop {
             return u;
         }
         match fill(&mut u, ins) {
-            Some(()) => u,
+            Some(()) => {
+                specialise(&mut u);
+                u
+            }
             None => Uop {
                 kind: if burst_safe(ins) {
                     Kind::Safe
@@ -506,7 +523,7 @@ impl Uop {
     /// sign-extended one differs only above bit 31, which every use masks off.
     #[inline(always)]
     fn imm(&self) -> u64 {
-        if self.kind == Kind::Mov {
+        if matches!(self.kind, Kind::Mov | Kind::Mov64 | Kind::Mov32) {
             u64::from(self.imm as u32) | (u64::from(self.hi) << 32)
         } else {
             self.imm as i64 as u64
@@ -640,12 +657,42 @@ fn fill(u: &mut Uop, ins: &Instruction) -> Option<()> {
                 return None;
             }
         }
-        Kind::Generic | Kind::Safe | Kind::Nop => {}
+        Kind::Generic
+        | Kind::Safe
+        | Kind::Nop
+        | Kind::Mov64
+        | Kind::Mov32
+        | Kind::Alu64(_)
+        | Kind::Alu32(_) => {}
     }
     if !matches!(u.aux, 0 | 1 | 2 | 4 | 8 | 16 | 32 | 64) {
         return None;
     }
     Some(())
+}
+
+/// The register forms at 64 and 32 bits get kinds of their own, which index the register
+/// file directly.
+fn specialise(u: &mut Uop) {
+    let Opnd::Reg(d) = u.dst else {
+        return;
+    };
+    let view = d.0 >> 4;
+    let src_ok = match u.src {
+        Opnd::Reg(s) => s.0 >> 4 == view,
+        Opnd::Imm => true,
+        Opnd::Mem => false,
+    };
+    if !src_ok || !(view == 2 || view == 3) {
+        return;
+    }
+    u.kind = match (u.kind, view) {
+        (Kind::Mov, 3) => Kind::Mov64,
+        (Kind::Mov, _) => Kind::Mov32,
+        (Kind::Alu(op), 3) => Kind::Alu64(op),
+        (Kind::Alu(op), _) => Kind::Alu32(op),
+        (k, _) => k,
+    };
 }
 
 /// Whether a generic instruction may run inside a burst: it cannot change IF, TF, the
@@ -821,6 +868,41 @@ impl Cpu {
         let u = self.uop_ref(i);
         let w = u32::from(u.w);
         match u.kind {
+            Kind::Alu64(op) | Kind::Alu32(op) => {
+                let Opnd::Reg(d) = u.dst else {
+                    return Err(Fault::ud().into());
+                };
+                let b = match u.src {
+                    Opnd::Reg(s) => self.gpr[s.idx()],
+                    _ => u.imm(),
+                };
+                let d = d.idx();
+                let r = if matches!(u.kind, Kind::Alu64(_)) {
+                    self.alu_compute(op, 64, self.gpr[d], b)
+                } else {
+                    self.alu_compute(op, 32, self.gpr[d] & 0xffff_ffff, b & 0xffff_ffff)
+                };
+                // The result is truncated to the width: a 32-bit write zero-extends.
+                if !matches!(op, AluOp::Cmp | AluOp::Test) {
+                    self.gpr[d] = r;
+                }
+                Ok(())
+            }
+            Kind::Mov64 | Kind::Mov32 => {
+                let Opnd::Reg(d) = u.dst else {
+                    return Err(Fault::ud().into());
+                };
+                let v = match u.src {
+                    Opnd::Reg(s) => self.gpr[s.idx()],
+                    _ => u.imm(),
+                };
+                self.gpr[d.idx()] = if matches!(u.kind, Kind::Mov64) {
+                    v
+                } else {
+                    v & 0xffff_ffff
+                };
+                Ok(())
+            }
             Kind::Alu(op) => {
                 if let (Opnd::Reg(d), Opnd::Reg(_) | Opnd::Imm) = (u.dst, u.src) {
                     let b = match u.src {
@@ -885,7 +967,7 @@ impl Cpu {
             }
             Kind::Call | Kind::CallInd => {
                 let size = u.aux;
-                let t = if u.kind == Kind::Call {
+                let t = if matches!(u.kind, Kind::Call) {
                     self.rip.wrapping_add(u.imm()) & mask(w)
                 } else {
                     let l = self.uop_loc(u, u.dst);
@@ -970,7 +1052,10 @@ impl Cpu {
                     _ => u.imm() & 0xff,
                 } & if w == 64 { 0x3f } else { 0x1f };
                 let dst = self.uop_loc(u, u.dst);
-                let a = self.get_rmw(bus, dst, w)?;
+                let a = match dst {
+                    Loc::Reg(r) => regs::read(&self.gpr, r),
+                    _ => self.get_rmw(bus, dst, w)?,
+                };
                 if count == 0 {
                     return Ok(());
                 }
@@ -993,15 +1078,40 @@ impl Cpu {
                             .set_lazy(FlagOp::Cfof, w, 0, u64::from(of), r, cf);
                         r
                     }
+                    // ROL/ROR: CF and OF change, the other status flags stay.
+                    Sh::Rol | Sh::Ror => {
+                        let c = (count % u64::from(w)) as u32;
+                        let m = mask(w);
+                        let r = if c == 0 {
+                            a
+                        } else if op == Sh::Rol {
+                            ((a << c) | (a >> (w - c))) & m
+                        } else {
+                            ((a >> c) | (a << (w - c))) & m
+                        };
+                        let s = crate::flags::sign(w);
+                        let msb = r & s != 0;
+                        let (cf, of) = if op == Sh::Rol {
+                            (r & 1 != 0, msb ^ (r & 1 != 0))
+                        } else {
+                            (msb, msb ^ (r & (s >> 1) != 0))
+                        };
+                        self.flags.set_cf_of(cf, of);
+                        r
+                    }
                     _ => self.shift_compute(op.mnemonic(), w, a, count),
                 };
+                if let Loc::Reg(d) = dst {
+                    regs::write(&mut self.gpr, d, r);
+                    return Ok(());
+                }
                 self.put(bus, dst, w, r)
             }
             kind @ (Kind::Imul2 | Kind::Imul3) => {
                 let d = self.uop_loc(u, u.dst);
                 let s = self.uop_loc(u, u.src);
                 let imm = u.imm() & mask(w);
-                let (sa, sb) = if kind == Kind::Imul3 {
+                let (sa, sb) = if matches!(kind, Kind::Imul3) {
                     (self.get(bus, s, w)?, imm)
                 } else {
                     (self.get(bus, d, w)?, self.get(bus, s, w)?)
@@ -1014,7 +1124,7 @@ impl Cpu {
                 let src = self.uop_loc(u, u.src);
                 let dst = self.uop_loc(u, u.dst);
                 let v = self.get(bus, src, sw)?;
-                let v = if kind == Kind::Movzx {
+                let v = if matches!(kind, Kind::Movzx) {
                     v
                 } else {
                     ((((v << (64 - sw)) as i64) >> (64 - sw)) as u64) & mask(w)
@@ -1154,7 +1264,12 @@ mod tests {
 
     #[test]
     fn hot_forms_are_specialised_and_system_forms_are_not() {
-        assert_eq!(kind(&[0x48, 0x31, 0xc0]), Kind::Alu(AluOp::Xor)); // xor rax, rax
+        assert_eq!(kind(&[0x48, 0x31, 0xc0]), Kind::Alu64(AluOp::Xor)); // xor rax, rax
+        assert_eq!(kind(&[0x83, 0xe0, 0x01]), Kind::Alu32(AluOp::And)); // and eax, 1
+        assert_eq!(kind(&[0x30, 0xc0]), Kind::Alu(AluOp::Xor)); // xor al, al
+        assert_eq!(kind(&[0x48, 0x03, 0x03]), Kind::Alu(AluOp::Add)); // add rax, [rbx]
+        assert_eq!(kind(&[0x48, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8]), Kind::Mov64); // mov rax, imm64
+        assert_eq!(kind(&[0x89, 0xc8]), Kind::Mov32); // mov eax, ecx
         assert_eq!(kind(&[0x48, 0xc1, 0xe0, 0x0d]), Kind::Shift(Sh::Shl)); // shl rax, 13
         assert_eq!(kind(&[0x48, 0x0f, 0xaf, 0xce]), Kind::Imul2); // imul rcx, rsi
         assert_eq!(kind(&[0x75, 0xfe]), Kind::Jcc(CC::ne)); // jne $
