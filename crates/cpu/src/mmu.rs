@@ -1526,6 +1526,26 @@ mod ept_tests {
     }
 
     #[test]
+    fn instructions_are_fetched_through_ept() {
+        let (mut cpu, mut bus) = setup(false, 1);
+        // The guest's code page (guest-physical CODE) lives at host 0x30_0000.
+        let host = 0x30_0000;
+        bus.load(host, &[0x48, 0xc7, 0xc0, 0x34, 0x12, 0x00, 0x00]); // mov rax, 0x1234
+        bus.load(CODE, &[0x48, 0xc7, 0xc0, 0x99, 0x00, 0x00, 0x00]); // mov rax, 0x99
+        set_pte(&mut bus, CODE, host, RWX);
+        cpu.icache.attach(&bus);
+        cpu.fetch = crate::FetchPage::default();
+        assert_eq!(cpu.step(&mut bus), Ok(()));
+        assert_eq!(cpu.gpr[0], 0x1234);
+        // A code page EPT does not let execute: a fetch violation at the next instruction.
+        set_pte(&mut bus, CODE, host, ept::READ | ept::WRITE | WB);
+        cpu.tlb.flush_ept(EPT_PML4);
+        let rip = cpu.rip;
+        let q = 0b100 | 0b011_000 | BITS_7_8;
+        assert_eq!(cpu.step(&mut bus), Err(violation(q, rip, Some(rip))));
+    }
+
+    #[test]
     fn flushes_of_the_guest_stay_in_its_vpid() {
         let (mut cpu, mut bus) = setup(false, 4);
         cpu.read_lin(&mut bus, LIN, 8, false).unwrap();
