@@ -17,6 +17,9 @@ pub enum StopReason {
     Shutdown,
     /// A device asked to stop the run ([`crate::Bus::stop_requested`]).
     BusStop,
+    /// A VM exit in native VMX root operation ([`crate::Cpu::native_run`]): the program that
+    /// owns the processor handles it.
+    VmExit,
 }
 
 /// Something the model does not implement; the run stops and names it. Never a guest fault.

@@ -30,7 +30,7 @@ use crate::Cpu;
 use crate::bus::{Bus, MsrAccess};
 use crate::fault::{Class, Ex, Exc, Fault};
 use crate::interrupt::Source;
-use crate::ops::vmx::BusMemory;
+use crate::ops::vmx::{BusMemory, VmFail, VmResult};
 use crate::state::{DescriptorTable, Seg, Segment};
 use crate::vmx::capabilities::MODEL;
 use crate::vmx::checks::{self, EntryCheckFailure, EntryContext, Outcome};
@@ -55,28 +55,40 @@ impl Cpu {
     /// VMLAUNCH (`launch`) or VMRESUME in VMX root operation (§31.3 and chapter 27).
     pub(crate) fn vm_entry<B: Bus>(&mut self, bus: &mut B, launch: bool) -> Ex<()> {
         self.vmx_root_checks()?;
-        let pointer = self.vmx.current_pointer();
-        let Some(vmcs) = self.vmx.vmcs() else {
-            self.vm_fail_invalid();
-            return Ok(());
-        };
-        // A shadow VMCS cannot be entered (§31.3: VMfailInvalid).
-        if vmcs.is_shadow() {
-            self.vm_fail_invalid();
-            return Ok(());
-        }
-        if self.vmx.step_blocking & intr::MOV_SS != 0 {
+        // VMfailValid(26) needs a current VMCS; without one the entry fails invalid below.
+        if self.vmx.step_blocking & intr::MOV_SS != 0 && self.vmx.vmcs().is_some() {
             self.vm_fail(VmInstructionError::EntryEventsBlockedByMovSs);
             return Ok(());
         }
+        match self.vmx_op_enter(bus, launch)? {
+            Ok(()) => Ok(()),
+            Err(fail) => {
+                self.vm_status::<()>(Err(fail));
+                Ok(())
+            }
+        }
+    }
+
+    /// The VM entry of VMLAUNCH or VMRESUME after the instruction's own checks: `Ok(Ok(()))`
+    /// when the processor entered the guest, or failed the entry with a VM-entry failure
+    /// exit (reason 33 or 34 with bit 31, host state loaded); `Ok(Err(..))` for VMfail.
+    pub(crate) fn vmx_op_enter<B: Bus>(&mut self, bus: &mut B, launch: bool) -> Ex<VmResult<()>> {
+        let pointer = self.vmx.current_pointer();
+        let Some(vmcs) = self.vmx.vmcs() else {
+            return Ok(Err(VmFail::Invalid));
+        };
+        // A shadow VMCS cannot be entered (§31.3: VMfailInvalid).
+        if vmcs.is_shadow() {
+            return Ok(Err(VmFail::Invalid));
+        }
         match (launch, vmcs.launch_state()) {
             (true, LaunchState::Launched) => {
-                self.vm_fail(VmInstructionError::VmlaunchNonClearVmcs);
-                return Ok(());
+                return Ok(Err(VmFail::Valid(VmInstructionError::VmlaunchNonClearVmcs)));
             }
             (false, LaunchState::Clear) => {
-                self.vm_fail(VmInstructionError::VmresumeNonLaunchedVmcs);
-                return Ok(());
+                return Ok(Err(VmFail::Valid(
+                    VmInstructionError::VmresumeNonLaunchedVmcs,
+                )));
             }
             _ => {}
         }
@@ -86,7 +98,7 @@ impl Cpu {
         };
         let checked = {
             let Some((_, vmcs)) = self.vmx.current.as_ref() else {
-                return Ok(());
+                return Ok(Err(VmFail::Invalid));
             };
             let mut mem = BusMemory {
                 bus: &mut *bus,
@@ -103,18 +115,15 @@ impl Cpu {
                 self.vmx.entry_failures_dropped += 1;
             }
             return match failure.outcome() {
-                Outcome::VmFailValid(e) => {
-                    self.vm_fail(e);
-                    Ok(())
-                }
-                Outcome::InvalidGuestState(q) => {
-                    self.entry_failure(bus, ExitReason::EntryFailureGuestState, q as u64)
-                }
+                Outcome::VmFailValid(e) => Ok(Err(VmFail::Valid(e))),
+                Outcome::InvalidGuestState(q) => self
+                    .entry_failure(bus, ExitReason::EntryFailureGuestState, q as u64)
+                    .map(Ok),
             };
         }
         self.vmx.last_entry_failure = None;
         let Some(vmcs) = self.vmx.vmcs().cloned() else {
-            return Ok(());
+            return Ok(Err(VmFail::Invalid));
         };
         self.load_guest_state(&vmcs);
         match self.load_msr_list(
@@ -124,7 +133,9 @@ impl Cpu {
         ) {
             Ok(()) => {}
             Err(MsrListError::Refused(i)) => {
-                return self.entry_failure(bus, ExitReason::EntryFailureMsrLoading, i + 1);
+                return self
+                    .entry_failure(bus, ExitReason::EntryFailureMsrLoading, i + 1)
+                    .map(Ok);
             }
             Err(MsrListError::NotRam) => return Err(self.region_not_ram()),
         }
@@ -136,7 +147,7 @@ impl Cpu {
         self.fetch = crate::FetchPage::default();
         self.arm_preemption_timer(&vmcs);
         self.next_rip = self.rip;
-        self.inject_event(bus, &vmcs)
+        self.inject_event(bus, &vmcs).map(Ok)
     }
 
     /// A VM-entry failure after the guest-state checks or during the MSR-load list (§27.8):

@@ -12,10 +12,14 @@
 //!
 //! What VM entry loads and VM exit saves is kept in one table of segment fields
 //! ([`SEGMENT_FIELDS`]), so that the two directions cannot disagree.
+//!
+//! [`native`] lets the program that owns the processor be the VMX root software (nestvisor's
+//! native hypervisor): the same operations, with VM exits returning to the caller.
 
 pub(crate) mod entry;
 mod exit;
 mod intercept;
+pub(crate) mod native;
 
 use x86::vmx::VmcsField as F;
 

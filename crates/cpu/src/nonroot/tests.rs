@@ -483,3 +483,76 @@ mod random {
         }
     }
 }
+
+/// The native API: the program owning the CPU is the VMX root software; the guest runs until
+/// its VM exit, which returns to the caller.
+#[test]
+fn native_root_operation_runs_a_guest_until_its_exit() {
+    use crate::{NATIVE_HOST, NativeRun, VmFail};
+    let mut bus = TestBus::new();
+    // Guest: cpuid; mov eax, 0x77; hlt (with HLT exiting).
+    bus.load(GUEST_RIP, &[0x0f, 0xa2, 0xb8, 0x77, 0, 0, 0, 0xf4]);
+    let mut guest_env = long_mode(&mut bus);
+    install_tables(&mut guest_env, &mut bus);
+    guest_env.cr0 |= cr0::NE;
+    guest_env.cr4 |= cr4::VMXE;
+    let state = guest_env.clone_state();
+    for region in [VMXON, VMCS] {
+        bus.load(region, &REVISION_ID.to_le_bytes());
+    }
+    let mut cpu = Cpu::with_features(crate::CpuFeatures { vmx: true });
+    assert_eq!(cpu.native_vmxon(&mut bus, VMXON), Ok(Ok(())));
+    assert!(cpu.is_native_root());
+    // A VMCS that is not 4-KiB aligned: VMfailValid(9), as VMPTRLD gives.
+    assert_eq!(
+        cpu.native_vmptrld(&mut bus, VMCS + 8),
+        Ok(Err(VmFail::Valid(
+            VmInstructionError::VmptrldInvalidAddress
+        )))
+    );
+    assert_eq!(cpu.native_vmptrld(&mut bus, VMCS), Ok(Ok(())));
+    if let Some(v) = cpu.vmx.vmcs_mut() {
+        standard_vmcs(v, &state);
+    }
+    for (f, value) in NATIVE_HOST {
+        assert_eq!(cpu.native_vmwrite(f, value), Ok(()));
+    }
+    let p = cpu.native_vmread(F::PrimaryProcBasedControls).unwrap_or(0);
+    assert_eq!(
+        cpu.native_vmwrite(F::PrimaryProcBasedControls, p | u64::from(pp::HLT_EXITING)),
+        Ok(())
+    );
+    assert_eq!(
+        cpu.native_vmwrite(F::ExitReason, 0),
+        Err(VmFail::Valid(VmInstructionError::VmwriteReadOnlyComponent))
+    );
+    assert_eq!(cpu.native_run(&mut bus, true, 1000), Ok(NativeRun::Exited));
+    assert_eq!(
+        cpu.native_vmread(F::ExitReason),
+        Ok(ExitReason::Cpuid as u64)
+    );
+    // The handler skips the instruction and resumes; VMLAUNCH again is error 4.
+    assert_eq!(
+        cpu.native_run(&mut bus, true, 1000),
+        Ok(NativeRun::Failed(VmFail::Valid(
+            VmInstructionError::VmlaunchNonClearVmcs
+        )))
+    );
+    let len = cpu.native_vmread(F::VmExitInstructionLength).unwrap_or(0);
+    assert_eq!(cpu.native_vmwrite(F::GuestRip, GUEST_RIP + len), Ok(()));
+    assert_eq!(cpu.native_run(&mut bus, false, 1000), Ok(NativeRun::Exited));
+    assert_eq!(cpu.native_vmread(F::ExitReason), Ok(ExitReason::Hlt as u64));
+    assert_eq!(cpu.gpr[0], 0x77);
+    // A budget smaller than the guest's work stops with the guest still running.
+    if let Some(v) = cpu.vmx.vmcs_mut() {
+        v.set(F::GuestRip, GUEST_RIP + 2);
+        v.set(F::PrimaryProcBasedControls, p);
+    }
+    bus.load(GUEST_RIP + 2, &[0xeb, 0xfe]); // jmp $
+    cpu.flush_decode_cache();
+    assert_eq!(
+        cpu.native_run(&mut bus, false, 50),
+        Ok(NativeRun::Stopped(StopReason::BudgetExhausted))
+    );
+    assert!(cpu.vmx.non_root);
+}

@@ -34,6 +34,19 @@ use crate::state::{Mode, Seg};
 use crate::vmx::capabilities::{MODEL, REVISION_ID};
 use crate::vmx::vmcs::{LaunchState, PhysMemory, Vmcs};
 
+/// How a VMX instruction fails (§31.2): VMfailInvalid, or VMfailValid with an error number
+/// (which becomes VMfailInvalid when there is no current VMCS to hold the number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmFail {
+    /// VMfailInvalid: CF = 1.
+    Invalid,
+    /// VMfailValid(n): ZF = 1 and n in the VM-instruction error field.
+    Valid(VmInstructionError),
+}
+
+/// The outcome of a VMX operation: VMsucceed with a value, or a failure.
+pub type VmResult<T> = Result<T, VmFail>;
+
 /// The current-VMCS pointer when there is no current VMCS (§25.1: FFFFFFFF_FFFFFFFFH).
 pub(crate) const INVALID_POINTER: u64 = u64::MAX;
 
@@ -65,6 +78,9 @@ pub(crate) struct VmxState {
     pub(crate) entry_failures: Vec<(u64, crate::vmx::checks::EntryCheckFailure)>,
     /// Failures beyond the log's capacity.
     pub(crate) entry_failures_dropped: u64,
+    /// Native root operation: the program that owns the CPU is the VMX root software, and a
+    /// VM exit ends the run (`nonroot::native`).
+    pub(crate) native: bool,
 }
 
 impl VmxState {
@@ -163,6 +179,15 @@ impl Cpu {
             rip: self.seg[Seg::Cs as usize].base.wrapping_add(self.rip),
             what: "a VMXON or VMCS region outside RAM",
         }))
+    }
+
+    /// Sets RFLAGS (and the VM-instruction error field) for the outcome of a VMX operation.
+    pub(crate) fn vm_status<T>(&mut self, r: VmResult<T>) {
+        match r {
+            Ok(_) => self.vm_succeed(),
+            Err(VmFail::Invalid) => self.vm_fail_invalid(),
+            Err(VmFail::Valid(e)) => self.vm_fail(e),
+        }
     }
 
     /// VMsucceed (§31.2): CF, PF, AF, ZF, SF, OF := 0.
@@ -283,20 +308,24 @@ impl Cpu {
             return Err(Fault::gp(0).into());
         }
         let addr = self.vmx_pointer_operand(bus, ins)?;
+        let r = self.vmx_op_on(bus, addr)?;
+        self.vm_status(r);
+        Ok(())
+    }
+
+    /// The VMX operation of VMXON after its fault checks: the region's pointer and revision.
+    pub(crate) fn vmx_op_on<B: Bus>(&mut self, bus: &mut B, addr: u64) -> Ex<VmResult<()>> {
         if !valid_pointer(addr) {
-            self.vm_fail_invalid();
-            return Ok(());
+            return Ok(Err(VmFail::Invalid));
         }
         let (revision, shadow) = Vmcs::read_header(&mut self.bus_memory(bus), Gpa::new(addr))
             .map_err(|()| self.region_not_ram())?;
         if revision != REVISION_ID || shadow {
-            self.vm_fail_invalid();
-            return Ok(());
+            return Ok(Err(VmFail::Invalid));
         }
         self.vmx.vmxon = Some(addr);
         self.vmx.current = None;
-        self.vm_succeed();
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// VMXOFF (§31.3 "VMXOFF—Leave VMX Operation"). The dual-monitor treatment of SMIs is
@@ -314,13 +343,20 @@ impl Cpu {
     fn vmclear<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.vmx_root_checks()?;
         let addr = self.vmx_pointer_operand(bus, ins)?;
+        let r = self.vmx_op_clear(bus, addr)?;
+        self.vm_status(r);
+        Ok(())
+    }
+
+    /// The VMX operation of VMCLEAR.
+    pub(crate) fn vmx_op_clear<B: Bus>(&mut self, bus: &mut B, addr: u64) -> Ex<VmResult<()>> {
         if !valid_pointer(addr) {
-            self.vm_fail(VmInstructionError::VmclearInvalidAddress);
-            return Ok(());
+            return Ok(Err(VmFail::Valid(
+                VmInstructionError::VmclearInvalidAddress,
+            )));
         }
         if self.vmx.vmxon == Some(addr) {
-            self.vm_fail(VmInstructionError::VmclearVmxonPointer);
-            return Ok(());
+            return Ok(Err(VmFail::Valid(VmInstructionError::VmclearVmxonPointer)));
         }
         if self.vmx.current_pointer() == addr {
             if let Some((_, vmcs)) = &mut self.vmx.current {
@@ -331,8 +367,7 @@ impl Cpu {
             Vmcs::clear_in_memory(&mut self.bus_memory(bus), Gpa::new(addr))
                 .map_err(|()| self.region_not_ram())?;
         }
-        self.vm_succeed();
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// VMPTRLD (§31.3 "VMPTRLD—Load Pointer to Virtual-Machine Control Structure"): errors 9,
@@ -340,20 +375,28 @@ impl Cpu {
     fn vmptrld<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.vmx_root_checks()?;
         let addr = self.vmx_pointer_operand(bus, ins)?;
+        let r = self.vmx_op_ptrld(bus, addr)?;
+        self.vm_status(r);
+        Ok(())
+    }
+
+    /// The VMX operation of VMPTRLD.
+    pub(crate) fn vmx_op_ptrld<B: Bus>(&mut self, bus: &mut B, addr: u64) -> Ex<VmResult<()>> {
         if !valid_pointer(addr) {
-            self.vm_fail(VmInstructionError::VmptrldInvalidAddress);
-            return Ok(());
+            return Ok(Err(VmFail::Valid(
+                VmInstructionError::VmptrldInvalidAddress,
+            )));
         }
         if self.vmx.vmxon == Some(addr) {
-            self.vm_fail(VmInstructionError::VmptrldVmxonPointer);
-            return Ok(());
+            return Ok(Err(VmFail::Valid(VmInstructionError::VmptrldVmxonPointer)));
         }
         let (revision, shadow) = Vmcs::read_header(&mut self.bus_memory(bus), Gpa::new(addr))
             .map_err(|()| self.region_not_ram())?;
         let shadowing = MODEL.caps.secondary_proc.allowed1 & secondary_proc::VMCS_SHADOWING != 0;
         if revision != REVISION_ID || (shadow && !shadowing) {
-            self.vm_fail(VmInstructionError::VmptrldIncorrectRevision);
-            return Ok(());
+            return Ok(Err(VmFail::Valid(
+                VmInstructionError::VmptrldIncorrectRevision,
+            )));
         }
         if self.vmx.current_pointer() != addr {
             self.flush_current_vmcs(bus)?;
@@ -361,8 +404,7 @@ impl Cpu {
                 .map_err(|()| self.region_not_ram())?;
             self.vmx.current = Some((addr, Box::new(vmcs)));
         }
-        self.vm_succeed();
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// VMPTRST (§31.3 "VMPTRST—Store Pointer to Virtual-Machine Control Structure").
@@ -386,17 +428,11 @@ impl Cpu {
         if self.vmx.non_root {
             return self.shadow_vmread_vmwrite(bus, ins, false);
         }
-        let Some((_, vmcs)) = &self.vmx.current else {
-            self.vm_fail_invalid();
-            return Ok(());
-        };
-        let encoding = u32::try_from(self.reg(ins.op1_register()))
-            .map_err(|_| VmInstructionError::UnsupportedVmcsComponent);
-        let value = encoding.and_then(|e| vmcs.vmread(e, &MODEL.caps));
-        let value = match value {
+        let encoding = self.reg(ins.op1_register());
+        let value = match self.vmx_op_read(encoding) {
             Ok(v) => v,
             Err(e) => {
-                self.vm_fail(e);
+                self.vm_status::<()>(Err(e));
                 return Ok(());
             }
         };
@@ -405,6 +441,17 @@ impl Cpu {
         self.put(bus, dst, bits, value & crate::flags::mask(bits))?;
         self.vm_succeed();
         Ok(())
+    }
+
+    /// The VMX operation of VMREAD on the current VMCS: error 12 for an unsupported field or
+    /// an encoding with bits 63:32 set.
+    pub(crate) fn vmx_op_read(&self, encoding: u64) -> VmResult<u64> {
+        let Some((_, vmcs)) = &self.vmx.current else {
+            return Err(VmFail::Invalid);
+        };
+        let encoding = u32::try_from(encoding)
+            .map_err(|_| VmFail::Valid(VmInstructionError::UnsupportedVmcsComponent))?;
+        vmcs.vmread(encoding, &MODEL.caps).map_err(VmFail::Valid)
     }
 
     /// VMWRITE (§31.3 "VMWRITE—Write Field to Virtual-Machine Control Structure"): the source
@@ -423,15 +470,21 @@ impl Cpu {
         let src = self.loc(ins, 1);
         let value = self.get(bus, src, bits)?;
         let encoding = self.reg(ins.op0_register());
-        let result = match (&mut self.vmx.current, u32::try_from(encoding)) {
-            (Some((_, vmcs)), Ok(e)) => vmcs.vmwrite(e, value, &MODEL.caps),
-            _ => Err(VmInstructionError::UnsupportedVmcsComponent),
-        };
-        match result {
-            Ok(()) => self.vm_succeed(),
-            Err(e) => self.vm_fail(e),
-        }
+        let r = self.vmx_op_write(encoding, value);
+        self.vm_status(r);
         Ok(())
+    }
+
+    /// The VMX operation of VMWRITE on the current VMCS: error 12 for an unsupported field or
+    /// an encoding with bits 63:32 set, 13 for a read-only one.
+    pub(crate) fn vmx_op_write(&mut self, encoding: u64, value: u64) -> VmResult<()> {
+        let Some((_, vmcs)) = &mut self.vmx.current else {
+            return Err(VmFail::Invalid);
+        };
+        let encoding = u32::try_from(encoding)
+            .map_err(|_| VmFail::Valid(VmInstructionError::UnsupportedVmcsComponent))?;
+        vmcs.vmwrite(encoding, value, &MODEL.caps)
+            .map_err(VmFail::Valid)
     }
 
     /// VMREAD or VMWRITE in non-root operation that VMCS shadowing lets through (the
