@@ -1,18 +1,21 @@
-//! The VMX instructions in VMX root operation (SDM Vol. 3C chapter 31 "VMX Instruction
-//! Reference", 2023–2024 numbering): VMXON, VMXOFF, VMCLEAR, VMPTRLD, VMPTRST, VMREAD,
-//! VMWRITE and VMCALL, with the conventions of §31.2 (VMsucceed, VMfailInvalid,
-//! VMfailValid(n) with the number in the VM-instruction error field of the current VMCS), and
-//! VMX operation as §24.7–§24.8 enable and restrict it.
+//! The VMX instructions (SDM Vol. 3C chapter 31 "VMX Instruction Reference", 2023–2024
+//! numbering): VMXON, VMXOFF, VMCLEAR, VMPTRLD, VMPTRST, VMREAD, VMWRITE, VMLAUNCH, VMRESUME
+//! (VM entry itself is in `nonroot::entry`), INVEPT and INVVPID (`ops/vmx_inv.rs`) and VMCALL,
+//! with the conventions of §31.2 (VMsucceed, VMfailInvalid, VMfailValid(n) with the number in
+//! the VM-instruction error field of the current VMCS), and VMX operation as §24.7–§24.8 enable
+//! and restrict it. In VMX non-root operation each of them causes a VM exit first
+//! (`nonroot::intercept`), except VMREAD and VMWRITE let through by VMCS shadowing, which access
+//! the shadow VMCS here.
+//!
+//! Each instruction is its fault checks and operand decoding around a VMX operation
+//! (`vmx_op_*`) that returns the outcome as a [`VmResult`]; the native API
+//! (`nonroot::native`) calls the same operations without an instruction.
 //!
 //! Everything here sits behind [`crate::CpuFeatures::vmx`]: without it every VMX instruction
-//! raises #UD, as on a processor without VMX. VMLAUNCH, VMRESUME, INVEPT and INVVPID pass the
-//! #UD and #GP checks they share with the others and then stop the run with
-//! [`crate::CpuError::Unimplemented`]: VM entry and the TLB tagging they need do not exist yet.
-//! Non-root operation does not exist either, so the "in VMX non-root operation: VM exit" arms
-//! of the pseudo-code never apply.
+//! raises #UD, as on a processor without VMX.
 //!
 //! The current VMCS is cached in the CPU as silicon may do (§25.11.1): VMPTRLD reads the region
-//! from guest-physical memory ([`Vmcs::load`]), VMCLEAR writes it back with launch state clear
+//! from physical memory ([`Vmcs::load`]), VMCLEAR writes it back with launch state clear
 //! ([`Vmcs::store`]), and so do VMXOFF and a VMPTRLD of another region. A VMCS region that is
 //! not RAM stops the run with [`crate::CpuError::Unsupported`].
 

@@ -15,9 +15,9 @@
 //! The VMCS revision identifier is nestvisor's own: the region layout is implementation
 //! specific ([`super::vmcs`]), so a hypervisor must not assume Intel's, as with KVM's vmcs12.
 //!
-//! Guest-visible only with the model switch [`crate::CpuFeatures::vmx`] (off by default until
-//! the silicon is complete): with it RDMSR of IA32_VMX_BASIC..=IA32_VMX_VMFUNC returns
-//! [`VmxModel::read_msr`], without it CPUID.1:ECX.VMX stays 0 and RDMSR raises #GP.
+//! Guest-visible only with the model switch [`crate::CpuFeatures::vmx`] (the board turns it
+//! on): with it RDMSR of IA32_VMX_BASIC..=IA32_VMX_VMFUNC returns [`VmxModel::read_msr`],
+//! without it CPUID.1:ECX.VMX stays 0 and RDMSR raises #GP.
 
 use x86::msr;
 use x86::reg::{cr0, cr4};

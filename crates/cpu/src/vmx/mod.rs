@@ -11,10 +11,11 @@
 //!   functions that name the failing rule (§27.2, §27.3.1, §27.7).
 //! - [`exit`]: a VM exit as the detecting part of the silicon describes it (§28.2).
 //!
-//! The VMX instructions of root operation that use these live in `ops/vmx` (SDM Vol. 3C
-//! chapter 31), behind the model switch [`crate::CpuFeatures::vmx`], off by default: without
-//! it VMX is not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE is reserved) and nothing here
-//! changes what a guest sees.
+//! The VMX instructions live in `ops/vmx` and `ops/vmx_inv` (SDM Vol. 3C chapter 31), VM
+//! entry, non-root operation and VM exits in `nonroot`, EPT and VPID in `mmu` and `tlb`. All
+//! of it sits behind the model switch [`crate::CpuFeatures::vmx`] (the board turns it on):
+//! without it VMX is not advertised (CPUID.1:ECX.VMX = 0, CR4.VMXE is reserved) and nothing here
+//! changes what a guest sees. `docs/vmx.md` is the overview.
 
 pub mod capabilities;
 pub mod checks;
