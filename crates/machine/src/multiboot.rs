@@ -15,9 +15,16 @@
 //!   physical address.
 //! - The boot information (§3.3): mem_lower/mem_upper (flag 0), the command line (flag 2),
 //!   modules with their strings (flag 3), the memory map (flag 6), the boot loader name
-//!   (flag 9). Modules are placed page-aligned after the image (above 1 MiB), the information
-//!   structure, memory map, module list and strings after them; everything stays below the
-//!   end of RAM and overlaps neither the image nor each other.
+//!   (flag 9). Modules are placed page-aligned after the image (above 1 MiB). The information
+//!   structure, memory map, module list and strings go to conventional memory from 0x9000,
+//!   below 640 KiB, where QEMU's loader also puts its information structure (0x9500) and
+//!   memory map (0x9000) (`hw/i386/multiboot.c`, `MULTIBOOT_STRUCT_ADDR`): §3.3 lets the
+//!   loader place them "anywhere in memory" and leaves it to the kernel to avoid them, and
+//!   kernels written against QEMU, such as kvm-unit-tests, hand all memory from the end of
+//!   their image up to `mem_upper` to an allocator and read the information structure again
+//!   later. When the image occupies that range or the information does not fit below
+//!   640 KiB, it goes after the modules instead. Everything stays below the end of RAM and
+//!   overlaps neither the image nor each other.
 //! - The machine state at entry (§3.2) is described by [`Loaded`]: EAX = 0x2BADB002,
 //!   EBX = the information structure; the caller sets up the CPU.
 //!
@@ -65,6 +72,10 @@ const ONE_MIB: u64 = 0x10_0000;
 const LOW_MEMORY_END: u64 = 0xa_0000;
 /// Start of the reserved BIOS area reported in the memory map.
 const BIOS_AREA: u64 = 0xf_0000;
+/// Where the boot information goes when it fits below [`LOW_MEMORY_END`]: QEMU's
+/// `MULTIBOOT_STRUCT_ADDR`, clear of the real-mode IVT and BIOS data area (0–0x4FF) and of
+/// the memory a kernel linked at 1 MiB or above calls free.
+pub const LOW_INFO_BASE: u64 = 0x9000;
 
 /// What is wrong with an image or the set of inputs.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -166,7 +177,8 @@ pub struct Loaded {
     pub image: (Gpa, Gpa),
     /// Physical ranges of the modules.
     pub modules: Vec<(Gpa, Gpa)>,
-    /// One past the last byte used by modules and boot information.
+    /// One past the last byte used above the image: the modules, and the boot information
+    /// when it did not go to conventional memory.
     pub end: Gpa,
 }
 
@@ -442,11 +454,13 @@ fn elf_segments(image: &[u8]) -> Result<(Vec<Segment<'_>>, u64), LoadError> {
 struct Placer<'r> {
     ram: &'r mut [u8],
     cursor: u64,
+    /// One past the last byte this placer may use (at most the RAM size).
+    limit: u64,
 }
 
 impl Placer<'_> {
     fn alloc(&mut self, size: u64, align: u64) -> Result<u64, LoadError> {
-        let ram = self.ram.len() as u64;
+        let ram = self.limit.min(self.ram.len() as u64);
         let start = Gpa::new(self.cursor)
             .checked_align_up(align)
             .ok_or(LoadError::DoesNotFit {
@@ -533,19 +547,72 @@ pub fn load(
     }
 
     let mut placer = Placer {
-        ram,
+        ram: &mut *ram,
         cursor: hi.max(ONE_MIB),
+        limit: ram_size,
     };
     let mut mods = Vec::with_capacity(modules.len());
     for m in modules {
         let start = placer.put(m.data, PAGE_SIZE)?;
         mods.push((start, start + m.data.len() as u64, m.cmdline));
     }
+    let high = placer.cursor;
+    // The boot information goes to conventional memory when the image leaves it free and it
+    // fits there, otherwise after the modules.
+    let low_free = hi <= LOW_INFO_BASE || lo >= LOW_MEMORY_END;
+    let low = if low_free {
+        let mut low = Placer {
+            ram: &mut *ram,
+            cursor: LOW_INFO_BASE,
+            limit: LOW_MEMORY_END,
+        };
+        match write_info(&mut low, &mods, cmdline, ram_size) {
+            Ok(info) => Some(info),
+            Err(LoadError::DoesNotFit { .. }) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let (info, end) = match low {
+        Some(info) => (info, high),
+        None => {
+            let mut placer = Placer {
+                ram,
+                cursor: high,
+                limit: ram_size,
+            };
+            let info = write_info(&mut placer, &mods, cmdline, ram_size)?;
+            (info, placer.cursor)
+        }
+    };
+
+    Ok(Loaded {
+        entry: entry as u32,
+        info: Gpa::new(info),
+        image: (Gpa::new(lo), Gpa::new(hi)),
+        modules: mods
+            .iter()
+            .map(|(s, e, _)| (Gpa::new(*s), Gpa::new(*e)))
+            .collect(),
+        end: Gpa::new(end),
+    })
+}
+
+/// Writes the information structure (§3.3) with the command line, the boot loader name, the
+/// module list (`mods`: start, end, command line) and the memory map through `placer`, and
+/// returns the structure's address.
+fn write_info(
+    placer: &mut Placer<'_>,
+    mods: &[(u64, u64, &str)],
+    cmdline: &str,
+    ram_size: u64,
+) -> Result<u64, LoadError> {
     let info = placer.alloc(INFO_SIZE, 8)?;
     let cmdline_addr = placer.put_str(cmdline)?;
     let name_addr = placer.put_str(LOADER_NAME)?;
     let mut mod_list = Vec::with_capacity(mods.len() * 16);
-    for (start, end, line) in &mods {
+    for (start, end, line) in mods {
         let s = placer.put_str(line)?;
         for v in [*start as u32, *end as u32, s, 0] {
             mod_list.extend_from_slice(&v.to_le_bytes());
@@ -564,7 +631,6 @@ pub fn load(
         mmap.extend_from_slice(&kind.to_le_bytes());
     }
     let mmap_addr = placer.put(&mmap, 4)? as u32;
-    let end = placer.cursor;
 
     let mut st = [0u8; INFO_SIZE as usize];
     let mut set = |off: usize, v: u32| st[off..off + 4].copy_from_slice(&v.to_le_bytes());
@@ -586,17 +652,7 @@ pub fn load(
     set(64, name_addr);
     // In range: `alloc` reserved INFO_SIZE bytes at `info`.
     placer.ram[info as usize..(info + INFO_SIZE) as usize].copy_from_slice(&st);
-
-    Ok(Loaded {
-        entry: entry as u32,
-        info: Gpa::new(info),
-        image: (Gpa::new(lo), Gpa::new(hi)),
-        modules: mods
-            .iter()
-            .map(|(s, e, _)| (Gpa::new(*s), Gpa::new(*e)))
-            .collect(),
-        end: Gpa::new(end),
-    })
+    Ok(info)
 }
 
 #[cfg(test)]
@@ -777,7 +833,75 @@ pub(crate) mod tests {
         assert_eq!(l.entry, 0x20_000c);
         assert_eq!(ram[0x20_000c], 0xf4);
         assert!(ram[0x20_000d..0x20_010d].iter().all(|&b| b == 0));
-        assert!(l.info.raw() >= 0x20_010d);
+        assert_eq!(l.info.raw(), LOW_INFO_BASE);
+    }
+
+    #[test]
+    fn boot_information_in_conventional_memory_as_qemu() {
+        // An image linked at 4 MiB (kvm-unit-tests' flat.lds) with one module: the module
+        // follows the image, the information structure and everything it points to lie in
+        // 0x9000..0xA0000, clear of the memory from the image's end to mem_upper.
+        let img = elf32_image(0x40_0000, 0x40_0000, &[0xf4]);
+        let mut ram = vec![0u8; 8 << 20];
+        let m = [Module {
+            data: b"NR_CPUS=1\nMEMSIZE=8\n",
+            cmdline: "env",
+        }];
+        let l = load(&mut ram, &img, &m, "prog a b").unwrap();
+        let info = l.info.raw();
+        assert_eq!(info, LOW_INFO_BASE);
+        let low = LOW_INFO_BASE..LOW_MEMORY_END;
+        let cmdline = rd32(&ram, info + 16);
+        assert_eq!(cstr(&ram, cmdline), "prog a b");
+        let mods = rd32(&ram, info + 24);
+        let mmap = rd32(&ram, info + 48);
+        for a in [
+            cmdline,
+            mods,
+            mmap,
+            rd32(&ram, info + 64),
+            rd32(&ram, u64::from(mods) + 8),
+        ] {
+            assert!(
+                low.contains(&u64::from(a)),
+                "{a:#x} outside conventional memory"
+            );
+        }
+        let (s0, e0) = (rd32(&ram, u64::from(mods)), rd32(&ram, u64::from(mods) + 4));
+        assert_eq!(u64::from(s0), l.image.1.raw().next_multiple_of(4096));
+        assert_eq!(&ram[s0 as usize..e0 as usize], m[0].data);
+        assert_eq!(l.end.raw(), u64::from(e0));
+        // The map still calls conventional memory available: the kernel must avoid the
+        // information while it uses it (§3.3), as under QEMU.
+        assert_eq!(rd32(&ram, u64::from(mmap) + 4), 0);
+        assert_eq!(rd32(&ram, u64::from(mmap) + 20), 1);
+    }
+
+    #[test]
+    fn boot_information_after_the_modules_when_low_memory_is_taken() {
+        // The image occupies conventional memory: the information follows the module.
+        let img = aout_image(0x8000, &[0xf4], 0x2000);
+        let mut ram = ram();
+        let m = [Module {
+            data: b"x",
+            cmdline: "m",
+        }];
+        let l = load(&mut ram, &img, &m, "k").unwrap();
+        assert_eq!(l.modules[0].0.raw(), ONE_MIB);
+        assert!(l.info.raw() > ONE_MIB);
+        assert_eq!(cstr(&ram, rd32(&ram, l.info.raw() + 16)), "k");
+        assert!(l.end.raw() > l.info.raw());
+        // A command line too long for conventional memory goes high as well.
+        let img = aout_image(0x10_0000, &[0xf4], 0);
+        let long = "a".repeat(0x9_8000);
+        let l = load(&mut ram, &img, &[], &long).unwrap();
+        assert!(l.info.raw() >= 0x10_0021);
+        assert_eq!(cstr(&ram, rd32(&ram, l.info.raw() + 16)), long);
+        // A NUL in the command line is an error wherever the information would go.
+        assert!(matches!(
+            load(&mut ram, &img, &[], "a\0b"),
+            Err(LoadError::NulInCmdline(_))
+        ));
     }
 
     #[test]
