@@ -123,7 +123,7 @@ pub mod bare {
         /// The CPU model's own counters (TLB, decode cache, events).
         pub counters: cpu::Counters,
         /// Every VMLAUNCH or VMRESUME that failed a check, with the linear address of the
-        /// instruction (the first 64), and how many more failed.
+        /// instruction (the first 256), and how many more failed.
         pub vm_entry_failures: (Vec<(u64, cpu::vmx::checks::EntryCheckFailure)>, u64),
     }
 

@@ -26,7 +26,7 @@ use x86::vmx::VmcsField as F;
 use crate::state::Seg;
 
 /// How many failed VM entries the CPU keeps for [`crate::Cpu::take_vm_entry_failures`].
-pub(crate) const FAILURE_LOG: usize = 64;
+pub(crate) const FAILURE_LOG: usize = 256;
 
 /// The guest-state fields of one segment register: selector, base, limit, access rights.
 #[derive(Clone, Copy, Debug)]
