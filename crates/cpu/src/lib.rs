@@ -477,8 +477,32 @@ impl Cpu {
         // Burst-safe instructions do not change the code size.
         let code_mask = flags::mask(self.code_bits);
         let mut first = true;
+        // The code page as `fetch` last translated it (linear page + 1, RAM offset, TLB
+        // generation), checked here without the CPL and CR3, which a burst does not change.
+        let is64 = self.code_bits == 64;
+        let mut page = (0u64, 0usize, 0u64);
         loop {
-            let r = match self.fetch(bus) {
+            let fetched =
+                if is64 && (self.rip >> 12) + 1 == page.0 && self.tlb.generation() == page.2 {
+                    let off = page.1 + (self.rip & 0xfff) as usize;
+                    match self.icache.find(off, 64) {
+                        Some(i) => {
+                            self.counters.decode_hits += 1;
+                            Ok(i)
+                        }
+                        None => self.fetch(bus),
+                    }
+                } else {
+                    let r = self.fetch(bus);
+                    let f = self.fetch;
+                    page = if f.cpl == self.cpl && f.cr3 == self.cr3 {
+                        (f.page1, f.ram, f.generation)
+                    } else {
+                        (0, 0, 0)
+                    };
+                    r
+                };
+            let r = match fetched {
                 Ok(i) => match self.burst_exec(bus, i, code_mask) {
                     Some(r) => r,
                     // Not burst-safe: fetched again (from the cache) by the full path.

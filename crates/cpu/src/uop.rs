@@ -1262,6 +1262,33 @@ mod tests {
         Uop::compile(&ins).kind
     }
 
+    /// A burst ends exactly at the budget, and self-modifying code inside one takes effect
+    /// for the next instruction.
+    #[test]
+    fn bursts_end_at_the_budget_and_see_their_own_writes() {
+        #[rustfmt::skip]
+        let code = [
+            0x48, 0xff, 0xc0,   // l: inc rax
+            0xeb, 0xfb,         // jmp l
+        ];
+        let (mut cpu, mut bus) = long_env(&code);
+        assert_eq!(
+            cpu.run(&mut bus, 1001),
+            Ok(crate::StopReason::BudgetExhausted)
+        );
+        assert_eq!(cpu.instructions_retired(), 1001);
+        assert_eq!(cpu.gpr[0], 501);
+        #[rustfmt::skip]
+        let code = [
+            0xc6, 0x05, 0x02, 0x00, 0x00, 0x00, 0xc8,   // mov byte [rip + 2], 0xc8: the next
+            0x48, 0xff, 0xc0,                           // inc rax becomes dec rax (48 ff c8)
+            0xf4,                                       // hlt
+        ];
+        let (mut cpu, mut bus) = long_env(&code);
+        assert_eq!(cpu.run(&mut bus, 100), Ok(crate::StopReason::Halted));
+        assert_eq!(cpu.gpr[0], u64::MAX);
+    }
+
     #[test]
     fn hot_forms_are_specialised_and_system_forms_are_not() {
         assert_eq!(kind(&[0x48, 0x31, 0xc0]), Kind::Alu64(AluOp::Xor)); // xor rax, rax
