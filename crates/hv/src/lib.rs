@@ -2,5 +2,14 @@
 //! exit handling, memory virtualization (EPT, shadow paging, nested EPT, shadow-on-EPT), nested
 //! VMX and virtual devices. The same code runs natively as L0 on the software CPU and, compiled
 //! into the bare-metal guest-hv image, on real VMX instructions at every level above.
+//!
+//! Built so far: the backend trait ([`vmx`]), exits parsed once into typed values ([`exit`])
+//! and a mock backend for unit tests ([`mock`]).
 
 #![no_std]
+
+extern crate alloc;
+
+pub mod exit;
+pub mod mock;
+pub mod vmx;
