@@ -12,7 +12,7 @@ use x86::Hpa;
 use x86::vmx::caps::{InveptType, InvvpidType};
 use x86::vmx::{VmInstructionError, VmcsField, VmwriteScope};
 
-use crate::vmx::{RunOutcome, VmFail, Vmx, VmxError};
+use crate::vmx::{GuestRegs, RunOutcome, VmFail, Vmx, VmxError};
 
 /// One operation the hypervisor performed, as the mock saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,8 +31,24 @@ pub enum Op {
     Invvpid(InvvpidType, u16, u64),
 }
 
-/// One scripted VM exit: the fields the "processor" writes when the guest exits.
-pub type ScriptedExit = Vec<(VmcsField, u64)>;
+/// One scripted VM exit: the fields the "processor" writes when the guest exits, and the
+/// guest registers the guest left (by index).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScriptedExit {
+    /// Exit-information and guest-state fields.
+    pub fields: Vec<(VmcsField, u64)>,
+    /// Guest general-purpose registers.
+    pub regs: Vec<(usize, u64)>,
+}
+
+impl From<Vec<(VmcsField, u64)>> for ScriptedExit {
+    fn from(fields: Vec<(VmcsField, u64)>) -> Self {
+        Self {
+            fields,
+            regs: Vec::new(),
+        }
+    }
+}
 
 /// The mock.
 #[derive(Debug, Default)]
@@ -107,7 +123,7 @@ impl Vmx for MockVmx {
         Ok(())
     }
 
-    fn run(&mut self, launch: bool) -> Result<RunOutcome, VmxError> {
+    fn run(&mut self, launch: bool, regs: &mut GuestRegs) -> Result<RunOutcome, VmxError> {
         self.log.push(Op::Run(launch));
         let at = self.current.ok_or(VmFail::Invalid)?;
         let launched = self.launched.get(&at).copied().unwrap_or(false);
@@ -125,8 +141,13 @@ impl Vmx for MockVmx {
         })?;
         self.launched.insert(at, true);
         let region = self.regions.entry(at).or_default();
-        for (field, value) in exit {
+        for (field, value) in exit.fields {
             region.insert(field, value);
+        }
+        for (r, value) in exit.regs {
+            if let Some(slot) = regs.0.get_mut(r) {
+                *slot = value;
+            }
         }
         Ok(RunOutcome::Exited)
     }
@@ -159,19 +180,25 @@ mod tests {
 
     const VMCS: Hpa = Hpa::new(0x1000);
 
-    fn launched_with(exit: ScriptedExit) -> MockVmx {
+    fn launched_with(fields: Vec<(VmcsField, u64)>) -> MockVmx {
         let mut m = MockVmx::new();
-        m.script.push_back(exit);
+        m.script.push_back(ScriptedExit {
+            fields,
+            regs: vec![(0, 0xaa)],
+        });
         assert_eq!(m.vmptrld(VMCS), Ok(()));
-        assert_eq!(m.run(true), Ok(RunOutcome::Exited));
+        let mut regs = GuestRegs::default();
+        assert_eq!(m.run(true, &mut regs), Ok(RunOutcome::Exited));
+        assert_eq!(regs.0[0], 0xaa, "the guest's registers come back");
         m
     }
 
     #[test]
     fn launch_state_and_field_rules_follow_the_sdm() {
         let mut m = launched_with(vec![(F::ExitReason, 10)]);
+        let mut regs = GuestRegs::default();
         assert_eq!(
-            m.run(true),
+            m.run(true, &mut regs),
             Err(VmFail::Valid(VmInstructionError::VmlaunchNonClearVmcs).into())
         );
         assert_eq!(
@@ -182,7 +209,7 @@ mod tests {
         assert_eq!(m.vmread(F::GuestRip), Err(VmFail::Invalid.into()));
         assert_eq!(m.vmptrld(VMCS), Ok(()));
         assert_eq!(
-            m.run(false),
+            m.run(false, &mut regs),
             Err(VmFail::Valid(VmInstructionError::VmresumeNonLaunchedVmcs).into())
         );
     }

@@ -72,6 +72,13 @@ pub enum RunOutcome {
     },
 }
 
+/// The guest's general-purpose registers other than RSP (which the VMCS holds): the VMCS does
+/// not save them, so the backend swaps them around every VM entry and exit, as KVM's
+/// `__vmx_vcpu_run` does. Indexed in the SDM's register order (RAX = 0 … R15 = 15; index 4,
+/// RSP, is unused).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestRegs(pub [u64; 16]);
+
 /// The VMX instructions of root operation, on VMCS regions in host-physical memory.
 pub trait Vmx {
     /// VMCLEAR of the VMCS region at `vmcs`.
@@ -86,10 +93,11 @@ pub trait Vmx {
     /// VMWRITE of `field` in the current VMCS.
     fn vmwrite(&mut self, field: VmcsField, value: u64) -> Result<(), VmxError>;
 
-    /// VMLAUNCH (`launch`) or VMRESUME, then run the guest to its next VM exit (or, on the
-    /// software CPU, the end of a slice). The host's own state around the guest (registers,
-    /// stacks) is the backend's business.
-    fn run(&mut self, launch: bool) -> Result<RunOutcome, VmxError>;
+    /// VMLAUNCH (`launch`) or VMRESUME with the guest's general-purpose registers `regs`,
+    /// then run the guest to its next VM exit (or, on the software CPU, the end of a slice);
+    /// `regs` then holds the guest's registers at the exit. The host's own state around the
+    /// guest (its registers, stacks) is the backend's business.
+    fn run(&mut self, launch: bool, regs: &mut GuestRegs) -> Result<RunOutcome, VmxError>;
 
     /// INVEPT of `kind` for the EPT pointer `eptp` (ignored for the global type).
     fn invept(&mut self, kind: InveptType, eptp: u64) -> Result<(), VmxError>;

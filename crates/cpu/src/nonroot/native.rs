@@ -150,6 +150,32 @@ impl Cpu {
         })
     }
 
+    /// INVEPT of type `kind` (1 single-context, 2 all-context) for `eptp`.
+    pub fn native_invept(&mut self, kind: u64, eptp: u64) -> VmResult<()> {
+        self.vmx_op_invept(kind, eptp)
+    }
+
+    /// INVVPID of type `kind` (0 individual-address … 3 single-context retaining globals) for
+    /// `vpid` and `address`.
+    pub fn native_invvpid(&mut self, kind: u64, vpid: u16, address: u64) -> VmResult<()> {
+        self.vmx_op_invvpid(kind, u64::from(vpid), address)
+    }
+
+    /// RDMSR of a VMX capability MSR (IA32_VMX_BASIC … IA32_VMX_VMFUNC), `None` for another
+    /// index or without VMX.
+    pub fn native_capability(&self, msr: u32) -> Option<u64> {
+        if !self.features.vmx {
+            return None;
+        }
+        crate::vmx::capabilities::MODEL.read_msr(msr)
+    }
+
+    /// The guest's general-purpose registers while it runs (the VMCS holds only RSP): the
+    /// native hypervisor sets them before [`Cpu::native_run`] and reads them after.
+    pub fn gprs_mut(&mut self) -> &mut [u64; 16] {
+        &mut self.gpr
+    }
+
     /// Whether the processor is in native VMX root operation ([`Cpu::native_vmxon`]).
     pub fn is_native_root(&self) -> bool {
         self.vmx.native

@@ -29,6 +29,7 @@ use crate::bus::Bus;
 use crate::exec::Loc;
 use crate::fault::{Ex, Fault};
 use crate::mmu::canonical;
+use crate::ops::vmx::{VmFail, VmResult};
 use crate::vmx::capabilities::MODEL;
 
 /// INVVPID descriptor bits 63:16, reserved (§31.3).
@@ -54,43 +55,63 @@ impl Cpu {
     /// INVEPT in VMX root operation (§31.3).
     pub(crate) fn invept<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.vmx_root_checks()?;
-        let caps = MODEL.caps.ept_vpid;
-        let Some(kind) =
-            InveptType::from_u64(self.inv_type(ins)).filter(|&k| caps.supports_invept(k))
-        else {
+        let kind = self.inv_type(ins);
+        // An unsupported type fails before the descriptor is read.
+        if InveptType::from_u64(kind).is_none_or(|k| !MODEL.caps.ept_vpid.supports_invept(k)) {
             self.vm_fail(VmInstructionError::InvalidInveptInvvpidOperand);
             return Ok(());
-        };
+        }
         let (low, _) = self.inv_descriptor(bus, ins)?;
+        let r = self.vmx_op_invept(kind, low);
+        self.vm_status(r);
+        Ok(())
+    }
+
+    /// The operation of INVEPT of type `kind` with the descriptor's EPTP `eptp`: VMfail(28)
+    /// for an unsupported type or, single-context, an EPTP that VM entry would refuse.
+    pub(crate) fn vmx_op_invept(&mut self, kind: u64, eptp: u64) -> VmResult<()> {
+        let caps = MODEL.caps.ept_vpid;
+        let invalid = VmFail::Valid(VmInstructionError::InvalidInveptInvvpidOperand);
+        let Some(kind) = InveptType::from_u64(kind).filter(|&k| caps.supports_invept(k)) else {
+            return Err(self.fail_or_invalid(invalid));
+        };
         match kind {
             InveptType::SingleContext => {
-                let eptp = Eptp::new(low);
+                let eptp = Eptp::new(eptp);
                 let ept_caps = EptCaps::from_msr(caps.0);
                 if Ept::<Gpa, Hpa>::new(eptp, &ept_caps, MODEL.maxphyaddr, false).is_err() {
-                    self.vm_fail(VmInstructionError::InvalidInveptInvvpidOperand);
-                    return Ok(());
+                    return Err(self.fail_or_invalid(invalid));
                 }
                 self.tlb.flush_ept(eptp.root_raw());
             }
             InveptType::Global => self.tlb.flush_all_ept(),
         }
         self.counters.tlb_flushes += 1;
-        self.vm_succeed();
         Ok(())
     }
 
-    /// INVVPID in VMX root operation (§31.3).
     pub(crate) fn invvpid<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         self.vmx_root_checks()?;
-        let caps = MODEL.caps.ept_vpid;
-        let Some(kind) =
-            InvvpidType::from_u64(self.inv_type(ins)).filter(|&k| caps.supports_invvpid(k))
-        else {
+        let kind = self.inv_type(ins);
+        if InvvpidType::from_u64(kind).is_none_or(|k| !MODEL.caps.ept_vpid.supports_invvpid(k)) {
             self.vm_fail(VmInstructionError::InvalidInveptInvvpidOperand);
             return Ok(());
-        };
+        }
         let (low, address) = self.inv_descriptor(bus, ins)?;
-        // Bits 15:0 are the VPID; bits 63:16 are reserved (checked just above).
+        let r = self.vmx_op_invvpid(kind, low, address);
+        self.vm_status(r);
+        Ok(())
+    }
+
+    /// The operation of INVVPID of type `kind` with the descriptor (`low`: VPID in bits 15:0,
+    /// bits 63:16 reserved; `address`): VMfail(28) for an unsupported type, reserved bits,
+    /// VPID 0 where a VPID is named, or a non-canonical individual address.
+    pub(crate) fn vmx_op_invvpid(&mut self, kind: u64, low: u64, address: u64) -> VmResult<()> {
+        let caps = MODEL.caps.ept_vpid;
+        let invalid = VmFail::Valid(VmInstructionError::InvalidInveptInvvpidOperand);
+        let Some(kind) = InvvpidType::from_u64(kind).filter(|&k| caps.supports_invvpid(k)) else {
+            return Err(self.fail_or_invalid(invalid));
+        };
         let vpid = (low & 0xffff) as u16;
         let valid = low & INVVPID_RESERVED == 0
             && match kind {
@@ -101,8 +122,7 @@ impl Cpu {
                 InvvpidType::AllContext => true,
             };
         if !valid {
-            self.vm_fail(VmInstructionError::InvalidInveptInvvpidOperand);
-            return Ok(());
+            return Err(self.fail_or_invalid(invalid));
         }
         match kind {
             InvvpidType::IndividualAddress => self.tlb.flush_vpid_page(vpid, address),
@@ -111,8 +131,16 @@ impl Cpu {
             InvvpidType::SingleContextRetainingGlobals => self.tlb.flush_vpid(vpid, true),
         }
         self.counters.tlb_flushes += 1;
-        self.vm_succeed();
         Ok(())
+    }
+
+    /// VMfailValid(n) needs a current VMCS to hold n; without one it is VMfailInvalid.
+    fn fail_or_invalid(&self, fail: VmFail) -> VmFail {
+        if self.vmx.vmcs().is_some() {
+            fail
+        } else {
+            VmFail::Invalid
+        }
     }
 }
 
