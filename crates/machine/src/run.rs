@@ -121,6 +121,12 @@ impl<S: ByteSink> Machine<S> {
         self.idle_skips
     }
 
+    /// The CPU and the board at once, mutably: a native hypervisor drives the CPU's VMX on
+    /// the board (`Cpu::native_run`).
+    pub fn parts_mut(&mut self) -> (&mut Cpu, &mut Board<S>) {
+        (&mut self.cpu, &mut self.board)
+    }
+
     /// The board.
     pub fn board(&self) -> &Board<S> {
         &self.board

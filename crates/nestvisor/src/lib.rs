@@ -7,10 +7,12 @@
 //! - [`images`]: the guest images embedded at build time.
 //! - [`qemu`]: QEMU as the reference machine.
 //! - [`bench`]: `nestvisor bench cpu`, the software CPU's speed against QEMU's.
+//! - [`softvmx`]: the software CPU as the hypervisor's VMX backend (the native L0's silicon).
 
 pub mod bench;
 pub mod images;
 pub mod qemu;
+pub mod softvmx;
 
 /// Running an image directly on the hardware model (`run --bare`).
 pub mod bare {

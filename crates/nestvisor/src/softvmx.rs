@@ -1,0 +1,261 @@
+//! The software CPU as the hypervisor's VMX backend ([`hv::vmx::Vmx`]): what makes `crates/hv`
+//! the native L0 (DESIGN.md §2, §5). Each trait method is the CPU's native VMX operation
+//! (`cpu::Cpu::native_*`), the same silicon the VMX instructions use; `run` swaps the guest's
+//! general-purpose registers into the CPU, runs it on the board until its next VM exit (or
+//! the end of a slice of `slice` steps), and swaps them back.
+
+use cpu::{Bus, Cpu, NativeRun, StopReason, VmFail};
+use hv::vmx::{GuestRegs, RunOutcome, Vmx, VmxError};
+use x86::Hpa;
+use x86::vmx::VmcsField;
+use x86::vmx::caps::{InveptType, InvvpidType};
+
+/// The CPU and its board, driven as a VMX backend.
+#[derive(Debug)]
+pub struct SoftVmx<'a, B> {
+    cpu: &'a mut Cpu,
+    bus: &'a mut B,
+    /// Steps a guest runs before `run` returns [`RunOutcome::Preempted`].
+    slice: u64,
+}
+
+impl<'a, B: Bus> SoftVmx<'a, B> {
+    /// The backend over `cpu` on `bus`, which enters native VMX root operation with the VMXON
+    /// region at `vmxon`.
+    pub fn new(cpu: &'a mut Cpu, bus: &'a mut B, vmxon: Hpa, slice: u64) -> Result<Self, VmxError> {
+        let me = Self { cpu, bus, slice };
+        let r = me.cpu.native_vmxon(me.bus, vmxon.raw());
+        fail(r)?;
+        Ok(me)
+    }
+
+    /// The CPU (to read its counters and virtual time).
+    pub fn cpu(&self) -> &Cpu {
+        self.cpu
+    }
+
+    /// The board.
+    pub fn bus(&mut self) -> &mut B {
+        self.bus
+    }
+}
+
+/// A native operation's outcome as the trait's.
+fn fail<T>(r: Result<Result<T, VmFail>, cpu::CpuError>) -> Result<T, VmxError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(f)) => Err(VmxError::Fail(vm_fail(f))),
+        Err(e) => Err(VmxError::Backend(e.to_string())),
+    }
+}
+
+fn vm_fail(f: VmFail) -> hv::vmx::VmFail {
+    match f {
+        VmFail::Invalid => hv::vmx::VmFail::Invalid,
+        VmFail::Valid(e) => hv::vmx::VmFail::Valid(e),
+    }
+}
+
+impl<B: Bus> Vmx for SoftVmx<'_, B> {
+    fn vmclear(&mut self, vmcs: Hpa) -> Result<(), VmxError> {
+        fail(self.cpu.native_vmclear(self.bus, vmcs.raw()))
+    }
+
+    fn vmptrld(&mut self, vmcs: Hpa) -> Result<(), VmxError> {
+        fail(self.cpu.native_vmptrld(self.bus, vmcs.raw()))
+    }
+
+    fn vmread(&mut self, field: VmcsField) -> Result<u64, VmxError> {
+        self.cpu
+            .native_vmread(field)
+            .map_err(|f| VmxError::Fail(vm_fail(f)))
+    }
+
+    fn vmwrite(&mut self, field: VmcsField, value: u64) -> Result<(), VmxError> {
+        self.cpu
+            .native_vmwrite(field, value)
+            .map_err(|f| VmxError::Fail(vm_fail(f)))
+    }
+
+    fn run(&mut self, launch: bool, regs: &mut GuestRegs) -> Result<RunOutcome, VmxError> {
+        const RSP: usize = 4;
+        let gpr = self.cpu.gprs_mut();
+        for (i, (slot, value)) in gpr.iter_mut().zip(regs.0).enumerate() {
+            if i != RSP {
+                *slot = value;
+            }
+        }
+        let r = self.cpu.native_run(self.bus, launch, self.slice);
+        for (i, (slot, value)) in regs.0.iter_mut().zip(*self.cpu.gprs_mut()).enumerate() {
+            if i != RSP {
+                *slot = value;
+            }
+        }
+        match r.map_err(|e| VmxError::Backend(e.to_string()))? {
+            NativeRun::Exited => Ok(RunOutcome::Exited),
+            NativeRun::Failed(f) => Err(VmxError::Fail(vm_fail(f))),
+            NativeRun::Stopped(StopReason::Halted) => Ok(RunOutcome::Preempted { halted: true }),
+            NativeRun::Stopped(StopReason::BudgetExhausted | StopReason::BusStop) => {
+                Ok(RunOutcome::Preempted { halted: false })
+            }
+            NativeRun::Stopped(other) => Err(VmxError::Backend(format!(
+                "the guest's run ended with {other:?} outside any VM exit"
+            ))),
+        }
+    }
+
+    fn invept(&mut self, kind: InveptType, eptp: u64) -> Result<(), VmxError> {
+        self.cpu
+            .native_invept(kind as u64, eptp)
+            .map_err(|f| VmxError::Fail(vm_fail(f)))
+    }
+
+    fn invvpid(&mut self, kind: InvvpidType, vpid: u16, addr: u64) -> Result<(), VmxError> {
+        self.cpu
+            .native_invvpid(kind as u64, vpid, addr)
+            .map_err(|f| VmxError::Fail(vm_fail(f)))
+    }
+
+    fn capability(&mut self, msr: u32) -> Result<u64, VmxError> {
+        self.cpu
+            .native_capability(msr)
+            .ok_or_else(|| VmxError::Backend(format!("no VMX capability MSR {msr:#x}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+    use super::*;
+    use hv::exit::{Exit, ExitInfo};
+    use machine::Machine;
+    use x86::reg::{cr0, cr4};
+    use x86::vmx::VmcsField as F;
+
+    #[derive(Debug, Default)]
+    struct Sink;
+    impl devices::ByteSink for Sink {
+        fn put(&mut self, _: u8) {}
+    }
+
+    const VMXON: u64 = 0x80_0000;
+    const VMCS: u64 = 0x80_1000;
+    const PD: u64 = 0x10_0000;
+    const CODE: u64 = 0x20_0000;
+
+    /// A 32-bit guest with 4-MiB identity pages runs MOV EAX, 0x1234; CPUID; HLT under the
+    /// hypervisor trait on the software CPU: the CPUID exits (before it executes), the
+    /// registers come back, VMRESUME after skipping it reaches the HLT exit.
+    #[test]
+    fn a_guest_runs_through_the_vmx_trait_on_the_software_cpu() {
+        let mut m = Machine::new(16 << 20, Sink).unwrap();
+        let (cpu, board) = m.parts_mut();
+        {
+            let ram = board.ram_mut();
+            for i in 0..4u64 {
+                let e = ((i << 22) | 0x83) as u32;
+                ram[(PD + 4 * i) as usize..][..4].copy_from_slice(&e.to_le_bytes());
+            }
+            ram[CODE as usize..][..8].copy_from_slice(&[0xb8, 0x34, 0x12, 0, 0, 0x0f, 0xa2, 0xf4]);
+            let rev = cpu::vmx::capabilities::REVISION_ID.to_le_bytes();
+            ram[VMXON as usize..][..4].copy_from_slice(&rev);
+            ram[VMCS as usize..][..4].copy_from_slice(&rev);
+        }
+        let mut vmx = SoftVmx::new(cpu, board, Hpa::new(VMXON), 10_000).unwrap();
+        vmx.vmclear(Hpa::new(VMCS)).unwrap();
+        vmx.vmptrld(Hpa::new(VMCS)).unwrap();
+        // Controls: the TRUE capability MSRs' allowed-0 settings, plus HLT exiting and a
+        // 64-bit host (native root operation is 64-bit).
+        let must = |vmx: &mut SoftVmx<'_, _>, msr: u32| vmx.capability(msr).unwrap() & 0xffff_ffff;
+        let pin = must(&mut vmx, 0x48d);
+        let proc = must(&mut vmx, 0x48e) | (1 << 7);
+        let exit = must(&mut vmx, 0x48f) | (1 << 9);
+        let entry = must(&mut vmx, 0x490);
+        for (f, v) in [
+            (F::PinBasedControls, pin),
+            (F::PrimaryProcBasedControls, proc),
+            (F::PrimaryVmExitControls, exit),
+            (F::VmEntryControls, entry),
+            (F::VmcsLinkPointer, u64::MAX),
+            (F::GuestCr0, cr0::PE | cr0::PG | cr0::NE | cr0::ET),
+            (F::GuestCr3, PD),
+            (F::GuestCr4, cr4::PSE | cr4::VMXE),
+            (F::GuestDr7, 0x400),
+            (F::GuestRip, CODE),
+            (F::GuestRsp, 0x30_0000),
+            (F::GuestRflags, 2),
+            (F::GuestLdtrAccessRights, 0x1_0000),
+            (F::GuestTrSelector, 0x18),
+            (F::GuestTrLimit, 0x67),
+            (F::GuestTrAccessRights, 0x8b),
+            (F::GuestGdtrLimit, 0xffff),
+            (F::GuestIdtrLimit, 0xffff),
+        ] {
+            vmx.vmwrite(f, v).unwrap();
+        }
+        for (sel, limit, ar, code) in [
+            (
+                F::GuestCsSelector,
+                F::GuestCsLimit,
+                F::GuestCsAccessRights,
+                true,
+            ),
+            (
+                F::GuestSsSelector,
+                F::GuestSsLimit,
+                F::GuestSsAccessRights,
+                false,
+            ),
+            (
+                F::GuestDsSelector,
+                F::GuestDsLimit,
+                F::GuestDsAccessRights,
+                false,
+            ),
+            (
+                F::GuestEsSelector,
+                F::GuestEsLimit,
+                F::GuestEsAccessRights,
+                false,
+            ),
+            (
+                F::GuestFsSelector,
+                F::GuestFsLimit,
+                F::GuestFsAccessRights,
+                false,
+            ),
+            (
+                F::GuestGsSelector,
+                F::GuestGsLimit,
+                F::GuestGsAccessRights,
+                false,
+            ),
+        ] {
+            vmx.vmwrite(sel, if code { 0x08 } else { 0x10 }).unwrap();
+            vmx.vmwrite(limit, 0xffff_ffff).unwrap();
+            vmx.vmwrite(ar, if code { 0xc09b } else { 0xc093 }).unwrap();
+        }
+        for (f, v) in cpu::NATIVE_HOST {
+            vmx.vmwrite(f, v).unwrap();
+        }
+        let mut regs = GuestRegs::default();
+        assert_eq!(vmx.run(true, &mut regs), Ok(RunOutcome::Exited));
+        let e = ExitInfo::read(&mut vmx).unwrap();
+        assert_eq!(
+            (e.exit, e.guest_rip, e.instruction_length),
+            (Exit::Cpuid, CODE + 5, 2)
+        );
+        assert_eq!(regs.0[0], 0x1234);
+        vmx.vmwrite(F::GuestRip, e.guest_rip + e.instruction_length)
+            .unwrap();
+        assert_eq!(vmx.run(false, &mut regs), Ok(RunOutcome::Exited));
+        assert_eq!(ExitInfo::read(&mut vmx).unwrap().exit, Exit::Hlt);
+        // VMLAUNCH of the launched VMCS: VMfailValid(4), as the SDM says.
+        assert_eq!(
+            vmx.run(true, &mut regs),
+            Err(VmxError::Fail(hv::vmx::VmFail::Valid(
+                x86::vmx::VmInstructionError::VmlaunchNonClearVmcs
+            )))
+        );
+    }
+}
