@@ -43,11 +43,11 @@ pub(crate) const MSR_LIST_MAX: u64 = 512;
 /// IA32_SMM_MONITOR_CTL: writable only in SMM, so never from an MSR-load list.
 const IA32_SMM_MONITOR_CTL: u32 = 0x9b;
 
-/// Why an entry of an MSR-load list cannot be loaded (§27.4, §28.6).
+/// An entry of an MSR-load list that cannot be loaded (§27.4, §28.6), by 0-based index: one
+/// the SDM refuses, or one outside RAM (what the processor would read there, all ones, sets
+/// reserved bits 63:32 of the entry, which the SDM refuses too).
 pub(crate) enum MsrListError {
-    /// The list memory is not RAM.
-    NotRam,
-    /// The entry at this 0-based index is refused.
+    /// The entry at this index is refused.
     Refused(u64),
 }
 
@@ -137,7 +137,6 @@ impl Cpu {
                     .entry_failure(bus, ExitReason::EntryFailureMsrLoading, i + 1)
                     .map(Ok);
             }
-            Err(MsrListError::NotRam) => return Err(self.region_not_ram()),
         }
         if launch && let Some(v) = self.vmx.vmcs_mut() {
             v.set_launch_state(LaunchState::Launched);
@@ -281,7 +280,7 @@ impl Cpu {
             let at = Gpa::new(addr.wrapping_add(i * 16));
             self.bus_memory(bus)
                 .read(at, &mut raw)
-                .map_err(|()| MsrListError::NotRam)?;
+                .map_err(|()| MsrListError::Refused(i))?;
             let head = u64::from_le_bytes(raw[..8].try_into().unwrap_or_default());
             let data = u64::from_le_bytes(raw[8..].try_into().unwrap_or_default());
             let index = head as u32;

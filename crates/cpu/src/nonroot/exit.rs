@@ -195,7 +195,8 @@ impl Cpu {
         }
     }
 
-    /// §28.4: each entry of the MSR-store list receives the MSR's value (RDMSR at CPL 0).
+    /// §28.4: each entry of the MSR-store list receives the MSR's value (RDMSR at CPL 0). An
+    /// entry whose head is not RAM reads as all ones, reserved bits set: the store fails.
     fn store_msr_list<B: Bus>(&mut self, bus: &mut B, addr: u64, count: u64) -> Result<(), ()> {
         for i in 0..count {
             if i >= super::entry::MSR_LIST_MAX {
@@ -211,7 +212,9 @@ impl Cpu {
             }
             let value = self.rdmsr_cpl0(bus, index).map_err(|_| ())?;
             let data_at = x86::Gpa::new(addr.wrapping_add(i * 16 + 8));
-            self.bus_memory(bus).write(data_at, &value.to_le_bytes())?;
+            // A store outside RAM goes nowhere, as a bus write there would (the head read
+            // above has already refused what reads as all ones).
+            let _ = self.bus_memory(bus).write(data_at, &value.to_le_bytes());
         }
         Ok(())
     }
@@ -323,7 +326,6 @@ impl Cpu {
         ) {
             Ok(()) => Ok(()),
             Err(MsrListError::Refused(_)) => self.vmx_abort(bus, abort::LOAD_HOST_MSRS),
-            Err(MsrListError::NotRam) => Err(self.region_not_ram()),
         }
     }
 

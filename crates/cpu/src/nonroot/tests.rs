@@ -231,6 +231,17 @@ fn msr_load_failure_reports_the_entry() {
 }
 
 #[test]
+fn msr_load_list_outside_ram_fails_at_its_first_entry() {
+    let (mut cpu, mut bus) = setup(&[0xf4], |v| {
+        v.set(F::VmEntryMsrLoadAddress, 0x40_0000_0000);
+        v.set(F::VmEntryMsrLoadCount, 1);
+    });
+    run(&mut cpu, &mut bus);
+    assert_eq!(field(&cpu, F::ExitReason), (1 << 31) | 34);
+    assert_eq!(field(&cpu, F::ExitQualification), 1);
+}
+
+#[test]
 fn hlt_exiting_and_vmresume_continue_the_guest() {
     // Guest: hlt; mov eax, 0x55; vmcall.  Host: skip the HLT, vmresume, hlt.
     let (mut cpu, mut bus) = setup(&[0xf4, 0xb8, 0x55, 0, 0, 0, 0x0f, 0x01, 0xc1], |v| {
