@@ -68,6 +68,8 @@ pub mod vmx;
 pub use bus::{Bus, MsrAccess, TSC_PER_TICK, VirtualTime};
 pub use error::{CpuError, StopReason};
 pub use fault::Fault;
+pub use nonroot::native::{NATIVE_HOST, NativeRun};
+pub use ops::vmx::{VmFail, VmResult};
 pub use regs::Gpr;
 pub use state::{DescriptorTable, Mode, Seg, Segment};
 
@@ -543,12 +545,24 @@ impl Cpu {
             r = match r {
                 Ok(()) => return None,
                 Err(Exc::Fault(f)) => self.deliver_fault(bus, f),
-                Err(Exc::VmExit(exit)) => self.vm_exit(bus, *exit),
+                Err(Exc::VmExit(exit)) => {
+                    let r = self.vm_exit(bus, *exit);
+                    if r.is_ok() && self.vmx.native {
+                        return Some(Ok(StopReason::VmExit));
+                    }
+                    r
+                }
                 // A triple fault in VMX non-root operation is a VM exit (SDM Vol. 3C §26.2).
-                Err(Exc::Shutdown) if self.vmx.non_root => self.vm_exit(
-                    bus,
-                    vmx::exit::VmExit::new(x86::vmx::ExitReason::TripleFault, 0),
-                ),
+                Err(Exc::Shutdown) if self.vmx.non_root => {
+                    let r = self.vm_exit(
+                        bus,
+                        vmx::exit::VmExit::new(x86::vmx::ExitReason::TripleFault, 0),
+                    );
+                    if r.is_ok() && self.vmx.native {
+                        return Some(Ok(StopReason::VmExit));
+                    }
+                    r
+                }
                 Err(Exc::Shutdown) => return Some(Ok(StopReason::Shutdown)),
                 Err(Exc::Error(e)) => return Some(Err(*e)),
             };

@@ -278,8 +278,11 @@ mod tests {
     fn unavailable_features_raise_ud_and_x87_nm() {
         // movaps xmm0, xmm1 (SSE not present): #UD
         assert_eq!(run_bytes64_fault(&[0x0f, 0x28, 0xc1], |_| {}), vector::UD);
-        // rdrand eax: #UD
-        assert_eq!(run_bytes64_fault(&[0x0f, 0xc7, 0xf0], |_| {}), vector::UD);
+        // adcx eax, ecx (ADX not present): #UD
+        assert_eq!(
+            run_bytes64_fault(&[0x66, 0x0f, 0x38, 0xf6, 0xc1], |_| {}),
+            vector::UD
+        );
         // fld1 with CR0.EM = 1: #NM
         assert_eq!(
             run_bytes64_fault(&[0xd9, 0xe8], |c| c.cr0 |= x86::reg::cr0::EM),

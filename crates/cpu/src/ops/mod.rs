@@ -4,6 +4,7 @@ pub(crate) mod arith;
 pub(crate) mod bit;
 pub(crate) mod control;
 pub(crate) mod data;
+pub(crate) mod hint;
 pub(crate) mod io;
 pub(crate) mod legacy;
 pub(crate) mod logic;

@@ -21,6 +21,7 @@ use crate::seg::{desc, sel_err};
 use crate::state::{Mode, Seg, Segment, ar};
 use crate::vmx::capabilities::MODEL;
 use x86::reg::{cr0, cr4, efer, rflags};
+use x86::vmx::controls::secondary_proc;
 
 /// CR4 bits this model implements.
 const CR4_SUPPORTED: u64 =
@@ -71,9 +72,17 @@ impl Cpu {
     /// Registers") and IA-32e activation (Vol. 3A §9.8.5).
     pub(crate) fn write_cr0<B: Bus>(&mut self, bus: &mut B, v: u64) -> Ex<()> {
         let v = v | cr0::ET;
-        // In VMX operation CR0 must keep the VMX fixed bits (PE, NE, PG), SDM Vol. 3C §24.8.
+        // In VMX operation CR0 must keep the VMX fixed bits (PE, NE, PG), SDM Vol. 3C §24.8;
+        // a guest with "unrestricted guest" may clear PE and PG.
+        let unrestricted = self.vmx.non_root
+            && self.vmx.secondary_controls() & secondary_proc::UNRESTRICTED_GUEST != 0;
+        let fixed_view = if unrestricted {
+            v | cr0::PE | cr0::PG
+        } else {
+            v
+        };
         if v >> 32 != 0
-            || (self.vmx.in_vmx_operation() && MODEL.cr0_fixed.check(v).is_err())
+            || (self.vmx.in_vmx_operation() && MODEL.cr0_fixed.check(fixed_view).is_err())
             || (v & cr0::PG != 0 && v & cr0::PE == 0)
             || (v & cr0::NW != 0 && v & cr0::CD == 0)
         {
@@ -187,11 +196,13 @@ impl Cpu {
             (ins.op1_register(), ins.op0_register())
         };
         if !to_cr {
+            // In VMX non-root operation the host-owned bits of CR0 and CR4 read from the
+            // read shadows (SDM Vol. 3C §26.3.1.1).
             let v = match cr {
-                Register::CR0 => self.cr0,
+                Register::CR0 => self.guest_cr_view(0, self.cr0),
                 Register::CR2 => self.cr2,
                 Register::CR3 => self.cr3,
-                Register::CR4 => self.cr4,
+                Register::CR4 => self.guest_cr_view(4, self.cr4),
                 Register::CR8 => u64::from(bus.cr8(self.now())),
                 _ => return Err(Fault::ud().into()),
             };
@@ -199,14 +210,15 @@ impl Cpu {
             return Ok(());
         }
         let v = self.reg(gpr);
+        // A write that does not exit leaves the host-owned bits as they are (§26.3.1.1).
         match cr {
-            Register::CR0 => self.write_cr0(bus, v),
+            Register::CR0 => self.write_cr0(bus, self.guest_cr_write(0, v)),
             Register::CR2 => {
                 self.cr2 = v;
                 Ok(())
             }
             Register::CR3 => self.write_cr3(bus, v),
-            Register::CR4 => self.write_cr4(bus, v),
+            Register::CR4 => self.write_cr4(bus, self.guest_cr_write(4, v)),
             // CR8 is the local APIC's TPR[7:4] (SDM Vol. 3A §11.8.6); bits 63:4 are reserved
             // (Vol. 2B "MOV—Move to/from Control Registers": #GP(0)).
             Register::CR8 => match u8::try_from(v) {
@@ -270,7 +282,7 @@ impl Cpu {
         match ins.mnemonic() {
             M::Clts => {
                 self.require_cpl0()?;
-                self.cr0 &= !cr0::TS;
+                self.cr0 = self.guest_cr_write(0, self.cr0 & !cr0::TS);
                 Ok(())
             }
             M::Lmsw => {
@@ -279,7 +291,8 @@ impl Cpu {
                 let v = self.get(bus, l, 16)?;
                 // LMSW loads PE, MP, EM, TS and cannot clear PE.
                 let low = (v & 0xf) | (self.cr0 & cr0::PE);
-                self.write_cr0(bus, (self.cr0 & !0xf) | low)
+                let new = self.guest_cr_write(0, (self.cr0 & !0xf) | low);
+                self.write_cr0(bus, new)
             }
             _ => {
                 let w = if ins.op0_kind() == OpKind::Memory {
@@ -288,7 +301,8 @@ impl Cpu {
                     self.op_width(ins, 0)
                 };
                 let l = self.loc(ins, 0);
-                self.put(bus, l, w, self.cr0 & mask(w))
+                let cr0 = self.guest_cr_view(0, self.cr0);
+                self.put(bus, l, w, cr0 & mask(w))
             }
         }
     }
