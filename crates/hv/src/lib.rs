@@ -3,13 +3,16 @@
 //! VMX and virtual devices. The same code runs natively as L0 on the software CPU and, compiled
 //! into the bare-metal guest-hv image, on real VMX instructions at every level above.
 //!
-//! Built so far: the backend trait ([`vmx`]), exits parsed once into typed values ([`exit`])
-//! and a mock backend for unit tests ([`mock`]).
+//! Built so far: the backend trait ([`vmx`]), exits parsed once into typed values ([`exit`]),
+//! a mock backend for unit tests ([`mock`]), host-physical memory with a frame allocator
+//! ([`memory`]) and the EPT tables a hypervisor builds for its guest ([`ept`]).
 
 #![no_std]
 
 extern crate alloc;
 
+pub mod ept;
 pub mod exit;
+pub mod memory;
 pub mod mock;
 pub mod vmx;
