@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nestvisor_cpu::{Bus, Cpu, Gpr, Mode, StopReason, VirtualTime};
-use x86::{Gfn, Gpa};
+use x86::{Hfn, Hpa};
 
 struct Ram(Vec<u8>);
 
@@ -14,14 +14,14 @@ impl Bus for Ram {
     fn ram_mut(&mut self) -> &mut [u8] {
         &mut self.0
     }
-    fn ram_offset(&self, frame: Gfn) -> Option<usize> {
+    fn ram_offset(&self, frame: Hfn) -> Option<usize> {
         let off = (frame.raw() as usize).checked_mul(4096)?;
         (off < self.0.len()).then_some(off)
     }
-    fn mmio_read(&mut self, _: Gpa, _: u8, _: VirtualTime) -> u64 {
+    fn mmio_read(&mut self, _: Hpa, _: u8, _: VirtualTime) -> u64 {
         u64::MAX
     }
-    fn mmio_write(&mut self, _: Gpa, _: u8, _: u64, _: VirtualTime) {}
+    fn mmio_write(&mut self, _: Hpa, _: u8, _: u64, _: VirtualTime) {}
     fn io_in(&mut self, _: u16, _: u8, _: VirtualTime) -> u32 {
         u32::MAX
     }

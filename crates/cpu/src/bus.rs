@@ -2,7 +2,9 @@
 //!
 //! The CPU is generic over [`Bus`] (no `dyn` on the hot path). The board provides:
 //!
-//! - **Physical memory.** RAM is one host byte slice ([`Bus::ram`]/[`Bus::ram_mut`]); the board
+//! - **Physical memory**, addressed host-physically ([`Hpa`], [`Hfn`]): what the processor
+//!   puts on its bus, after paging and, in VMX non-root operation, after EPT (a guest-physical
+//!   address never reaches the board). RAM is one host byte slice ([`Bus::ram`]/[`Bus::ram_mut`]); the board
 //!   says, per 4-KiB frame, where in that slice the frame lives ([`Bus::ram_offset`]), or that
 //!   it is not RAM. The CPU's TLB caches "this linear page is RAM at offset X", so a hit costs
 //!   a masked compare and a slice index. Every physical access that is not RAM goes to
@@ -29,7 +31,7 @@
 //!   `now.tsc()` = ticks × [`TSC_PER_TICK`]; the board derives the APIC timer from the same
 //!   clock.
 
-use x86::{Gfn, Gpa};
+use x86::{Hfn, Hpa};
 
 /// TSC increments per virtual tick (one tick = one retired instruction). With this constant
 /// the TSC of a 1-GIPS model machine runs at 1 GHz, a plausible figure for guests that
@@ -75,23 +77,23 @@ pub type AccessSize = u8;
 
 /// Everything outside the CPU package: RAM, MMIO, ports, interrupt controllers, board MSRs.
 pub trait Bus {
-    /// All of guest RAM as one slice; [`Bus::ram_offset`] maps frames into it.
+    /// All of the board's RAM as one slice; [`Bus::ram_offset`] maps frames into it.
     fn ram(&self) -> &[u8];
 
-    /// All of guest RAM, writable.
+    /// All of the board's RAM, writable.
     fn ram_mut(&mut self) -> &mut [u8];
 
     /// Where the 4-KiB physical frame `frame` lives in [`Bus::ram`], as a byte offset (a
     /// multiple of 4096 with 4096 bytes behind it), or `None` if the frame is MMIO or unbacked.
-    fn ram_offset(&self, frame: Gfn) -> Option<usize>;
+    fn ram_offset(&self, frame: Hfn) -> Option<usize>;
 
     /// Reads `size` bytes (1, 2, 4 or 8) at a non-RAM physical address, little-endian in the
     /// low bytes of the result. Unbacked addresses read as all ones.
-    fn mmio_read(&mut self, addr: Gpa, size: AccessSize, now: VirtualTime) -> u64;
+    fn mmio_read(&mut self, addr: Hpa, size: AccessSize, now: VirtualTime) -> u64;
 
     /// Writes `size` bytes (1, 2, 4 or 8) at a non-RAM physical address. Unbacked addresses
     /// ignore the write.
-    fn mmio_write(&mut self, addr: Gpa, size: AccessSize, value: u64, now: VirtualTime);
+    fn mmio_write(&mut self, addr: Hpa, size: AccessSize, value: u64, now: VirtualTime);
 
     /// IN from `port`, `size` 1, 2 or 4 bytes. Unclaimed ports read as all ones.
     fn io_in(&mut self, port: u16, size: AccessSize, now: VirtualTime) -> u32;

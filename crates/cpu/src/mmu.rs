@@ -46,7 +46,7 @@ use crate::state::{Mode, Seg, ar};
 use crate::tlb::{Entry, perm};
 use crate::vmx::capabilities::MODEL;
 use crate::vmx::exit::VmExit;
-use x86::Gfn;
+use x86::Hfn;
 
 /// The physical-address width the model implements (CPUID.80000008H:EAX[7:0]).
 pub(crate) const MAXPHYADDR: u32 = 39;
@@ -64,8 +64,8 @@ pub(crate) enum Access {
 pub(crate) enum Phys {
     /// RAM at this byte offset of [`Bus::ram`].
     Ram(usize),
-    /// MMIO or unbacked.
-    Io(Gpa),
+    /// MMIO or unbacked, at this host-physical address.
+    Io(Hpa),
 }
 
 impl Cpu {
@@ -174,9 +174,9 @@ impl Cpu {
             if self.vmx.ept.is_some() && self.vmx.non_root {
                 return self.translate_guest_physical(bus, pa, access);
             }
-            return Ok(match bus.ram_offset(Gfn::new(pa >> 12)) {
+            return Ok(match bus.ram_offset(Hfn::new(pa >> 12)) {
                 Some(off) => Phys::Ram(off + (pa & 0xfff) as usize),
-                None => Phys::Io(Gpa::new(pa)),
+                None => Phys::Io(Hpa::new(pa)),
             });
         }
         let user = self.user_access(implicit);
@@ -188,7 +188,7 @@ impl Cpu {
             return Ok(if e.ram != usize::MAX {
                 Phys::Ram(e.ram + off as usize)
             } else {
-                Phys::Io(Gpa::new((e.frame << 12) | off))
+                Phys::Io(Hpa::new((e.frame << 12) | off))
             });
         }
         self.counters.tlb_misses += 1;
@@ -200,7 +200,7 @@ impl Cpu {
         Ok(if e.ram != usize::MAX {
             Phys::Ram(e.ram + off as usize)
         } else {
-            Phys::Io(Gpa::new((e.frame << 12) | off))
+            Phys::Io(Hpa::new((e.frame << 12) | off))
         })
     }
 
@@ -277,13 +277,13 @@ impl Cpu {
                 return Ok(if e.ram != usize::MAX {
                     Phys::Ram(e.ram + off as usize)
                 } else {
-                    Phys::Io(Gpa::new((e.frame << 12) | off))
+                    Phys::Io(Hpa::new((e.frame << 12) | off))
                 });
             }
         }
         self.counters.tlb_misses += 1;
         let Some(ept) = self.ept01()? else {
-            return Ok(Phys::Io(Gpa::new(gpa)));
+            return Ok(Phys::Io(Hpa::new(gpa)));
         };
         let origin = EptOrigin::GuestLinear { user: false };
         let ept_access = EptAccess::new(access_kind(access), origin);
@@ -322,7 +322,7 @@ impl Cpu {
         let e = Entry {
             vpn1: 0,
             frame,
-            ram: bus.ram_offset(Gfn::new(frame)).unwrap_or(usize::MAX),
+            ram: bus.ram_offset(Hfn::new(frame)).unwrap_or(usize::MAX),
             ctx: self.tlb.guest_physical_context(),
             global: false,
             page_shift: 12,
@@ -334,7 +334,7 @@ impl Cpu {
         Ok(if e.ram != usize::MAX {
             Phys::Ram(e.ram + off as usize)
         } else {
-            Phys::Io(Gpa::new((frame << 12) | off))
+            Phys::Io(Hpa::new((frame << 12) | off))
         })
     }
 
@@ -470,7 +470,7 @@ impl Cpu {
         let entry = Entry {
             vpn1: 0,
             frame,
-            ram: bus.ram_offset(Gfn::new(frame)).unwrap_or(usize::MAX),
+            ram: bus.ram_offset(Hfn::new(frame)).unwrap_or(usize::MAX),
             ctx: self.tlb.context(pcid),
             global: found.attrs.global,
             page_shift: found.page_shift,
@@ -803,7 +803,7 @@ struct PhysMem<'a, B> {
 }
 
 impl<B: Bus> PhysMem<'_, B> {
-    fn read(&mut self, addr: Gpa, size: usize) -> u64 {
+    fn read(&mut self, addr: Hpa, size: usize) -> u64 {
         let off = self
             .bus
             .ram_offset(addr.frame())
@@ -821,7 +821,7 @@ impl<B: Bus> PhysMem<'_, B> {
         }
     }
 
-    fn write(&mut self, addr: Gpa, size: usize, v: u64) {
+    fn write(&mut self, addr: Hpa, size: usize, v: u64) {
         let off = self
             .bus
             .ram_offset(addr.frame())
@@ -838,38 +838,39 @@ impl<B: Bus> PhysMem<'_, B> {
     }
 }
 
+/// Guest-physical memory where no EPT translates it (root operation, or non-root without
+/// "enable EPT"): guest-physical addresses are host-physical.
 impl<B: Bus> paging::Memory<Gpa> for PhysMem<'_, B> {
     fn read_u32(&mut self, addr: Gpa) -> Result<u32, paging::MemoryError<Gpa>> {
-        Ok(self.read(addr, 4) as u32)
+        Ok(self.read(Hpa::new(addr.raw()), 4) as u32)
     }
     fn read_u64(&mut self, addr: Gpa) -> Result<u64, paging::MemoryError<Gpa>> {
-        Ok(self.read(addr, 8))
+        Ok(self.read(Hpa::new(addr.raw()), 8))
     }
     fn write_u32(&mut self, addr: Gpa, value: u32) -> Result<(), paging::MemoryError<Gpa>> {
-        self.write(addr, 4, u64::from(value));
+        self.write(Hpa::new(addr.raw()), 4, u64::from(value));
         Ok(())
     }
     fn write_u64(&mut self, addr: Gpa, value: u64) -> Result<(), paging::MemoryError<Gpa>> {
-        self.write(addr, 8, value);
+        self.write(Hpa::new(addr.raw()), 8, value);
         Ok(())
     }
 }
 
-/// Host-physical memory for the EPT dimension: the bus's addresses are host-physical (its
-/// types say `Gpa` for historical reasons).
+/// Host-physical memory: the EPT dimension, and the bus.
 impl<B: Bus> paging::Memory<Hpa> for PhysMem<'_, B> {
     fn read_u32(&mut self, addr: Hpa) -> Result<u32, paging::MemoryError<Hpa>> {
-        Ok(self.read(Gpa::new(addr.raw()), 4) as u32)
+        Ok(self.read(addr, 4) as u32)
     }
     fn read_u64(&mut self, addr: Hpa) -> Result<u64, paging::MemoryError<Hpa>> {
-        Ok(self.read(Gpa::new(addr.raw()), 8))
+        Ok(self.read(addr, 8))
     }
     fn write_u32(&mut self, addr: Hpa, value: u32) -> Result<(), paging::MemoryError<Hpa>> {
-        self.write(Gpa::new(addr.raw()), 4, u64::from(value));
+        self.write(addr, 4, u64::from(value));
         Ok(())
     }
     fn write_u64(&mut self, addr: Hpa, value: u64) -> Result<(), paging::MemoryError<Hpa>> {
-        self.write(Gpa::new(addr.raw()), 8, value);
+        self.write(addr, 8, value);
         Ok(())
     }
 }

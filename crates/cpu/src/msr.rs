@@ -258,7 +258,7 @@ mod tests {
     use crate::bus::{AccessSize, Bus, VirtualTime};
     use crate::fault::Fault;
     use crate::test_utils::{CODE, TestBus, first_fault, long_mode, run_bytes64};
-    use x86::{Gfn, Gpa};
+    use x86::{Hfn, Hpa};
 
     #[test]
     fn msr_rules() {
@@ -311,13 +311,13 @@ mod tests {
         fn ram_mut(&mut self) -> &mut [u8] {
             self.inner.ram_mut()
         }
-        fn ram_offset(&self, frame: Gfn) -> Option<usize> {
+        fn ram_offset(&self, frame: Hfn) -> Option<usize> {
             self.inner.ram_offset(frame)
         }
-        fn mmio_read(&mut self, addr: Gpa, size: AccessSize, now: VirtualTime) -> u64 {
+        fn mmio_read(&mut self, addr: Hpa, size: AccessSize, now: VirtualTime) -> u64 {
             self.inner.mmio_read(addr, size, now)
         }
-        fn mmio_write(&mut self, addr: Gpa, size: AccessSize, value: u64, now: VirtualTime) {
+        fn mmio_write(&mut self, addr: Hpa, size: AccessSize, value: u64, now: VirtualTime) {
             self.inner.mmio_write(addr, size, value, now)
         }
         fn io_in(&mut self, port: u16, size: AccessSize, now: VirtualTime) -> u32 {

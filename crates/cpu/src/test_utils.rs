@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use x86::Gpa;
+use x86::Hpa;
 use x86::reg::{cr0, cr4, efer};
 
 use crate::Cpu;
@@ -11,7 +11,7 @@ use crate::bus::{AccessSize, Bus, VirtualTime};
 use crate::error::StopReason;
 use crate::fault::{Exc, Fault};
 use crate::state::{Seg, Segment, ar};
-use x86::Gfn;
+use x86::Hfn;
 
 /// A golden-table row: (bytes, disassembly, RAX in, RBX/RCX in, RAX out, status flags out).
 pub type FlagCase = (&'static [u8], &'static str, u64, u64, u64, u64);
@@ -71,14 +71,14 @@ impl Bus for TestBus {
     fn ram_mut(&mut self) -> &mut [u8] {
         &mut self.ram
     }
-    fn ram_offset(&self, frame: Gfn) -> Option<usize> {
+    fn ram_offset(&self, frame: Hfn) -> Option<usize> {
         let off = (frame.raw() as usize).checked_mul(4096)?;
         (off < self.ram.len()).then_some(off)
     }
-    fn mmio_read(&mut self, _addr: Gpa, _size: AccessSize, _now: VirtualTime) -> u64 {
+    fn mmio_read(&mut self, _addr: Hpa, _size: AccessSize, _now: VirtualTime) -> u64 {
         u64::MAX
     }
-    fn mmio_write(&mut self, addr: Gpa, _size: AccessSize, value: u64, _now: VirtualTime) {
+    fn mmio_write(&mut self, addr: Hpa, _size: AccessSize, value: u64, _now: VirtualTime) {
         self.mmio_writes.push((addr.raw(), value));
     }
     fn io_in(&mut self, port: u16, _size: AccessSize, _now: VirtualTime) -> u32 {

@@ -50,7 +50,7 @@ use devices::pit::{self, Pit};
 use devices::system::{self, SystemEvent, SystemPorts};
 use devices::uart::Uart;
 use devices::{ByteSink, LatchedLine, Ns, Unimplemented};
-use x86::{Gfn, Gpa};
+use x86::{Hfn, Hpa};
 
 /// COM1's I/O base.
 pub const COM1: u16 = 0x3f8;
@@ -408,7 +408,7 @@ impl<S: ByteSink> Bus for Board<S> {
         &mut self.ram
     }
 
-    fn ram_offset(&self, frame: Gfn) -> Option<usize> {
+    fn ram_offset(&self, frame: Hfn) -> Option<usize> {
         let addr = frame.addr().raw();
         if addr < self.ram_size() {
             usize::try_from(addr).ok()
@@ -417,7 +417,10 @@ impl<S: ByteSink> Bus for Board<S> {
         }
     }
 
-    fn mmio_read(&mut self, addr: Gpa, size: AccessSize, now: VirtualTime) -> u64 {
+    fn mmio_read(&mut self, addr: Hpa, size: AccessSize, now: VirtualTime) -> u64 {
+        // The devices decode addresses in the physical space they sit in: for the board, the
+        // processor's bus.
+        let addr = x86::Gpa::new(addr.raw());
         self.counters.mmio += 1;
         self.catch_up(now);
         self.dirty = true;
@@ -447,7 +450,10 @@ impl<S: ByteSink> Bus for Board<S> {
         devices_width_mask(size)
     }
 
-    fn mmio_write(&mut self, addr: Gpa, size: AccessSize, value: u64, now: VirtualTime) {
+    fn mmio_write(&mut self, addr: Hpa, size: AccessSize, value: u64, now: VirtualTime) {
+        // The devices decode addresses in the physical space they sit in: for the board, the
+        // processor's bus.
+        let addr = x86::Gpa::new(addr.raw());
         self.counters.mmio += 1;
         self.catch_up(now);
         self.dirty = true;
@@ -702,8 +708,8 @@ mod tests {
         assert!(Board::new((16 << 20) + 1, Console::default()).is_err());
         assert!(Board::new(4 << 30, Console::default()).is_err());
         let b = board();
-        assert_eq!(b.ram_offset(Gfn::new(0xfff)), Some(0xfff000));
-        assert_eq!(b.ram_offset(Gfn::new(0x1000)), None);
+        assert_eq!(b.ram_offset(Hfn::new(0xfff)), Some(0xfff000));
+        assert_eq!(b.ram_offset(Hfn::new(0x1000)), None);
     }
 
     #[test]
@@ -711,8 +717,8 @@ mod tests {
         let mut b = board();
         assert_eq!(&b.ram()[0xf_0000..0xf_0004], b"_MP_");
         assert_eq!(&b.ram()[0xf_0010..0xf_0014], b"PCMP");
-        b.mmio_write(Gpa::new(0xfec0_0000), 4, 0, t(0));
-        assert_eq!(b.mmio_read(Gpa::new(0xfec0_0010), 4, t(0)), 1 << 24);
+        b.mmio_write(Hpa::new(0xfec0_0000), 4, 0, t(0));
+        assert_eq!(b.mmio_read(Hpa::new(0xfec0_0010), 4, t(0)), 1 << 24);
     }
 
     #[test]
@@ -746,7 +752,7 @@ mod tests {
         assert_eq!(u64::from_le_bytes(ram.try_into().unwrap()), 16 << 20);
         b.io_out(0x80, 1, 0x12, t(0));
         assert!(!b.stop_requested());
-        assert_eq!(b.mmio_read(Gpa::new(0xf000_0000), 4, t(0)), 0xffff_ffff);
+        assert_eq!(b.mmio_read(Hpa::new(0xf000_0000), 4, t(0)), 0xffff_ffff);
     }
 
     #[test]
@@ -806,14 +812,14 @@ mod tests {
         pic_and_pit(&mut b, 100);
         b.io_out(0x21, 1, 0xff, t(0)); // mask the PIC
         b.io_out(0xa1, 1, 0xff, t(0));
-        b.mmio_write(Gpa::new(0xfec0_0000), 4, 0x14, t(0)); // pin 2 low dword
-        b.mmio_write(Gpa::new(0xfec0_0010), 4, 0x31, t(0)); // vector 0x31, edge, unmasked
+        b.mmio_write(Hpa::new(0xfec0_0000), 4, 0x14, t(0)); // pin 2 low dword
+        b.mmio_write(Hpa::new(0xfec0_0010), 4, 0x31, t(0)); // vector 0x31, edge, unmasked
         let next = b.next_timer_event(t(1)).unwrap();
         assert!(b.has_interrupt(next));
         assert_eq!(b.acknowledge_interrupt(next), Some(0x31));
         assert_eq!(b.counters().apic_interrupts, 1);
         assert_eq!(b.counters().pic_interrupts, 0);
-        b.mmio_write(Gpa::new(0xfee0_00b0), 4, 0, next); // EOI
+        b.mmio_write(Hpa::new(0xfee0_00b0), 4, 0, next); // EOI
         assert!(!b.has_interrupt(next));
     }
 
@@ -840,7 +846,7 @@ mod tests {
     #[test]
     fn tsc_deadline_follows_the_processor_tsc() {
         let mut b = board();
-        b.mmio_write(Gpa::new(0xfee0_0320), 4, 0x4_0041, t(0)); // LVT timer: deadline, 0x41
+        b.mmio_write(Hpa::new(0xfee0_0320), 4, 0x4_0041, t(0)); // LVT timer: deadline, 0x41
         // WRMSR IA32_TSC at tick 100 set the TSC to 1 000 000.
         b.tsc_offset_changed(1_000_000 - t(100).tsc(), t(100));
         assert_eq!(
@@ -857,7 +863,7 @@ mod tests {
         assert!(b.has_interrupt(t(600)));
         assert_eq!(b.acknowledge_interrupt(t(600)), Some(0x41));
         assert_eq!(b.rdmsr(MSR_TSC_DEADLINE, t(601)), MsrAccess::Done(0));
-        b.mmio_write(Gpa::new(0xfee0_00b0), 4, 0, t(602)); // EOI
+        b.mmio_write(Hpa::new(0xfee0_00b0), 4, 0, t(602)); // EOI
         // A TSC write past an armed deadline fires it at once.
         b.wrmsr(MSR_TSC_DEADLINE, 2_000_000, t(700));
         assert!(!b.has_interrupt(t(701)));
@@ -865,7 +871,7 @@ mod tests {
         assert!(b.has_interrupt(t(702)));
         assert_eq!(b.acknowledge_interrupt(t(702)), Some(0x41));
         // Not in deadline mode: the MSR reads 0 and ignores writes, without #GP.
-        b.mmio_write(Gpa::new(0xfee0_0320), 4, 0x41, t(703));
+        b.mmio_write(Hpa::new(0xfee0_0320), 4, 0x41, t(703));
         assert_eq!(b.wrmsr(MSR_TSC_DEADLINE, 5, t(703)), MsrAccess::Done(0));
         assert_eq!(b.rdmsr(MSR_TSC_DEADLINE, t(703)), MsrAccess::Done(0));
     }
@@ -927,23 +933,23 @@ mod tests {
     #[test]
     fn polling_with_interrupts_disabled_sees_expired_timers() {
         let mut b = board();
-        b.mmio_write(Gpa::new(0xfee0_03e0), 4, 0xb, t(0));
-        b.mmio_write(Gpa::new(0xfee0_0320), 4, 0x50, t(0)); // one-shot, vector 0x50
-        b.mmio_write(Gpa::new(0xfee0_0380), 4, 100, t(0));
+        b.mmio_write(Hpa::new(0xfee0_03e0), 4, 0xb, t(0));
+        b.mmio_write(Hpa::new(0xfee0_0320), 4, 0x50, t(0)); // one-shot, vector 0x50
+        b.mmio_write(Hpa::new(0xfee0_0380), 4, 100, t(0));
         // No has_interrupt call (IF = 0): IRR bit 0x50 (IRR bits 95:64) still shows up.
-        assert_eq!(b.mmio_read(Gpa::new(0xfee0_0220), 4, t(99)), 0);
-        assert_eq!(b.mmio_read(Gpa::new(0xfee0_0220), 4, t(100)), 1 << 0x10);
+        assert_eq!(b.mmio_read(Hpa::new(0xfee0_0220), 4, t(99)), 0);
+        assert_eq!(b.mmio_read(Hpa::new(0xfee0_0220), 4, t(100)), 1 << 0x10);
     }
 
     #[test]
     fn cr8_is_the_tpr() {
         let mut b = board();
         b.set_cr8(0x5, t(0));
-        assert_eq!(b.mmio_read(Gpa::new(0xfee0_0080), 4, t(0)), 0x50);
-        b.mmio_write(Gpa::new(0xfee0_0080), 4, 0x7f, t(0));
+        assert_eq!(b.mmio_read(Hpa::new(0xfee0_0080), 4, t(0)), 0x50);
+        b.mmio_write(Hpa::new(0xfee0_0080), 4, 0x7f, t(0));
         assert_eq!(b.cr8(t(0)), 0x7);
         // A vector in class 7 is now held back.
-        b.mmio_write(Gpa::new(0xfee0_0300), 4, 0x0004_0071, t(0)); // self IPI 0x71
+        b.mmio_write(Hpa::new(0xfee0_0300), 4, 0x0004_0071, t(0)); // self IPI 0x71
         assert!(!b.has_interrupt(t(1)));
         b.set_cr8(6, t(2));
         assert!(b.has_interrupt(t(2)), "class 7 is above priority class 6");
@@ -957,8 +963,8 @@ mod tests {
     fn uart_interrupt_and_input() {
         let mut b = board();
         // Route IRQ 4 through the I/O APIC.
-        b.mmio_write(Gpa::new(0xfec0_0000), 4, 0x18, t(0));
-        b.mmio_write(Gpa::new(0xfec0_0010), 4, 0x24, t(0));
+        b.mmio_write(Hpa::new(0xfec0_0000), 4, 0x18, t(0));
+        b.mmio_write(Hpa::new(0xfec0_0010), 4, 0x24, t(0));
         b.io_out(COM1 + 1, 1, 0x01, t(0)); // RX interrupt
         assert!(!b.has_interrupt(t(1)));
         assert!(b.serial_input(b"ab").len() == 1);
@@ -1066,8 +1072,8 @@ mod tests {
                     match op {
                         Op::In(p, s) => { let _ = b.io_in(p, s, t); }
                         Op::Out(p, s, v) => b.io_out(p, s, v, t),
-                        Op::MmioRead(a, s) => { let _ = b.mmio_read(Gpa::new(a), s, t); }
-                        Op::MmioWrite(a, s, v) => b.mmio_write(Gpa::new(a), s, v, t),
+                        Op::MmioRead(a, s) => { let _ = b.mmio_read(Hpa::new(a), s, t); }
+                        Op::MmioWrite(a, s, v) => b.mmio_write(Hpa::new(a), s, v, t),
                         Op::Rdmsr(m) => { let _ = b.rdmsr(m, t); }
                         Op::Wrmsr(m, v) => { let _ = b.wrmsr(m, v, t); }
                         Op::TscOffset(o) => b.tsc_offset_changed(o, t),

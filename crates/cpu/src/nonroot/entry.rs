@@ -23,7 +23,7 @@ use x86::vmx::controls::{
 use x86::vmx::{
     ExitReason, InterruptionInfo, InterruptionType, VmInstructionError, VmcsField as F,
 };
-use x86::{Gpa, paging::Eptp};
+use x86::{Hpa, paging::Eptp};
 
 use super::{GuestExtra, LDTR_FIELDS, SEGMENT_FIELDS, SegmentFields, TR_FIELDS};
 use crate::Cpu;
@@ -94,7 +94,7 @@ impl Cpu {
         }
         let ctx = EntryContext {
             ia32e_mode: self.efer & efer::LMA != 0,
-            current_vmcs: Gpa::new(pointer),
+            current_vmcs: Hpa::new(pointer),
         };
         let checked = {
             let Some((_, vmcs)) = self.vmx.current.as_ref() else {
@@ -277,7 +277,7 @@ impl Cpu {
                 return Err(MsrListError::Refused(i));
             }
             let mut raw = [0u8; 16];
-            let at = Gpa::new(addr.wrapping_add(i * 16));
+            let at = Hpa::new(addr.wrapping_add(i * 16));
             self.bus_memory(bus)
                 .read(at, &mut raw)
                 .map_err(|()| MsrListError::Refused(i))?;

@@ -202,7 +202,7 @@ impl Cpu {
             if i >= super::entry::MSR_LIST_MAX {
                 return Err(());
             }
-            let at = x86::Gpa::new(addr.wrapping_add(i * 16));
+            let at = x86::Hpa::new(addr.wrapping_add(i * 16));
             let mut head = [0u8; 8];
             self.bus_memory(bus).read(at, &mut head)?;
             let head = u64::from_le_bytes(head);
@@ -211,7 +211,7 @@ impl Cpu {
                 return Err(());
             }
             let value = self.rdmsr_cpl0(bus, index).map_err(|_| ())?;
-            let data_at = x86::Gpa::new(addr.wrapping_add(i * 16 + 8));
+            let data_at = x86::Hpa::new(addr.wrapping_add(i * 16 + 8));
             // A store outside RAM goes nowhere, as a bus write there would (the head read
             // above has already refused what reads as all ones).
             let _ = self.bus_memory(bus).write(data_at, &value.to_le_bytes());
@@ -339,7 +339,7 @@ impl Cpu {
         }
         let mut region = [0u8; 4];
         region.copy_from_slice(&indicator.to_le_bytes());
-        let at = x86::Gpa::new(pointer.wrapping_add(crate::vmx::vmcs::ABORT_OFFSET));
+        let at = x86::Hpa::new(pointer.wrapping_add(crate::vmx::vmcs::ABORT_OFFSET));
         self.bus_memory(bus)
             .write(at, &region)
             .map_err(|()| self.region_not_ram())?;

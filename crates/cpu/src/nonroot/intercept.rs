@@ -266,7 +266,7 @@ impl Cpu {
     fn bitmap_bit<B: Bus>(&mut self, bus: &mut B, at: u64, bit: u32) -> bool {
         use crate::vmx::vmcs::PhysMemory;
         let mut b = [0xffu8];
-        let _ = self.bus_memory(bus).read(x86::Gpa::new(at), &mut b);
+        let _ = self.bus_memory(bus).read(x86::Hpa::new(at), &mut b);
         b[0] & (1 << bit) != 0
     }
 

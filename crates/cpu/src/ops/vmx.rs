@@ -21,7 +21,7 @@
 
 use iced_x86::{Instruction, Mnemonic as M};
 
-use x86::Gpa;
+use x86::Hpa;
 use x86::msr::feature_control;
 use x86::reg::{cr4, rflags};
 use x86::vmx::controls::secondary_proc;
@@ -134,7 +134,7 @@ pub(crate) struct BusMemory<'a, B: Bus> {
 impl<B: Bus> BusMemory<'_, B> {
     /// The RAM byte range behind `len` bytes at `addr`, if every byte is RAM and the frames are
     /// contiguous in [`Bus::ram`].
-    fn range(&self, addr: Gpa, len: usize) -> Result<core::ops::Range<usize>, ()> {
+    fn range(&self, addr: Hpa, len: usize) -> Result<core::ops::Range<usize>, ()> {
         let first = self.bus.ram_offset(addr.frame()).ok_or(())?;
         let start = first + addr.page_offset() as usize;
         let end = start.checked_add(len).ok_or(())?;
@@ -150,13 +150,13 @@ impl<B: Bus> BusMemory<'_, B> {
 impl<B: Bus> PhysMemory for BusMemory<'_, B> {
     type Error = ();
 
-    fn read(&mut self, addr: Gpa, buf: &mut [u8]) -> Result<(), ()> {
+    fn read(&mut self, addr: Hpa, buf: &mut [u8]) -> Result<(), ()> {
         let r = self.range(addr, buf.len())?;
         buf.copy_from_slice(self.bus.ram().get(r).ok_or(())?);
         Ok(())
     }
 
-    fn write(&mut self, addr: Gpa, data: &[u8]) -> Result<(), ()> {
+    fn write(&mut self, addr: Hpa, data: &[u8]) -> Result<(), ()> {
         let r = self.range(addr, data.len())?;
         let start = r.start;
         self.bus
@@ -258,7 +258,7 @@ impl Cpu {
     /// Writes the cached current VMCS back to its region and forgets it.
     fn flush_current_vmcs<B: Bus>(&mut self, bus: &mut B) -> Ex<()> {
         if let Some((ptr, vmcs)) = self.vmx.current.take() {
-            vmcs.store(&mut self.bus_memory(bus), Gpa::new(ptr))
+            vmcs.store(&mut self.bus_memory(bus), Hpa::new(ptr))
                 .map_err(|()| self.region_not_ram())?;
         }
         Ok(())
@@ -321,7 +321,7 @@ impl Cpu {
         if !valid_pointer(addr) {
             return Ok(Err(VmFail::Invalid));
         }
-        let (revision, shadow) = Vmcs::read_header(&mut self.bus_memory(bus), Gpa::new(addr))
+        let (revision, shadow) = Vmcs::read_header(&mut self.bus_memory(bus), Hpa::new(addr))
             .map_err(|()| self.region_not_ram())?;
         if revision != REVISION_ID || shadow {
             return Ok(Err(VmFail::Invalid));
@@ -367,7 +367,7 @@ impl Cpu {
             }
             self.flush_current_vmcs(bus)?;
         } else {
-            Vmcs::clear_in_memory(&mut self.bus_memory(bus), Gpa::new(addr))
+            Vmcs::clear_in_memory(&mut self.bus_memory(bus), Hpa::new(addr))
                 .map_err(|()| self.region_not_ram())?;
         }
         Ok(Ok(()))
@@ -393,7 +393,7 @@ impl Cpu {
         if self.vmx.vmxon == Some(addr) {
             return Ok(Err(VmFail::Valid(VmInstructionError::VmptrldVmxonPointer)));
         }
-        let (revision, shadow) = Vmcs::read_header(&mut self.bus_memory(bus), Gpa::new(addr))
+        let (revision, shadow) = Vmcs::read_header(&mut self.bus_memory(bus), Hpa::new(addr))
             .map_err(|()| self.region_not_ram())?;
         let shadowing = MODEL.caps.secondary_proc.allowed1 & secondary_proc::VMCS_SHADOWING != 0;
         if revision != REVISION_ID || (shadow && !shadowing) {
@@ -403,7 +403,7 @@ impl Cpu {
         }
         if self.vmx.current_pointer() != addr {
             self.flush_current_vmcs(bus)?;
-            let vmcs = Vmcs::load(&mut self.bus_memory(bus), Gpa::new(addr))
+            let vmcs = Vmcs::load(&mut self.bus_memory(bus), Hpa::new(addr))
                 .map_err(|()| self.region_not_ram())?;
             self.vmx.current = Some((addr, Box::new(vmcs)));
         }
@@ -516,7 +516,7 @@ impl Cpu {
         } else {
             ins.op1_register()
         });
-        let mut shadow = Vmcs::load(&mut self.bus_memory(bus), Gpa::new(link))
+        let mut shadow = Vmcs::load(&mut self.bus_memory(bus), Hpa::new(link))
             .map_err(|()| self.region_not_ram())?;
         let Ok(encoding) = u32::try_from(encoding) else {
             self.vm_fail(VmInstructionError::UnsupportedVmcsComponent);
@@ -526,7 +526,7 @@ impl Cpu {
             match shadow.vmwrite(encoding, value, &MODEL.caps) {
                 Ok(()) => {
                     shadow
-                        .store(&mut self.bus_memory(bus), Gpa::new(link))
+                        .store(&mut self.bus_memory(bus), Hpa::new(link))
                         .map_err(|()| self.region_not_ram())?;
                     self.vm_succeed();
                 }
@@ -879,7 +879,7 @@ mod tests {
         assert_eq!(status(&cpu), 0);
         assert_eq!(cpu.vmx, VmxState::default());
         let mut mem = crate::vmx::vmcs::tests::TestMemory(bus.ram.clone());
-        let region = Vmcs::load(&mut mem, Gpa::new(VMCS_A)).unwrap();
+        let region = Vmcs::load(&mut mem, Hpa::new(VMCS_A)).unwrap();
         assert_eq!(region.get(VmcsField::GuestRip), PTR_BX);
         // Outside VMX operation: #UD; CPL 3 inside: #GP(0).
         assert_eq!(fault(&[&VMXOFF], |_| {}), Fault::ud());
@@ -949,7 +949,7 @@ mod tests {
         assert_eq!(status(&cpu), 0);
         assert_eq!(bus.read_u64(SCRATCH), INVALID_POINTER, "no current VMCS");
         let mut mem = crate::vmx::vmcs::tests::TestMemory(bus.ram.clone());
-        let region = Vmcs::load(&mut mem, Gpa::new(VMCS_A)).unwrap();
+        let region = Vmcs::load(&mut mem, Hpa::new(VMCS_A)).unwrap();
         assert_eq!(region.launch_state(), LaunchState::Clear);
         assert_eq!(
             region.get(VmcsField::GuestRip),
@@ -970,7 +970,7 @@ mod tests {
         assert_eq!(status(&cpu), 0);
         assert_eq!(cpu.vmx.current_pointer(), VMCS_B);
         let mut mem = crate::vmx::vmcs::tests::TestMemory(bus.ram.clone());
-        let region = Vmcs::load(&mut mem, Gpa::new(VMCS_A)).unwrap();
+        let region = Vmcs::load(&mut mem, Hpa::new(VMCS_A)).unwrap();
         assert_eq!(region.launch_state(), LaunchState::Clear);
         assert_eq!(region.get(VmcsField::GuestRip), 0x2222);
     }
@@ -1054,7 +1054,7 @@ mod tests {
         assert_eq!(status(&cpu), 0);
         assert_eq!(cpu.vmx.current_pointer(), VMCS_B);
         let mut mem = crate::vmx::vmcs::tests::TestMemory(bus.ram.clone());
-        let region = Vmcs::load(&mut mem, Gpa::new(VMCS_A)).unwrap();
+        let region = Vmcs::load(&mut mem, Hpa::new(VMCS_A)).unwrap();
         assert_eq!(region.get(VmcsField::GuestRip), PTR_BX);
     }
 

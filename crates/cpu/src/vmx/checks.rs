@@ -94,7 +94,7 @@ pub struct EntryContext {
     /// IA32_EFER.LMA at the time of VM entry (§27.2.4).
     pub ia32e_mode: bool,
     /// The current-VMCS pointer: the VMCS link pointer must differ from it (§27.3.1.5).
-    pub current_vmcs: Gpa,
+    pub current_vmcs: Hpa,
 }
 
 /// Which group a rule belongs to, and so its outcome.
@@ -1646,7 +1646,7 @@ fn check_guest_non_register_state<M: PhysMemory>(
             link,
         )?;
         // A pointer outside memory reads as no valid VMCS.
-        let Ok((revision, shadow)) = Vmcs::read_header(mem, Gpa::new(link)) else {
+        let Ok((revision, shadow)) = Vmcs::read_header(mem, Hpa::new(link)) else {
             return fail(Rule::LinkPointerRevision, field, link);
         };
         ensure(
@@ -1697,7 +1697,8 @@ fn check_guest_pdptes<M: PhysMemory>(v: &Vmcs, m: &VmxModel, mem: &mut M) -> Che
     } else {
         let cr3 = v.get(F::GuestCr3);
         let mut bytes = [0u8; 32];
-        let at = Gpa::new(cr3 & x86::reg::cr3::PAE_PDPT_MASK);
+        // Without EPT guest-physical addresses are host-physical.
+        let at = Hpa::new(cr3 & x86::reg::cr3::PAE_PDPT_MASK);
         if mem.read(at, &mut bytes).is_err() {
             return fail(Rule::Pdpte, F::GuestCr3, cr3);
         }

@@ -24,7 +24,7 @@
 //! fields with VMREAD/VMWRITE only. A change of `VmcsField::ALL` changes the layout and must
 //! change the revision identifier; a test pins the slot of a few fields.
 
-use x86::Gpa;
+use x86::Hpa;
 use x86::vmx::{VmInstructionError, VmcsField, VmxCapabilities};
 
 /// The number of VMCS fields the storage holds.
@@ -59,9 +59,9 @@ pub trait PhysMemory {
     /// Why an access failed.
     type Error;
     /// Reads `buf.len()` bytes at `addr`.
-    fn read(&mut self, addr: Gpa, buf: &mut [u8]) -> Result<(), Self::Error>;
+    fn read(&mut self, addr: Hpa, buf: &mut [u8]) -> Result<(), Self::Error>;
     /// Writes `data` at `addr`.
-    fn write(&mut self, addr: Gpa, data: &[u8]) -> Result<(), Self::Error>;
+    fn write(&mut self, addr: Hpa, data: &[u8]) -> Result<(), Self::Error>;
 }
 
 /// The launch state of a VMCS (§25.11.3): VMLAUNCH needs "clear", VMRESUME "launched".
@@ -207,7 +207,7 @@ impl Vmcs {
     /// Reads the first word of the region at `addr`: (revision identifier, shadow indicator),
     /// as VMPTRLD checks it before making the VMCS current and VM entry checks the VMCS link
     /// pointer.
-    pub fn read_header<M: PhysMemory>(mem: &mut M, addr: Gpa) -> Result<(u32, bool), M::Error> {
+    pub fn read_header<M: PhysMemory>(mem: &mut M, addr: Hpa) -> Result<(u32, bool), M::Error> {
         let mut word = [0u8; 4];
         mem.read(addr, &mut word)?;
         let word = u32::from_le_bytes(word);
@@ -216,7 +216,7 @@ impl Vmcs {
 
     /// Reads a VMCS from its region at `addr` (VMPTRLD). Stored values wider than their field
     /// (a region written by software, not by this processor) are truncated to the field width.
-    pub fn load<M: PhysMemory>(mem: &mut M, addr: Gpa) -> Result<Self, M::Error> {
+    pub fn load<M: PhysMemory>(mem: &mut M, addr: Hpa) -> Result<Self, M::Error> {
         let mut bytes = [0u8; REGION_BYTES];
         mem.read(addr, &mut bytes)?;
         let word = |offset: usize| {
@@ -268,13 +268,13 @@ impl Vmcs {
 
     /// Writes this VMCS to its region at `addr` (VMCLEAR of the current VMCS, or any time the
     /// processor chooses to flush its cache).
-    pub fn store<M: PhysMemory>(&self, mem: &mut M, addr: Gpa) -> Result<(), M::Error> {
+    pub fn store<M: PhysMemory>(&self, mem: &mut M, addr: Hpa) -> Result<(), M::Error> {
         mem.write(addr, &self.to_bytes())
     }
 
     /// VMCLEAR's effect on a region that is not cached (§31.3, VMCLEAR): the launch state in
     /// memory becomes clear; nothing else changes.
-    pub fn clear_in_memory<M: PhysMemory>(mem: &mut M, addr: Gpa) -> Result<(), M::Error> {
+    pub fn clear_in_memory<M: PhysMemory>(mem: &mut M, addr: Hpa) -> Result<(), M::Error> {
         match addr.checked_add(LAUNCH_STATE_OFFSET) {
             Some(at) => mem.write(at, &0u32.to_le_bytes()),
             // An address this close to 2^64 is refused by VMCLEAR's MAXPHYADDR check.
@@ -298,7 +298,7 @@ pub(crate) mod tests {
             Self(vec![0; size])
         }
 
-        fn range(&self, addr: Gpa, len: usize) -> Result<core::ops::Range<usize>, ()> {
+        fn range(&self, addr: Hpa, len: usize) -> Result<core::ops::Range<usize>, ()> {
             let start = usize::try_from(addr.raw()).map_err(|_| ())?;
             let end = start.checked_add(len).ok_or(())?;
             if end <= self.0.len() {
@@ -311,12 +311,12 @@ pub(crate) mod tests {
 
     impl PhysMemory for TestMemory {
         type Error = ();
-        fn read(&mut self, addr: Gpa, buf: &mut [u8]) -> Result<(), ()> {
+        fn read(&mut self, addr: Hpa, buf: &mut [u8]) -> Result<(), ()> {
             let r = self.range(addr, buf.len())?;
             buf.copy_from_slice(&self.0[r]);
             Ok(())
         }
-        fn write(&mut self, addr: Gpa, data: &[u8]) -> Result<(), ()> {
+        fn write(&mut self, addr: Hpa, data: &[u8]) -> Result<(), ()> {
             let r = self.range(addr, data.len())?;
             self.0[r].copy_from_slice(data);
             Ok(())
@@ -409,7 +409,7 @@ pub(crate) mod tests {
         v.set_abort_indicator(4);
         v.set_shadow(true);
         let mut mem = TestMemory::new(0x4000);
-        let at = Gpa::new(0x1000);
+        let at = Hpa::new(0x1000);
         v.store(&mut mem, at).unwrap();
         assert_eq!(Vmcs::read_header(&mut mem, at), Ok((REVISION_ID, true)));
         assert_eq!(
@@ -425,8 +425,8 @@ pub(crate) mod tests {
         assert_eq!(cleared.launch_state(), LaunchState::Clear);
         assert_eq!(cleared.get(VmcsField::GuestRip), v.get(VmcsField::GuestRip));
         // Outside memory: the trait's error.
-        assert_eq!(Vmcs::load(&mut mem, Gpa::new(0x3c00)), Err(()));
-        assert!(Vmcs::clear_in_memory(&mut mem, Gpa::new(u64::MAX)).is_ok());
+        assert_eq!(Vmcs::load(&mut mem, Hpa::new(0x3c00)), Err(()));
+        assert!(Vmcs::clear_in_memory(&mut mem, Hpa::new(u64::MAX)).is_ok());
     }
 
     #[test]
@@ -449,7 +449,7 @@ pub(crate) mod tests {
     fn load_truncates_software_written_slots() {
         let mut mem = TestMemory::new(0x2000);
         mem.0.fill(0xff);
-        let v = Vmcs::load(&mut mem, Gpa::new(0)).unwrap();
+        let v = Vmcs::load(&mut mem, Hpa::new(0)).unwrap();
         assert_eq!(v.revision(), 0x7fff_ffff);
         assert!(v.is_shadow());
         assert_eq!(v.launch_state(), LaunchState::Clear);

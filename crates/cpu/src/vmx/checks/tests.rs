@@ -42,7 +42,7 @@ fn memory() -> TestMemory {
 fn ctx() -> EntryContext {
     EntryContext {
         ia32e_mode: true,
-        current_vmcs: Gpa::new(CURRENT_VMCS),
+        current_vmcs: Hpa::new(CURRENT_VMCS),
     }
 }
 
