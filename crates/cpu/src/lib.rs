@@ -603,6 +603,12 @@ impl Cpu {
         self.icache.flush();
     }
 
+    /// The board's RAM at byte offset `offset` was written behind the CPU's back (a native
+    /// hypervisor's store, DMA): instructions decoded from that page are forgotten.
+    pub fn note_ram_write(&mut self, offset: usize) {
+        self.icache.note_write(offset);
+    }
+
     /// A general-purpose register.
     pub fn gpr(&self, r: Gpr) -> u64 {
         self.gpr[r as usize]

@@ -13,6 +13,8 @@ extern crate alloc;
 
 pub mod ept;
 pub mod exit;
+pub mod guest;
 pub mod memory;
 pub mod mock;
+pub mod platform;
 pub mod vmx;

@@ -8,9 +8,11 @@
 //! - [`qemu`]: QEMU as the reference machine.
 //! - [`bench`]: `nestvisor bench cpu`, the software CPU's speed against QEMU's.
 //! - [`softvmx`]: the software CPU as the hypervisor's VMX backend (the native L0's silicon).
+//! - [`levels`]: `nestvisor run --levels 1`, an image as the guest of the native hypervisor.
 
 pub mod bench;
 pub mod images;
+// pub mod levels; (enabled with hv::vm)
 pub mod qemu;
 pub mod softvmx;
 
@@ -91,7 +93,7 @@ pub mod bare {
     /// Reads an image or module: the file at `path` if there is one, otherwise the embedded
     /// image of that name (`nestvisor image --list`), so `run --bare guest-os` works from any
     /// directory. A file always wins, and `./NAME` names the file explicitly.
-    fn read(path: &Path) -> Result<Vec<u8>, BareError> {
+    pub fn read_image(path: &Path) -> Result<Vec<u8>, BareError> {
         match std::fs::read(path) {
             Ok(bytes) => Ok(bytes),
             Err(source) if source.kind() == std::io::ErrorKind::NotFound => path
@@ -131,11 +133,11 @@ pub mod bare {
 
     /// Builds the machine, loads the image and runs it; COM1 writes to `console`.
     pub fn run<S: ByteSink>(config: &BareConfig, console: S) -> Result<Outcome, BareError> {
-        let image = read(&config.image)?;
+        let image = read_image(&config.image)?;
         let mut module_data = Vec::with_capacity(config.modules.len());
         for m in &config.modules {
             let path = m.split(' ').next().unwrap_or(m);
-            module_data.push(read(Path::new(path))?);
+            module_data.push(read_image(Path::new(path))?);
         }
         let modules: Vec<Module<'_>> = config
             .modules

@@ -5,26 +5,60 @@
 //! the end of a slice of `slice` steps), and swaps them back.
 
 use cpu::{Bus, Cpu, NativeRun, StopReason, VmFail};
+use devices::ByteSink;
+use hv::memory::{MemError, PhysMemory};
+use hv::platform::Platform;
 use hv::vmx::{GuestRegs, RunOutcome, Vmx, VmxError};
-use x86::Hpa;
 use x86::vmx::VmcsField;
 use x86::vmx::caps::{InveptType, InvvpidType};
+use x86::{Hfn, Hpa};
 
-/// The CPU and its board, driven as a VMX backend.
+/// The CPU and its board, driven as a VMX backend; also the hypervisor's memory (the board's
+/// RAM, with the frames of `frames` for its own structures) and platform (CPUID, virtual time,
+/// the console its guest's output goes to).
 #[derive(Debug)]
-pub struct SoftVmx<'a, B> {
+pub struct SoftVmx<'a, B, S> {
     cpu: &'a mut Cpu,
     bus: &'a mut B,
     /// Steps a guest runs before `run` returns [`RunOutcome::Preempted`].
     slice: u64,
+    /// The next frame never handed out, and the end of the range.
+    next_frame: u64,
+    end_frame: u64,
+    free: Vec<u64>,
+    console: S,
+    /// Retired instructions after which the run stops.
+    limit: u64,
 }
 
-impl<'a, B: Bus> SoftVmx<'a, B> {
-    /// The backend over `cpu` on `bus`, which enters native VMX root operation with the VMXON
-    /// region at `vmxon`.
-    pub fn new(cpu: &'a mut Cpu, bus: &'a mut B, vmxon: Hpa, slice: u64) -> Result<Self, VmxError> {
-        let me = Self { cpu, bus, slice };
-        let r = me.cpu.native_vmxon(me.bus, vmxon.raw());
+impl<'a, B: Bus, S: ByteSink> SoftVmx<'a, B, S> {
+    /// The backend over `cpu` on `bus`: the hypervisor's frames are `frames` (frame numbers
+    /// of board RAM the guest never gets), the first of which becomes the VMXON region; the
+    /// CPU enters native VMX root operation.
+    pub fn new(
+        cpu: &'a mut Cpu,
+        bus: &'a mut B,
+        frames: core::ops::Range<u64>,
+        slice: u64,
+        console: S,
+    ) -> Result<Self, VmxError> {
+        let mut me = Self {
+            cpu,
+            bus,
+            slice,
+            next_frame: frames.start,
+            end_frame: frames.end,
+            free: Vec::new(),
+            console,
+            limit: u64::MAX,
+        };
+        let vmxon = me
+            .alloc_frame()
+            .ok_or_else(|| VmxError::Backend("no frame for the VMXON region".into()))?;
+        let revision = cpu::vmx::capabilities::REVISION_ID.to_le_bytes();
+        me.write(vmxon.addr(), &revision)
+            .map_err(|e| VmxError::Backend(e.to_string()))?;
+        let r = me.cpu.native_vmxon(me.bus, vmxon.addr().raw());
         fail(r)?;
         Ok(me)
     }
@@ -37,6 +71,97 @@ impl<'a, B: Bus> SoftVmx<'a, B> {
     /// The board.
     pub fn bus(&mut self) -> &mut B {
         self.bus
+    }
+
+    /// Stops the guest once the CPU has retired `limit` instructions in all.
+    pub fn set_instruction_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// The console the guest's output went to.
+    pub fn console(&mut self) -> &mut S {
+        &mut self.console
+    }
+
+    /// The RAM bytes of `len` at `at`, if they are RAM.
+    fn ram_range(&self, at: Hpa, len: usize) -> Result<core::ops::Range<usize>, MemError> {
+        let err = MemError { at };
+        let first = self.bus.ram_offset(at.frame()).ok_or(err)?;
+        let start = first + at.page_offset() as usize;
+        let end = start.checked_add(len).ok_or(err)?;
+        let last = at.checked_add(len.saturating_sub(1) as u64).ok_or(err)?;
+        let last_off = self.bus.ram_offset(last.frame()).ok_or(err)?;
+        if last_off + last.page_offset() as usize + 1 != end || end > self.bus.ram().len() {
+            return Err(err);
+        }
+        Ok(start..end)
+    }
+}
+
+impl<B: Bus, S: ByteSink> PhysMemory for SoftVmx<'_, B, S> {
+    fn read(&mut self, at: Hpa, buf: &mut [u8]) -> Result<(), MemError> {
+        let r = self.ram_range(at, buf.len())?;
+        buf.copy_from_slice(&self.bus.ram()[r]);
+        Ok(())
+    }
+
+    fn write(&mut self, at: Hpa, data: &[u8]) -> Result<(), MemError> {
+        let r = self.ram_range(at, data.len())?;
+        // Code the CPU decoded from these bytes is stale (the range is within one page's
+        // frames or contiguous ones: note each page).
+        let mut page = r.start & !0xfff;
+        while page < r.end {
+            self.cpu.note_ram_write(page);
+            page += 4096;
+        }
+        self.bus.ram_mut()[r].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn alloc_frame(&mut self) -> Option<Hfn> {
+        let frame = match self.free.pop() {
+            Some(f) => f,
+            None if self.next_frame < self.end_frame => {
+                self.next_frame += 1;
+                self.next_frame - 1
+            }
+            None => return None,
+        };
+        let r = self.ram_range(Hfn::new(frame).addr(), 4096).ok()?;
+        self.bus.ram_mut()[r].fill(0);
+        Some(Hfn::new(frame))
+    }
+
+    fn free_frame(&mut self, frame: Hfn) {
+        self.free.push(frame.raw());
+    }
+}
+
+impl<B: Bus, S: ByteSink> Platform for SoftVmx<'_, B, S> {
+    fn cpuid(&mut self, leaf: u32, sub: u32) -> [u32; 4] {
+        self.cpu.native_cpuid(leaf, sub)
+    }
+
+    fn tsc(&self) -> u64 {
+        self.cpu.now().tsc()
+    }
+
+    fn idle_until(&mut self, tsc: u64) {
+        let now = self.cpu.now().tsc();
+        self.cpu
+            .skip_idle_ticks(tsc.saturating_sub(now).div_ceil(cpu::TSC_PER_TICK));
+    }
+
+    fn console(&mut self, byte: u8) {
+        self.console.put(byte);
+    }
+
+    fn host_state(&self) -> &[(VmcsField, u64)] {
+        &cpu::NATIVE_HOST
+    }
+
+    fn budget_exhausted(&self) -> bool {
+        self.cpu.instructions_retired() >= self.limit
     }
 }
 
@@ -56,7 +181,7 @@ fn vm_fail(f: VmFail) -> hv::vmx::VmFail {
     }
 }
 
-impl<B: Bus> Vmx for SoftVmx<'_, B> {
+impl<B: Bus, S: ByteSink> Vmx for SoftVmx<'_, B, S> {
     fn vmclear(&mut self, vmcs: Hpa) -> Result<(), VmxError> {
         fail(self.cpu.native_vmclear(self.bus, vmcs.raw()))
     }
@@ -134,7 +259,7 @@ mod tests {
 
     #[derive(Debug, Default)]
     struct Sink;
-    impl devices::ByteSink for Sink {
+    impl ByteSink for Sink {
         fn put(&mut self, _: u8) {}
     }
 
@@ -158,15 +283,16 @@ mod tests {
             }
             ram[CODE as usize..][..8].copy_from_slice(&[0xb8, 0x34, 0x12, 0, 0, 0x0f, 0xa2, 0xf4]);
             let rev = cpu::vmx::capabilities::REVISION_ID.to_le_bytes();
-            ram[VMXON as usize..][..4].copy_from_slice(&rev);
             ram[VMCS as usize..][..4].copy_from_slice(&rev);
         }
-        let mut vmx = SoftVmx::new(cpu, board, Hpa::new(VMXON), 10_000).unwrap();
+        let frames = VMXON >> 12..(VMXON >> 12) + 1;
+        let mut vmx = SoftVmx::new(cpu, board, frames, 10_000, Sink).unwrap();
         vmx.vmclear(Hpa::new(VMCS)).unwrap();
         vmx.vmptrld(Hpa::new(VMCS)).unwrap();
         // Controls: the TRUE capability MSRs' allowed-0 settings, plus HLT exiting and a
         // 64-bit host (native root operation is 64-bit).
-        let must = |vmx: &mut SoftVmx<'_, _>, msr: u32| vmx.capability(msr).unwrap() & 0xffff_ffff;
+        let must =
+            |vmx: &mut SoftVmx<'_, _, _>, msr: u32| vmx.capability(msr).unwrap() & 0xffff_ffff;
         let pin = must(&mut vmx, 0x48d);
         let proc = must(&mut vmx, 0x48e) | (1 << 7);
         let exit = must(&mut vmx, 0x48f) | (1 << 9);

@@ -170,6 +170,16 @@ impl Cpu {
         crate::vmx::capabilities::MODEL.read_msr(msr)
     }
 
+    /// CPUID of this processor for `leaf` and `sub` (what the instruction returns in root
+    /// operation), for a native hypervisor to base its guest's CPUID on.
+    pub fn native_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
+        let [a, b, mut c, d] = crate::cpuid::cpuid(leaf, sub);
+        if leaf == 1 && self.features.vmx {
+            c |= crate::cpuid::VMX;
+        }
+        [a, b, c, d]
+    }
+
     /// The guest's general-purpose registers while it runs (the VMCS holds only RSP): the
     /// native hypervisor sets them before [`Cpu::native_run`] and reads them after.
     pub fn gprs_mut(&mut self) -> &mut [u64; 16] {
