@@ -18,3 +18,5 @@ pub mod memory;
 pub mod mock;
 pub mod platform;
 pub mod vmx;
+pub mod mmio;
+pub mod vlapic;
