@@ -12,7 +12,7 @@
 
 pub mod bench;
 pub mod images;
-// pub mod levels; (enabled with hv::vm)
+pub mod levels;
 pub mod qemu;
 pub mod softvmx;
 

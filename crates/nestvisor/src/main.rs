@@ -6,7 +6,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use nestvisor::bare::{self, BareConfig, Outcome, StdoutSink};
-use nestvisor::{bench, images};
+use nestvisor::{bench, images, levels};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -73,10 +73,21 @@ struct BenchCpuArgs {
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Run the image directly on the hardware model (no hypervisor below it).
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "levels", conflicts_with = "levels")]
     bare: bool,
+    /// Run the image as the guest of the native hypervisor: 1 = the hypervisor (L0) runs it
+    /// at L1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1))]
+    levels: Option<u32>,
+    /// How the hypervisor virtualizes its guest's memory (with --levels).
+    #[arg(long, value_enum, default_value_t = MmuArg::Ept, requires = "levels")]
+    mmu: MmuArg,
+    /// Write the counters of every level as JSON to FILE (with --levels).
+    #[arg(long, value_name = "FILE", requires = "levels")]
+    stats: Option<PathBuf>,
     /// The multiboot1 kernel (ELF32, ELF64 or a.out-kludge): a file, or the name of an embedded
     /// image (`nestvisor image --list`) when no such file exists.
+    #[arg(default_value = "guest-os")]
     image: PathBuf,
     /// A module: "FILE [ARGS]"; the whole string is its command line. FILE may name an
     /// embedded image as IMAGE may. Repeatable.
@@ -120,8 +131,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--mmu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MmuArg {
+    /// EPT01 built by the hypervisor.
+    Ept,
+}
+
 fn run(args: RunArgs) -> ExitCode {
-    debug_assert!(args.bare, "only --bare exists, and clap requires it");
     let config = BareConfig {
         image: args.image,
         modules: args.modules,
@@ -129,6 +146,15 @@ fn run(args: RunArgs) -> ExitCode {
         mem_mib: args.mem,
         max_insns: args.max_insns.unwrap_or(u64::MAX),
     };
+    if args.levels.is_some() {
+        let mmu = match args.mmu {
+            MmuArg::Ept => levels::Mmu::Ept,
+        };
+        return run_levels(
+            &levels::LevelsConfig { bare: config, mmu },
+            args.stats.as_deref(),
+        );
+    }
     match bare::run(&config, StdoutSink::default()) {
         Ok(outcome) => {
             if args.explain_vmentry {
@@ -141,6 +167,38 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::from(bare::EXIT_BAD_INPUT)
         }
     }
+}
+
+/// `run --levels 1`: the image as the native hypervisor's guest.
+fn run_levels(config: &levels::LevelsConfig, stats: Option<&std::path::Path>) -> ExitCode {
+    let outcome = match levels::run(config, StdoutSink::default()) {
+        Ok(o) => o,
+        Err(e @ levels::LevelsError::Load(_)) => {
+            eprintln!("nestvisor: {e}");
+            return ExitCode::from(bare::EXIT_BAD_INPUT);
+        }
+        Err(e) => {
+            eprintln!("nestvisor: {e}");
+            return ExitCode::from(bare::EXIT_UNIMPLEMENTED);
+        }
+    };
+    if let Some(path) = stats {
+        let json = levels::stats_json(&outcome);
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("nestvisor: cannot write {}: {e}", path.display());
+            return ExitCode::from(bare::EXIT_BAD_INPUT);
+        }
+    }
+    use hv::vm::Ending;
+    let status = match &outcome.ending {
+        Ending::DebugExit(r) => return ExitCode::from(r.os_status()),
+        Ending::TripleFault => bare::EXIT_TRIPLE_FAULT,
+        Ending::HaltedForever => bare::EXIT_HALTED,
+        Ending::InstructionLimit => bare::EXIT_INSTRUCTION_LIMIT,
+        Ending::Unsupported(_) => bare::EXIT_UNIMPLEMENTED,
+    };
+    eprintln!("nestvisor: L1 guest: {}", levels::describe(&outcome.ending));
+    ExitCode::from(status)
 }
 
 /// `--explain-vmentry`: one line per failed VM entry, naming the check.

@@ -1,0 +1,767 @@
+//! A virtual machine with one vCPU, run with EPT (issue 6, `--mmu ept`): the VMCS built once,
+//! the guest's memory mapped lazily in EPT01 with 2-MiB pages where the guest's RAM allows,
+//! exits parsed once ([`ExitInfo`]) and handled by functions that return an [`Action`], the
+//! RIP advanced and events injected in one place ([`Vm::run`]), virtual devices for the guest
+//! (UART, debug-exit port, 8259 pair, fw_cfg, PCI "no device", local APIC and its timer).
+//!
+//! The guest's memory is host memory `[ram_base, ram_base + ram)`; everything else the
+//! hypervisor builds (VMCS, EPT tables, MSR bitmap) comes from frames the [`PhysMemory`] hands
+//! out, which the guest never gets a mapping of. The guest's console goes to the
+//! [`Platform`], which tags it with the level it came from.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use devices::debug_exit::ExitRequest;
+use devices::fw_cfg::FwCfg;
+use devices::pci::PciHost;
+use devices::pic::PicPair;
+use devices::uart::Uart;
+use devices::{ByteSink, LatchedLine};
+use x86::paging::ept;
+use x86::reg::{cr0, cr4, efer, rflags};
+use x86::vmx::controls::{entry, exit, interruptibility, pin_based, primary_proc, secondary_proc};
+use x86::vmx::exit::IoQualification;
+use x86::vmx::{InterruptionInfo, InterruptionType, VmcsField as F};
+use x86::{Gpa, Hfn, Hpa};
+
+use crate::ept::{Ept, EptError, PageSize};
+use crate::exit::{Exit, ExitInfo};
+use crate::platform::Host;
+use crate::vmx::{GuestRegs, RunOutcome, Vmx, VmxError};
+
+/// How the guest was set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Guest RAM in bytes (guest-physical `[0, ram)`).
+    pub ram: u64,
+    /// Where guest-physical 0 lives in host memory (2-MiB aligned).
+    pub ram_base: Hpa,
+    /// The multiboot entry point and information address (Multiboot 0.6.96 §3.2).
+    pub entry: u32,
+    /// EBX at entry.
+    pub multiboot_info: u32,
+    /// The VPID of the guest (non-zero).
+    pub vpid: u16,
+}
+
+/// How a guest's run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The guest wrote to its debug-exit port.
+    DebugExit(ExitRequest),
+    /// The guest triple-faulted.
+    TripleFault,
+    /// The guest halted with nothing that can wake it.
+    HaltedForever,
+    /// The instruction budget ran out ([`crate::platform::Platform::budget_exhausted`]).
+    InstructionLimit,
+    /// Something this hypervisor does not implement, named.
+    Unsupported(String),
+}
+
+/// What a handler decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    /// Resume the guest where it is.
+    Resume,
+    /// Skip the instruction that exited (RIP += the VM-exit instruction length).
+    Skip,
+    /// Skip an emulated instruction of this length.
+    SkipBy(u64),
+    /// Inject a hardware exception (with error code) at the instruction that exited.
+    Fault(u8, Option<u32>),
+}
+
+/// An error of the hypervisor itself (not of the guest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HvError {
+    /// A VMX operation failed.
+    Vmx(VmxError),
+    /// The hypervisor's memory ran out or failed.
+    Memory(String),
+}
+
+impl From<VmxError> for HvError {
+    fn from(e: VmxError) -> Self {
+        Self::Vmx(e)
+    }
+}
+
+impl From<EptError> for HvError {
+    fn from(e: EptError) -> Self {
+        Self::Memory(format!("{e}"))
+    }
+}
+
+impl core::fmt::Display for HvError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Vmx(e) => write!(f, "VMX: {e}"),
+            Self::Memory(m) => write!(f, "memory: {m}"),
+        }
+    }
+}
+
+/// Counters of one VM (deterministic: they depend on the guest only).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// VM exits by basic reason.
+    pub exits: BTreeMap<u16, u64>,
+    /// EPT violations that mapped guest memory.
+    pub ept_maps: u64,
+    /// MMIO accesses emulated.
+    pub mmio: u64,
+    /// Port I/O emulated.
+    pub io: u64,
+    /// Interrupts injected.
+    pub injected: u64,
+    /// VM entries.
+    pub entries: u64,
+}
+
+/// A console byte buffer for the virtual UART.
+#[derive(Debug, Default)]
+struct Buffer(Vec<u8>);
+
+impl ByteSink for Buffer {
+    fn put(&mut self, byte: u8) {
+        self.0.push(byte);
+    }
+}
+
+/// The COM1 window.
+const COM1: u16 = 0x3f8;
+/// IA32_APIC_BASE.
+const IA32_APIC_BASE: u32 = 0x1b;
+
+/// One VM.
+#[derive(Debug)]
+pub struct Vm {
+    cfg: VmConfig,
+    ept: Ept,
+    vmcs: Hfn,
+    msr_bitmap: Hfn,
+    regs: GuestRegs,
+    launched: bool,
+    uart: Uart<Buffer, LatchedLine>,
+    pic: PicPair,
+    fw_cfg: FwCfg,
+    pci: PciHost,
+    apic: crate::vlapic::VLapic,
+    counters: Counters,
+}
+
+impl Vm {
+    /// Builds the VM: EPT, the VMCS with controls the processor supports, the guest at its
+    /// multiboot entry state (32-bit protected mode, paging off: "unrestricted guest").
+    pub fn new<H: Host>(host: &mut H, cfg: VmConfig) -> Result<Self, HvError> {
+        let frame = |mem: &mut H| {
+            mem.alloc_frame()
+                .ok_or_else(|| HvError::Memory(String::from("no frame for the VMCS")))
+        };
+        let vmcs = frame(host)?;
+        let msr_bitmap = frame(host)?;
+        let ept = Ept::new(host, false)?;
+        // The VMCS revision identifier (IA32_VMX_BASIC[30:0]) heads the region.
+        let basic = host.capability(x86::msr::IA32_VMX_BASIC)?;
+        host.write(vmcs.addr(), &((basic & 0x7fff_ffff) as u32).to_le_bytes())
+            .map_err(|e| HvError::Memory(format!("{e}")))?;
+        // Intercepted MSRs: the APIC base (the virtual APIC), the VMX capability MSRs and
+        // IA32_FEATURE_CONTROL (VMX is not offered to the guest), x2APIC and TSC deadline
+        // (not offered either). Reads in the first 1 KiB, writes in the third.
+        let mut intercept = |msr: u32| -> Result<(), HvError> {
+            for half in [0u64, 2048] {
+                let at = msr_bitmap.addr().wrapping_add(half + u64::from(msr / 8));
+                let mut b = [0u8];
+                host.read(at, &mut b)
+                    .map_err(|e| HvError::Memory(format!("{e}")))?;
+                b[0] |= 1 << (msr % 8);
+                host.write(at, &b)
+                    .map_err(|e| HvError::Memory(format!("{e}")))?;
+            }
+            Ok(())
+        };
+        for msr in [IA32_APIC_BASE, 0x3a, 0x6e0]
+            .into_iter()
+            .chain(0x480..=0x491)
+            .chain(0x800..=0x8ff)
+        {
+            intercept(msr)?;
+        }
+        host.vmclear(vmcs.addr())?;
+        host.vmptrld(vmcs.addr())?;
+        let mut vm = Self {
+            cfg,
+            ept,
+            vmcs,
+            msr_bitmap,
+            regs: GuestRegs::default(),
+            launched: false,
+            uart: Uart::new(Buffer::default(), LatchedLine::default()),
+            pic: PicPair::new(),
+            fw_cfg: FwCfg::new(cfg.ram, 1),
+            pci: PciHost::new(),
+            apic: crate::vlapic::VLapic::new(0, 39),
+            counters: Counters::default(),
+        };
+        vm.setup_vmcs(host)?;
+        Ok(vm)
+    }
+
+    /// The host-physical address of the guest's VMCS region.
+    pub fn vmcs_region(&self) -> Hpa {
+        self.vmcs.addr()
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The controls a VMCS field must hold: `want` plus the bits the capability MSR `msr`
+    /// requires, or an error naming a wanted bit the processor does not allow.
+    fn adjust<V: Vmx>(vmx: &mut V, msr: u32, want: u32) -> Result<u64, HvError> {
+        let cap = vmx.capability(msr)?;
+        let (must, may) = (cap as u32, (cap >> 32) as u32);
+        if want & !may != 0 {
+            return Err(HvError::Vmx(VmxError::Backend(format!(
+                "the processor lacks VMX control bits {:#x} (capability MSR {msr:#x})",
+                want & !may
+            ))));
+        }
+        Ok(u64::from(want | must))
+    }
+
+    fn setup_vmcs<H: Host>(&mut self, vmx: &mut H) -> Result<(), HvError> {
+        use x86::msr::{
+            IA32_VMX_PROCBASED_CTLS2, IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS,
+            IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS,
+        };
+        let pin = Self::adjust(
+            vmx,
+            IA32_VMX_TRUE_PINBASED_CTLS,
+            pin_based::ACTIVATE_PREEMPTION_TIMER,
+        )?;
+        let primary = Self::adjust(
+            vmx,
+            IA32_VMX_TRUE_PROCBASED_CTLS,
+            primary_proc::HLT_EXITING
+                | primary_proc::UNCONDITIONAL_IO_EXITING
+                | primary_proc::USE_MSR_BITMAPS
+                | primary_proc::ACTIVATE_SECONDARY_CONTROLS,
+        )?;
+        let secondary = Self::adjust(
+            vmx,
+            IA32_VMX_PROCBASED_CTLS2,
+            secondary_proc::ENABLE_EPT
+                | secondary_proc::UNRESTRICTED_GUEST
+                | secondary_proc::ENABLE_VPID
+                | secondary_proc::ENABLE_RDTSCP
+                | secondary_proc::ENABLE_INVPCID,
+        )?;
+        let exit_ctls = Self::adjust(
+            vmx,
+            IA32_VMX_TRUE_EXIT_CTLS,
+            exit::HOST_ADDRESS_SPACE_SIZE
+                | exit::SAVE_IA32_EFER
+                | exit::LOAD_IA32_EFER
+                | exit::SAVE_IA32_PAT
+                | exit::LOAD_IA32_PAT,
+        )?;
+        let entry_ctls = Self::adjust(
+            vmx,
+            IA32_VMX_TRUE_ENTRY_CTLS,
+            entry::LOAD_IA32_EFER | entry::LOAD_IA32_PAT,
+        )?;
+        let flat = |code: bool| -> (u64, u64, u64, u64) {
+            (
+                if code { 0x08 } else { 0x10 },
+                0,
+                0xffff_ffff,
+                if code { 0xc09b } else { 0xc093 },
+            )
+        };
+        let mut fields: Vec<(F, u64)> = alloc::vec![
+            (F::PinBasedControls, pin),
+            (F::PrimaryProcBasedControls, primary),
+            (F::SecondaryProcBasedControls, secondary),
+            (F::PrimaryVmExitControls, exit_ctls),
+            (F::VmEntryControls, entry_ctls),
+            (F::ExceptionBitmap, 0),
+            (F::MsrBitmaps, self.msr_bitmap.addr().raw()),
+            (F::EptPointer, self.ept.eptp().raw()),
+            (F::Vpid, u64::from(self.cfg.vpid)),
+            (F::VmcsLinkPointer, u64::MAX),
+            // The guest owns CR0 and CR4 but for the bits VMX fixes: NE (kept 1, read as the
+            // guest last set it) and VMXE (kept 1, read as 0).
+            (F::Cr0GuestHostMask, cr0::NE),
+            (F::Cr0ReadShadow, cr0::PE | cr0::ET),
+            (F::Cr4GuestHostMask, cr4::VMXE),
+            (F::Cr4ReadShadow, 0),
+            // The multiboot entry state (Multiboot 0.6.96 §3.2).
+            (F::GuestCr0, cr0::PE | cr0::ET | cr0::NE),
+            (F::GuestCr3, 0),
+            (F::GuestCr4, cr4::VMXE),
+            (F::GuestDr7, 0x400),
+            (F::GuestIa32Efer, 0),
+            (F::GuestIa32Pat, 0x0007_0406_0007_0406),
+            (F::GuestRip, u64::from(self.cfg.entry)),
+            (F::GuestRsp, 0),
+            (F::GuestRflags, rflags::FIXED1),
+            (F::GuestLdtrAccessRights, 0x1_0000),
+            (F::GuestTrAccessRights, 0x8b),
+            (F::GuestTrLimit, 0xffff),
+            (F::GuestGdtrLimit, 0xffff),
+            (F::GuestIdtrLimit, 0xffff),
+            (F::GuestActivityState, 0),
+            (F::GuestInterruptibilityState, 0),
+        ];
+        for (sel, base, limit, ar, code) in [
+            (
+                F::GuestCsSelector,
+                F::GuestCsBase,
+                F::GuestCsLimit,
+                F::GuestCsAccessRights,
+                true,
+            ),
+            (
+                F::GuestSsSelector,
+                F::GuestSsBase,
+                F::GuestSsLimit,
+                F::GuestSsAccessRights,
+                false,
+            ),
+            (
+                F::GuestDsSelector,
+                F::GuestDsBase,
+                F::GuestDsLimit,
+                F::GuestDsAccessRights,
+                false,
+            ),
+            (
+                F::GuestEsSelector,
+                F::GuestEsBase,
+                F::GuestEsLimit,
+                F::GuestEsAccessRights,
+                false,
+            ),
+            (
+                F::GuestFsSelector,
+                F::GuestFsBase,
+                F::GuestFsLimit,
+                F::GuestFsAccessRights,
+                false,
+            ),
+            (
+                F::GuestGsSelector,
+                F::GuestGsBase,
+                F::GuestGsLimit,
+                F::GuestGsAccessRights,
+                false,
+            ),
+        ] {
+            let (s, b, l, a) = flat(code);
+            fields.extend([(sel, s), (base, b), (limit, l), (ar, a)]);
+        }
+        fields.extend_from_slice(vmx.host_state());
+        for (f, v) in fields {
+            vmx.vmwrite(f, v)?;
+        }
+        self.regs.0[0] = 0x2bad_b002;
+        self.regs.0[3] = u64::from(self.cfg.multiboot_info);
+        Ok(())
+    }
+
+    /// Runs the guest until its run ends.
+    pub fn run<H: Host>(&mut self, host: &mut H) -> Result<Ending, HvError> {
+        let vmx = host;
+        loop {
+            self.before_entry(vmx)?;
+            self.counters.entries += 1;
+            let launch = !self.launched;
+            match vmx.run(launch, &mut self.regs) {
+                Ok(RunOutcome::Exited) => {}
+                Ok(RunOutcome::Preempted { halted: false }) => {
+                    self.launched = true;
+                    if vmx.budget_exhausted() {
+                        return Ok(Ending::InstructionLimit);
+                    }
+                    continue;
+                }
+                Ok(RunOutcome::Preempted { halted: true }) => {
+                    // HLT exiting is on: a halted guest always exits first.
+                    return Ok(Ending::Unsupported(String::from(
+                        "the guest halted without a HLT exit",
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.launched = true;
+            let info = ExitInfo::read(vmx)?;
+            let reason = match info.exit {
+                Exit::Unknown { reason, .. } => reason,
+                _ => vmx.vmread(F::ExitReason)? as u16,
+            };
+            *self.counters.exits.entry(reason).or_default() += 1;
+            let action = self.handle(vmx, &info)?;
+            self.flush_console(vmx);
+            let action = match action {
+                Ok(action) => action,
+                Err(ending) => return Ok(ending),
+            };
+            // RIP advances and events are injected here, and only here.
+            match action {
+                Action::Resume => {}
+                Action::Skip | Action::SkipBy(_) => {
+                    let len = match action {
+                        Action::SkipBy(len) => len,
+                        _ => info.instruction_length,
+                    };
+                    vmx.vmwrite(F::GuestRip, info.guest_rip.wrapping_add(len))?;
+                    // Skipping an instruction ends blocking by STI or MOV SS.
+                    let i = vmx.vmread(F::GuestInterruptibilityState)?;
+                    vmx.vmwrite(
+                        F::GuestInterruptibilityState,
+                        i & !u64::from(interruptibility::STI | interruptibility::MOV_SS),
+                    )?;
+                }
+                Action::Fault(vector, error) => {
+                    let mut info =
+                        InterruptionInfo::new(vector, InterruptionType::HardwareException);
+                    if let Some(code) = error {
+                        info = info.with_error_code();
+                        vmx.vmwrite(F::VmEntryExceptionErrorCode, u64::from(code))?;
+                    }
+                    vmx.vmwrite(F::VmEntryInterruptionInfo, u64::from(info.0))?;
+                }
+            }
+        }
+    }
+
+    fn flush_console<H: Host>(&mut self, platform: &mut H) {
+        for b in self.uart.sink_mut().0.drain(..) {
+            platform.console(b);
+        }
+    }
+
+    /// Before each entry: the guest's long-mode state into the entry controls, the virtual
+    /// APIC's interrupt injected when the guest can take it (or an interrupt window asked
+    /// for), and the preemption timer set to its next timer deadline.
+    fn before_entry<H: Host>(&mut self, vmx: &mut H) -> Result<(), HvError> {
+        let efer_value = vmx.vmread(F::GuestIa32Efer)?;
+        let entry_ctls = vmx.vmread(F::VmEntryControls)?;
+        let ia32e = u64::from(entry::IA32E_MODE_GUEST);
+        let want = if efer_value & efer::LMA != 0 {
+            entry_ctls | ia32e
+        } else {
+            entry_ctls & !ia32e
+        };
+        if want != entry_ctls {
+            vmx.vmwrite(F::VmEntryControls, want)?;
+        }
+        let tsc = vmx.tsc();
+        self.apic
+            .advance(tsc)
+            .map_err(|u| HvError::Memory(format!("the guest's local APIC: {u}")))?;
+        let primary = vmx.vmread(F::PrimaryProcBasedControls)?;
+        let window = u64::from(primary_proc::INTERRUPT_WINDOW_EXITING);
+        let pending_event =
+            vmx.vmread(F::VmEntryInterruptionInfo)? & u64::from(InterruptionInfo::VALID) != 0;
+        let mut want_window = false;
+        if !pending_event && self.apic.pending_interrupt().is_some() {
+            let flags = vmx.vmread(F::GuestRflags)?;
+            let blocked = vmx.vmread(F::GuestInterruptibilityState)?
+                & u64::from(interruptibility::STI | interruptibility::MOV_SS)
+                != 0;
+            if flags & rflags::IF != 0 && !blocked {
+                let vector = self.apic.acknowledge();
+                let info = InterruptionInfo::new(vector, InterruptionType::ExternalInterrupt);
+                vmx.vmwrite(F::VmEntryInterruptionInfo, u64::from(info.0))?;
+                vmx.vmwrite(F::GuestActivityState, 0)?;
+                self.counters.injected += 1;
+            } else {
+                want_window = true;
+            }
+        }
+        let new_primary = if want_window {
+            primary | window
+        } else {
+            primary & !window
+        };
+        if new_primary != primary {
+            vmx.vmwrite(F::PrimaryProcBasedControls, new_primary)?;
+        }
+        // The timer's next deadline bounds the guest's run (rate: IA32_VMX_MISC[4:0]).
+        let rate = vmx.capability(x86::msr::IA32_VMX_MISC)? & 0x1f;
+        let ticks = match self.apic.next_deadline(tsc) {
+            Some(d) => (d.saturating_sub(tsc) >> rate).min(0xffff_ffff),
+            None => 0xffff_ffff,
+        };
+        vmx.vmwrite(F::VmxPreemptionTimerValue, ticks)?;
+        Ok(())
+    }
+
+    /// One exit: `Ok(Ok(action))` to go on, `Ok(Err(ending))` when the run ends.
+    fn handle<H: Host>(
+        &mut self,
+        vmx: &mut H,
+        info: &ExitInfo,
+    ) -> Result<Result<Action, Ending>, HvError> {
+        Ok(Ok(match info.exit {
+            Exit::Cpuid => {
+                let leaf = self.regs.0[0] as u32;
+                let sub = self.regs.0[1] as u32;
+                let [a, b, mut c, d] = vmx.cpuid(leaf, sub);
+                if leaf == 1 {
+                    // No VMX, x2APIC or TSC deadline for the guest; a hypervisor is present.
+                    c &= !((1 << 5) | (1 << 21) | (1 << 24));
+                    c |= 1 << 31;
+                }
+                self.regs.0[0] = u64::from(a);
+                self.regs.0[3] = u64::from(b);
+                self.regs.0[1] = u64::from(c);
+                self.regs.0[2] = u64::from(d);
+                Action::Skip
+            }
+            Exit::Hlt => {
+                let flags = vmx.vmread(F::GuestRflags)?;
+                let tsc = vmx.tsc();
+                match self.apic.next_deadline(tsc) {
+                    Some(deadline) if flags & rflags::IF != 0 => {
+                        if self.apic.pending_interrupt().is_none() {
+                            vmx.idle_until(deadline);
+                        }
+                        Action::Skip
+                    }
+                    _ if self.apic.pending_interrupt().is_some() && flags & rflags::IF != 0 => {
+                        Action::Skip
+                    }
+                    _ => return Ok(Err(Ending::HaltedForever)),
+                }
+            }
+            Exit::Io { qualification, .. } => match self.io(qualification) {
+                Ok(Some(end)) => return Ok(Err(end)),
+                Ok(None) => Action::Skip,
+                Err(what) => return Ok(Err(Ending::Unsupported(what))),
+            },
+            Exit::Msr { write } => self.msr(write)?,
+            Exit::EptViolation { gpa, .. } => {
+                if gpa.raw() < self.cfg.ram {
+                    self.map_ram(vmx, gpa)?;
+                    self.counters.ept_maps += 1;
+                    Action::Resume
+                } else {
+                    match self.mmio(vmx, gpa, info)? {
+                        Ok(len) => Action::SkipBy(len),
+                        Err(what) => return Ok(Err(Ending::Unsupported(what))),
+                    }
+                }
+            }
+            Exit::ExternalInterrupt { .. } | Exit::PreemptionTimer => Action::Resume,
+            Exit::InterruptWindow => Action::Resume,
+            Exit::TripleFault => return Ok(Err(Ending::TripleFault)),
+            Exit::EntryFailure {
+                reason,
+                qualification,
+            } => {
+                return Ok(Err(Ending::Unsupported(format!(
+                    "VM entry failed: exit reason {} qualification {qualification}",
+                    reason as u16
+                ))));
+            }
+            other => {
+                return Ok(Err(Ending::Unsupported(format!(
+                    "an exit this hypervisor does not handle: {other:?} at guest RIP {:#x}",
+                    info.guest_rip
+                ))));
+            }
+        }))
+    }
+
+    /// Maps the guest RAM around `gpa`: the 2-MiB page when it lies wholly in RAM, else the
+    /// 4-KiB page.
+    fn map_ram<H: Host>(&mut self, mem: &mut H, gpa: Gpa) -> Result<(), HvError> {
+        let big = gpa.align_down(PageSize::Size2M.bytes());
+        let (page, size) = if big.raw() + PageSize::Size2M.bytes() <= self.cfg.ram {
+            (big, PageSize::Size2M)
+        } else {
+            (gpa.align_down(PageSize::Size4K.bytes()), PageSize::Size4K)
+        };
+        let hpa = self.cfg.ram_base.wrapping_add(page.raw());
+        self.ept.map(mem, page, hpa, size, ept::RWX)?;
+        Ok(())
+    }
+
+    /// Port I/O (the qualification of Table 28-5): `Ok(Some(ending))` for the debug-exit port.
+    fn io(&mut self, q: IoQualification) -> Result<Option<Ending>, String> {
+        self.counters.io += 1;
+        if q.is_string() {
+            return Err(format!("string I/O (port {:#x})", q.port()));
+        }
+        let size = q.size().unwrap_or(1);
+        let port = q.port();
+        let mask = if size >= 4 {
+            u64::from(u32::MAX)
+        } else {
+            (1u64 << (8 * size)) - 1
+        };
+        if q.is_in() {
+            let v = match port {
+                COM1..=0x3ff => u32::from(self.uart.read(port - COM1)),
+                p if PicPair::claims(p) => u32::from(self.pic.read(p)),
+                0x510 | 0x511 => self.fw_cfg.read(port, size),
+                p if PciHost::claims(p) => self.pci.read(p, size),
+                _ => u32::MAX,
+            };
+            self.regs.0[0] = (self.regs.0[0] & !mask) | (u64::from(v) & mask);
+        } else {
+            let v = (self.regs.0[0] & mask) as u32;
+            match port {
+                COM1..=0x3ff => self.uart.write(port - COM1, v as u8),
+                devices::debug_exit::PORT => {
+                    return Ok(Some(Ending::DebugExit(ExitRequest { value: v })));
+                }
+                p if PicPair::claims(p) => {
+                    self.pic.write(p, v as u8).map_err(|u| format!("{u}"))?;
+                }
+                0x510 | 0x511 => self.fw_cfg.write(port, size, v),
+                p if PciHost::claims(p) => self.pci.write(p, size, v),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// An intercepted RDMSR or WRMSR.
+    fn msr(&mut self, write: bool) -> Result<Action, HvError> {
+        let index = self.regs.0[1] as u32;
+        let value = (self.regs.0[2] << 32) | (self.regs.0[0] & 0xffff_ffff);
+        Ok(match (index, write) {
+            (IA32_APIC_BASE, false) => {
+                let v = self.apic.apic_base();
+                self.regs.0[0] = v & 0xffff_ffff;
+                self.regs.0[2] = v >> 32;
+                Action::Skip
+            }
+            (IA32_APIC_BASE, true) => match self.apic.set_apic_base(value) {
+                Ok(()) => Action::Skip,
+                Err(_) => Action::Fault(13, Some(0)),
+            },
+            // IA32_FEATURE_CONTROL: locked, VMX not enabled.
+            (0x3a, false) => {
+                self.regs.0[0] = 1;
+                self.regs.0[2] = 0;
+                Action::Skip
+            }
+            _ => Action::Fault(13, Some(0)),
+        })
+    }
+
+    /// An access to guest-physical memory that is not RAM: the local APIC's page, emulated;
+    /// anything else reads as all ones and ignores writes, as on the board.
+    fn mmio<H: Host>(
+        &mut self,
+        vmx: &mut H,
+        gpa: Gpa,
+        info: &ExitInfo,
+    ) -> Result<Result<u64, String>, HvError> {
+        self.counters.mmio += 1;
+        let bytes = match self.fetch(vmx, info.guest_rip)? {
+            Ok(b) => b,
+            Err(what) => return Ok(Err(what)),
+        };
+        let efer_value = vmx.vmread(F::GuestIa32Efer)?;
+        let cs_ar = vmx.vmread(F::GuestCsAccessRights)?;
+        let mode = if efer_value & efer::LMA != 0 && cs_ar & (1 << 13) != 0 {
+            crate::mmio::CodeMode::Bits64
+        } else if cs_ar & (1 << 14) != 0 {
+            crate::mmio::CodeMode::Bits32
+        } else {
+            crate::mmio::CodeMode::Bits16
+        };
+        let insn = match crate::mmio::decode(&bytes, mode) {
+            Ok(i) => i,
+            Err(e) => {
+                return Ok(Err(format!(
+                    "MMIO at {gpa:?} by an instruction the hypervisor cannot emulate ({e:?}) at RIP {:#x}",
+                    info.guest_rip
+                )));
+            }
+        };
+        // RSP is in the VMCS, not in the saved registers.
+        self.regs.0[4] = vmx.vmread(F::GuestRsp)?;
+        let tsc = vmx.tsc();
+        let result = if self.apic.contains(gpa) {
+            crate::mmio::emulate(&insn, &mut self.regs.0, &mut self.apic.at(tsc), gpa)
+        } else {
+            crate::mmio::emulate(&insn, &mut self.regs.0, &mut Unbacked, gpa)
+        };
+        if let Err(e) = result {
+            return Ok(Err(format!("MMIO at {gpa:?}: {e}")));
+        }
+        vmx.vmwrite(F::GuestRsp, self.regs.0[4])?;
+        // EPT violations report no instruction length: the decoder's is the one to skip.
+        Ok(Ok(u64::from(insn.len)))
+    }
+
+    /// The 15 bytes at the guest's linear `rip` (through its paging and EPT): enough for one
+    /// instruction.
+    fn fetch<H: Host>(
+        &mut self,
+        vmx: &mut H,
+        rip: u64,
+    ) -> Result<Result<[u8; 15], String>, HvError> {
+        let cs_base = vmx.vmread(F::GuestCsBase)?;
+        let lin = rip.wrapping_add(cs_base);
+        let regs = crate::guest::PagingRegs {
+            cr0: vmx.vmread(F::GuestCr0)?,
+            cr3: vmx.vmread(F::GuestCr3)?,
+            cr4: vmx.vmread(F::GuestCr4)?,
+            efer: vmx.vmread(F::GuestIa32Efer)?,
+        };
+        let mut out = [0u8; 15];
+        for (i, b) in out.iter_mut().enumerate() {
+            let layout = crate::guest::RamLayout {
+                base: self.cfg.ram_base,
+                size: self.cfg.ram,
+            };
+            let gpa = match crate::guest::translate(vmx, &regs, layout, lin.wrapping_add(i as u64))
+            {
+                Some(g) => g,
+                None => {
+                    return Ok(Err(format!(
+                        "cannot read the guest's instruction at {lin:#x}"
+                    )));
+                }
+            };
+            let hpa = self.cfg.ram_base.wrapping_add(gpa);
+            let mut one = [0u8];
+            if vmx.read(hpa, &mut one).is_err() {
+                return Ok(Err(format!(
+                    "guest instruction byte at {lin:#x} is not RAM"
+                )));
+            }
+            *b = one[0];
+        }
+        Ok(Ok(out))
+    }
+}
+
+/// Memory that is not there: reads all ones, writes vanish.
+struct Unbacked;
+
+impl crate::mmio::MmioDevice for Unbacked {
+    fn read(&mut self, _gpa: Gpa, size: u8) -> Result<u64, devices::Unimplemented> {
+        Ok(if size >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * u32::from(size))) - 1
+        })
+    }
+    fn write(&mut self, _gpa: Gpa, _size: u8, _value: u64) -> Result<(), devices::Unimplemented> {
+        Ok(())
+    }
+}
