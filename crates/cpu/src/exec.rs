@@ -59,11 +59,12 @@ impl Cpu {
     pub(crate) fn exec_fetched<B: Bus>(&mut self, bus: &mut B, i: usize) -> Ex<()> {
         let u = self.uop_ref(i);
         let generic = matches!(u.kind, Kind::Generic | Kind::Safe);
+        let nop = matches!(u.kind, Kind::Nop);
         let mask = width_mask(self.code_bits);
         self.next_rip = self.rip.wrapping_add(u64::from(u.len)) & mask;
-        // In VMX non-root operation every instruction goes through `execute`, whose intercept
-        // check decides its VM exits.
-        if generic || self.vmx.non_root {
+        // In VMX non-root operation PAUSE (a `Nop` uop) may exit, so it goes through
+        // `execute`, whose intercept check decides VM exits; no other uop can exit.
+        if generic || (self.vmx.non_root && nop) {
             let ins = self.decoded;
             self.execute(bus, &ins)?;
         } else {
@@ -133,7 +134,10 @@ impl Cpu {
             return Some(Err(e));
         }
         self.next_rip = self.rip.wrapping_add(u64::from(len)) & code_mask;
-        let r = if matches!(kind, Kind::Safe) {
+        // In VMX non-root operation PAUSE (a `Nop` uop) may exit: it takes the path with the
+        // intercept check. No other uop can cause a VM exit (their memory accesses go through
+        // EPT, whose violations come back as errors).
+        let r = if matches!(kind, Kind::Safe) || (self.vmx.non_root && matches!(kind, Kind::Nop)) {
             if i != usize::MAX {
                 self.decoded = self.icache.instr(i);
             }
@@ -155,7 +159,10 @@ impl Cpu {
     pub(crate) fn fetched(&mut self, i: usize) -> Ex<Kind> {
         let u = self.uop_ref(i);
         let (kind, len) = (u.kind, u.len);
-        if i != usize::MAX && (matches!(kind, Kind::Generic | Kind::Safe) || self.vmx.non_root) {
+        if i != usize::MAX
+            && (matches!(kind, Kind::Generic | Kind::Safe)
+                || (self.vmx.non_root && matches!(kind, Kind::Nop)))
+        {
             self.decoded = self.icache.instr(i);
         }
         self.check_cs_limit(usize::from(len))?;

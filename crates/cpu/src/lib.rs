@@ -421,9 +421,11 @@ impl Cpu {
             if self.retired >= end {
                 return Ok(StopReason::BudgetExhausted);
             }
-            // Outside VMX non-root operation, with no single-step trap or interrupt shadow
-            // pending, the boundaries that follow are decided in advance (`burst`).
-            if !self.vmx.non_root && !self.shadow && !self.flags.get(rflags::TF) {
+            // With no single-step trap or interrupt shadow pending, the boundaries that follow
+            // are decided in advance (`burst`); in VMX non-root operation too, up to the
+            // preemption timer's deadline (the window exits cannot open within a burst: its
+            // instructions change neither RFLAGS.IF nor any blocking).
+            if !self.shadow && !self.flags.get(rflags::TF) {
                 match self.burst(bus, end) {
                     Burst::Ran => continue,
                     Burst::Stop(stop) => return stop,
@@ -469,13 +471,19 @@ impl Cpu {
     /// not burst-safe: the caller runs it through the full path.
     #[inline(always)]
     fn burst<B: Bus>(&mut self, bus: &mut B, end: u64) -> Burst {
-        let limit = if self.flags.get(rflags::IF) {
+        let mut limit = if self.flags.get(rflags::IF) || self.interrupts_exit() {
             let horizon = bus.interrupt_horizon(self.now()).ticks();
             // The instruction at tick t may run when t < horizon: retired < horizon - idle.
             end.min(horizon.saturating_sub(self.idle_ticks))
         } else {
             end
         };
+        if let Some(deadline) = self.own_deadline() {
+            limit = limit.min(deadline.ticks().saturating_sub(self.idle_ticks));
+        }
+        if self.retired >= limit {
+            return Burst::Declined;
+        }
         // Burst-safe instructions do not change the code size.
         let code_mask = flags::mask(self.code_bits);
         let mut first = true;

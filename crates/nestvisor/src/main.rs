@@ -255,36 +255,49 @@ fn image(args: ImageArgs) -> ExitCode {
 /// prints what ran. Until the hypervisor exists, the deepest stack that works is one level:
 /// guest-os directly on the software CPU.
 fn demo() -> ExitCode {
-    eprintln!("nestvisor demo: guest-os `{DEMO_APPEND}` on the bare hardware model");
-    let config = BareConfig {
-        image: PathBuf::from("guest-os"),
-        modules: Vec::new(),
-        append: DEMO_APPEND.to_owned(),
-        mem_mib: 128,
-        max_insns: u64::MAX,
+    eprintln!(
+        "nestvisor demo: guest-os `{DEMO_APPEND}` at L1, the guest of the native hypervisor \
+         (crates/hv on the software CPU's VMX, EPT)"
+    );
+    let config = levels::LevelsConfig {
+        bare: BareConfig {
+            image: PathBuf::from("guest-os"),
+            modules: Vec::new(),
+            append: DEMO_APPEND.to_owned(),
+            mem_mib: 128,
+            max_insns: u64::MAX,
+        },
+        mmu: levels::Mmu::Ept,
     };
     let start = Instant::now();
-    let outcome = match bare::run(&config, StdoutSink::default()) {
+    let outcome = match levels::run(&config, StdoutSink::default()) {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("nestvisor: {e}");
-            return ExitCode::from(bare::EXIT_BAD_INPUT);
+            return ExitCode::from(bare::EXIT_UNIMPLEMENTED);
         }
     };
     let seconds = start.elapsed().as_secs_f64();
     let c = &outcome.counters;
     eprintln!(
-        "nestvisor demo: {} instructions retired, {} TLB misses, {} events delivered; \
+        "nestvisor demo: L1 retired {} instructions; L0 handled {} VM exits \
+         ({} I/O, {} EPT violations, {} APIC accesses emulated, {} interrupts injected); \
          {seconds:.2} s wall time ({:.1} MIPS)",
         outcome.instructions,
-        c.tlb_misses,
-        c.events_delivered,
+        c.exits.values().sum::<u64>(),
+        c.io,
+        c.exits.get(&48).copied().unwrap_or(0),
+        c.mmio,
+        c.injected,
         outcome.instructions as f64 / seconds.max(1e-9) / 1e6
     );
     match outcome.ending {
         // guest-os reports success as debug-exit value 0.
-        machine::Ending::DebugExit(request) if request.value == 0 => ExitCode::SUCCESS,
-        _ => finish(&outcome),
+        hv::vm::Ending::DebugExit(request) if request.value == 0 => ExitCode::SUCCESS,
+        other => {
+            eprintln!("nestvisor: L1 guest: {}", levels::describe(&other));
+            ExitCode::from(bare::EXIT_UNIMPLEMENTED)
+        }
     }
 }
 

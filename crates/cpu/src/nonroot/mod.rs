@@ -165,6 +165,15 @@ impl crate::Cpu {
                     != 0)
     }
 
+    /// In VMX non-root operation with "external-interrupt exiting": an interrupt causes a VM
+    /// exit whatever RFLAGS.IF says.
+    pub(crate) fn interrupts_exit(&self) -> bool {
+        use x86::vmx::controls::pin_based;
+        self.vmx.non_root
+            && self.vmx.field(F::PinBasedControls) as u32 & pin_based::EXTERNAL_INTERRUPT_EXITING
+                != 0
+    }
+
     /// The virtual time at which the processor itself leaves the HLT state, without an
     /// interrupt: when the VMX-preemption timer of non-root operation expires (§26.5.1). A
     /// board that skips idle time must not skip past it.

@@ -567,3 +567,20 @@ fn native_root_operation_runs_a_guest_until_its_exit() {
     );
     assert!(cpu.vmx.non_root);
 }
+
+#[test]
+fn pause_exits_inside_a_run_of_simple_instructions() {
+    // Guest: mov eax, 1; add eax, 2; pause.
+    let (mut cpu, mut bus) = setup(&[0xb8, 1, 0, 0, 0, 0x83, 0xc0, 0x02, 0xf3, 0x90], |v| {
+        let p = v.get(F::PrimaryProcBasedControls);
+        v.set(
+            F::PrimaryProcBasedControls,
+            p | u64::from(pp::PAUSE_EXITING),
+        );
+    });
+    run(&mut cpu, &mut bus);
+    assert_eq!(field(&cpu, F::ExitReason), ExitReason::Pause as u64);
+    assert_eq!(field(&cpu, F::GuestRip), GUEST_RIP + 8);
+    assert_eq!(field(&cpu, F::VmExitInstructionLength), 2);
+    assert_eq!(cpu.gpr[0], 3);
+}
