@@ -496,10 +496,17 @@ impl Vm {
         }
         // The timer's next deadline bounds the guest's run (rate: IA32_VMX_MISC[4:0]).
         let rate = vmx.capability(x86::msr::IA32_VMX_MISC)? & 0x1f;
+        // The timer counts down each time TSC bit `rate` changes (SDM Vol. 3C §26.5.1), from
+        // the current TSC rounded down: rounding the count up makes it expire at or after
+        // the deadline, never before it.
         let ticks = match self.apic.next_deadline(tsc) {
-            Some(d) => (d.saturating_sub(tsc) >> rate).min(0xffff_ffff),
+            Some(d) => {
+                let start = tsc >> rate << rate;
+                (d.saturating_sub(start) + (1 << rate) - 1) >> rate
+            }
             None => 0xffff_ffff,
-        };
+        }
+        .min(0xffff_ffff);
         vmx.vmwrite(F::VmxPreemptionTimerValue, ticks)?;
         Ok(())
     }
