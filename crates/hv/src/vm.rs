@@ -28,7 +28,7 @@ use x86::vmx::{InterruptionInfo, InterruptionType, VmcsField as F};
 use x86::{Gpa, Hfn, Hpa};
 
 use crate::ept::{Ept, EptError, PageSize};
-use crate::exit::{Exit, ExitInfo};
+use crate::exit::{Event, Exit, ExitInfo};
 use crate::platform::Host;
 use crate::vmx::{GuestRegs, RunOutcome, Vmx, VmxError};
 
@@ -118,6 +118,8 @@ pub struct Counters {
     pub io: u64,
     /// Interrupts injected.
     pub injected: u64,
+    /// Events injected again after an exit interrupted their delivery.
+    pub reinjected: u64,
     /// VM entries.
     pub entries: u64,
 }
@@ -414,6 +416,15 @@ impl Vm {
             };
             // RIP advances and events are injected here, and only here.
             match action {
+                // An exit that interrupted the delivery of an event (an EPT violation on the
+                // guest's IDT or stack, say) leaves the event undelivered: it is injected
+                // again, with its error code and, for a software event, its length
+                // (SDM Vol. 3C §28.2.4, §27.6; KVM's `vmx_complete_interrupts`).
+                Action::Resume if info.vectoring.is_some() => {
+                    if let Some(event) = info.vectoring {
+                        self.reinject(vmx, event, info.instruction_length)?;
+                    }
+                }
                 Action::Resume => {}
                 Action::Skip | Action::SkipBy(_) => {
                     let len = match action {
@@ -439,6 +450,21 @@ impl Vm {
                 }
             }
         }
+    }
+
+    /// Injects `event` again at the next entry.
+    fn reinject<H: Host>(&mut self, vmx: &mut H, event: Event, length: u64) -> Result<(), HvError> {
+        let mut info = InterruptionInfo::new(event.vector, event.kind);
+        if let Some(code) = event.error_code {
+            info = info.with_error_code();
+            vmx.vmwrite(F::VmEntryExceptionErrorCode, u64::from(code))?;
+        }
+        if event.kind.is_software() {
+            vmx.vmwrite(F::VmEntryInstructionLength, length)?;
+        }
+        vmx.vmwrite(F::VmEntryInterruptionInfo, u64::from(info.0))?;
+        self.counters.reinjected += 1;
+        Ok(())
     }
 
     fn flush_console<H: Host>(&mut self, platform: &mut H) {

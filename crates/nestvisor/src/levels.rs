@@ -207,6 +207,7 @@ pub fn stats_json(outcome: &LevelsOutcome) -> String {
                 "mmio_emulated": c.mmio,
                 "io_emulated": c.io,
                 "interrupts_injected": c.injected,
+                "events_reinjected": c.reinjected,
             },
             {
                 "level": 1,
