@@ -120,6 +120,9 @@ pub struct Counters {
     pub injected: u64,
     /// Events injected again after an exit interrupted their delivery.
     pub reinjected: u64,
+    /// Exits by what their handler did: `resume`, `skip` (the instruction was done for the
+    /// guest), `emulate` (an MMIO access), `fault` (an exception injected), `end`.
+    pub outcomes: BTreeMap<&'static str, u64>,
     /// VM entries.
     pub entries: u64,
 }
@@ -412,8 +415,18 @@ impl Vm {
             self.flush_console(vmx);
             let action = match action {
                 Ok(action) => action,
-                Err(ending) => return Ok(ending),
+                Err(ending) => {
+                    *self.counters.outcomes.entry("end").or_default() += 1;
+                    return Ok(ending);
+                }
             };
+            let outcome = match action {
+                Action::Resume => "resume",
+                Action::Skip => "skip",
+                Action::SkipBy(_) => "emulate",
+                Action::Fault(..) => "fault",
+            };
+            *self.counters.outcomes.entry(outcome).or_default() += 1;
             // RIP advances and events are injected here, and only here.
             match action {
                 // An exit that interrupted the delivery of an event (an EPT violation on the

@@ -51,6 +51,8 @@ pub struct LevelsOutcome {
     pub instructions: u64,
     /// The hypervisor's counters.
     pub counters: Counters,
+    /// The software CPU's own counters (its TLB: what the guest's translations cost).
+    pub cpu: cpu::Counters,
 }
 
 /// A console that starts every line with the level tag.
@@ -167,6 +169,7 @@ pub fn run<S: ByteSink>(config: &LevelsConfig, console: S) -> Result<LevelsOutco
         ending,
         instructions: host.cpu().instructions_retired(),
         counters: vm.counters().clone(),
+        cpu: host.cpu().counters(),
     })
 }
 
@@ -208,11 +211,14 @@ pub fn stats_json(outcome: &LevelsOutcome) -> String {
                 "io_emulated": c.io,
                 "interrupts_injected": c.injected,
                 "events_reinjected": c.reinjected,
+                "exits_by_outcome": c.outcomes,
             },
             {
                 "level": 1,
                 "role": "guest",
                 "instructions_retired": outcome.instructions,
+                "tlb_flushes": outcome.cpu.tlb_flushes,
+                "tlb_misses": outcome.cpu.tlb_misses,
                 "ending": describe(&outcome.ending),
             }
         ]
