@@ -102,3 +102,31 @@ fn stats_are_deterministic_and_count_exits() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// The CPU test programs (exceptions, paging and the TLB, privilege changes, every integer
+/// instruction) print exactly the same lines as the guest of the hypervisor as on the bare
+/// board: the hypervisor changes nothing a program can observe.
+#[test]
+fn the_cpu_test_programs_print_the_same_at_l1() {
+    for program in ["cpu-alu", "cpu-exceptions", "cpu-paging", "cpu-modes"] {
+        let bare = nestvisor(&image(program), "", 64, TIMEOUT);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nestvisor"));
+        command
+            .args(["run", "--levels", "1"])
+            .arg(image(program))
+            .args(["--mem", "64"]);
+        let l1 = run_with_timeout(command, TIMEOUT);
+        assert_eq!(bare.status, Some(1), "{program}: bare\n{}", bare.stdout);
+        assert_eq!(l1.status, Some(1), "{program}: L1\n{}", l1.stdout);
+        let untagged: Vec<&str> = l1
+            .stdout
+            .lines()
+            .map(|l| l.strip_prefix("[L1] ").unwrap_or(l))
+            .collect();
+        assert_eq!(
+            untagged,
+            bare.stdout.lines().collect::<Vec<_>>(),
+            "{program}"
+        );
+    }
+}
