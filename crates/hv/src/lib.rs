@@ -21,3 +21,5 @@ pub mod platform;
 pub mod vlapic;
 pub mod vm;
 pub mod vmx;
+#[cfg(test)]
+mod vm_tests;
