@@ -191,7 +191,7 @@ impl Vm {
         };
         for msr in [IA32_APIC_BASE, 0x3a, 0x6e0]
             .into_iter()
-            .chain(0x480..=0x491)
+            .chain(0x480..=0x493)
             .chain(0x800..=0x8ff)
         {
             intercept(msr)?;
@@ -509,7 +509,9 @@ impl Vm {
         let window = u64::from(primary_proc::INTERRUPT_WINDOW_EXITING);
         let pending_event =
             vmx.vmread(F::VmEntryInterruptionInfo)? & u64::from(InterruptionInfo::VALID) != 0;
-        let mut want_window = false;
+        // An interrupt that cannot go in now (another event is being injected, or the guest
+        // blocks interrupts) waits for the interrupt window.
+        let mut want_window = pending_event && self.apic.pending_interrupt().is_some();
         if !pending_event && self.apic.pending_interrupt().is_some() {
             let flags = vmx.vmread(F::GuestRflags)?;
             let blocked = vmx.vmread(F::GuestInterruptibilityState)?
@@ -593,9 +595,10 @@ impl Vm {
                 Ok(None) => Action::Skip,
                 Err(what) => return Ok(Err(Ending::Unsupported(what))),
             },
-            Exit::Msr { write } => self.msr(write)?,
+            Exit::Msr { write } => self.msr(vmx, write)?,
             Exit::EptViolation { gpa, .. } => {
-                if gpa.raw() < self.cfg.ram {
+                // The APIC's page wins over RAM where they overlap (it may be moved there).
+                if gpa.raw() < self.cfg.ram && !self.apic.contains(gpa) {
                     self.map_ram(vmx, gpa)?;
                     self.counters.ept_maps += 1;
                     Action::Resume
@@ -631,7 +634,12 @@ impl Vm {
     /// 4-KiB page.
     fn map_ram<H: Host>(&mut self, mem: &mut H, gpa: Gpa) -> Result<(), HvError> {
         let big = gpa.align_down(PageSize::Size2M.bytes());
-        let (page, size) = if big.raw() + PageSize::Size2M.bytes() <= self.cfg.ram {
+        // A 2-MiB page must not cover the APIC's register page, which must keep faulting.
+        let apic_inside = self
+            .apic
+            .mmio_base()
+            .is_some_and(|b| b.align_down(PageSize::Size2M.bytes()) == big);
+        let (page, size) = if big.raw() + PageSize::Size2M.bytes() <= self.cfg.ram && !apic_inside {
             (big, PageSize::Size2M)
         } else {
             (gpa.align_down(PageSize::Size4K.bytes()), PageSize::Size4K)
@@ -662,7 +670,13 @@ impl Vm {
                 p if PciHost::claims(p) => self.pci.read(p, size),
                 _ => u32::MAX,
             };
-            self.regs.0[0] = (self.regs.0[0] & !mask) | (u64::from(v) & mask);
+            // A 32-bit destination is zero-extended (in 64-bit mode the upper half is
+            // architecturally 0; outside it, not visible); 8/16-bit keep the rest.
+            self.regs.0[0] = if size >= 4 {
+                u64::from(v)
+            } else {
+                (self.regs.0[0] & !mask) | (u64::from(v) & mask)
+            };
         } else {
             let v = (self.regs.0[0] & mask) as u32;
             match port {
@@ -682,7 +696,7 @@ impl Vm {
     }
 
     /// An intercepted RDMSR or WRMSR.
-    fn msr(&mut self, write: bool) -> Result<Action, HvError> {
+    fn msr<H: Host>(&mut self, vmx: &mut H, write: bool) -> Result<Action, HvError> {
         let index = self.regs.0[1] as u32;
         let value = (self.regs.0[2] << 32) | (self.regs.0[0] & 0xffff_ffff);
         Ok(match (index, write) {
@@ -692,10 +706,19 @@ impl Vm {
                 self.regs.0[2] = v >> 32;
                 Action::Skip
             }
-            (IA32_APIC_BASE, true) => match self.apic.set_apic_base(value) {
-                Ok(()) => Action::Skip,
-                Err(_) => Action::Fault(13, Some(0)),
-            },
+            (IA32_APIC_BASE, true) => {
+                let before = self.apic.mmio_base();
+                match self.apic.set_apic_base(value) {
+                    Ok(()) => {
+                        let after = self.apic.mmio_base();
+                        if before != after {
+                            self.apic_moved(vmx, [before, after])?;
+                        }
+                        Action::Skip
+                    }
+                    Err(_) => Action::Fault(13, Some(0)),
+                }
+            }
             // IA32_FEATURE_CONTROL: locked, VMX not enabled.
             (0x3a, false) => {
                 self.regs.0[0] = 1;
@@ -704,6 +727,29 @@ impl Vm {
             }
             _ => Action::Fault(13, Some(0)),
         })
+    }
+
+    /// The APIC's register page moved (or appeared, or went away): the EPT leaves over its
+    /// old and new places are dropped, and INVEPT drops what the processor cached, so that
+    /// the new page faults to the APIC and the old one faults back in as RAM.
+    fn apic_moved<H: Host>(
+        &mut self,
+        vmx: &mut H,
+        places: [Option<Gpa>; 2],
+    ) -> Result<(), HvError> {
+        let mut dropped = false;
+        for gpa in places.into_iter().flatten() {
+            if gpa.raw() < self.cfg.ram {
+                dropped |= self.ept.unmap(vmx, gpa)?;
+            }
+        }
+        if dropped {
+            vmx.invept(
+                x86::vmx::caps::InveptType::SingleContext,
+                self.ept.eptp().raw(),
+            )?;
+        }
+        Ok(())
     }
 
     /// An access to guest-physical memory that is not RAM: the local APIC's page, emulated;
@@ -715,10 +761,11 @@ impl Vm {
         info: &ExitInfo,
     ) -> Result<Result<u64, String>, HvError> {
         self.counters.mmio += 1;
-        let bytes = match self.fetch(vmx, info.guest_rip)? {
+        let (bytes, n) = match self.fetch(vmx, info.guest_rip)? {
             Ok(b) => b,
             Err(what) => return Ok(Err(what)),
         };
+        let bytes = &bytes[..n];
         let efer_value = vmx.vmread(F::GuestIa32Efer)?;
         let cs_ar = vmx.vmread(F::GuestCsAccessRights)?;
         let mode = if efer_value & efer::LMA != 0 && cs_ar & (1 << 13) != 0 {
@@ -728,7 +775,7 @@ impl Vm {
         } else {
             crate::mmio::CodeMode::Bits16
         };
-        let insn = match crate::mmio::decode(&bytes, mode) {
+        let insn = match crate::mmio::decode(bytes, mode) {
             Ok(i) => i,
             Err(e) => {
                 return Ok(Err(format!(
@@ -759,7 +806,7 @@ impl Vm {
         &mut self,
         vmx: &mut H,
         rip: u64,
-    ) -> Result<Result<[u8; 15], String>, HvError> {
+    ) -> Result<Result<([u8; 15], usize), String>, HvError> {
         let cs_base = vmx.vmread(F::GuestCsBase)?;
         let lin = rip.wrapping_add(cs_base);
         let regs = crate::guest::PagingRegs {
@@ -768,31 +815,39 @@ impl Vm {
             cr4: vmx.vmread(F::GuestCr4)?,
             efer: vmx.vmread(F::GuestIa32Efer)?,
         };
+        let layout = crate::guest::RamLayout {
+            base: self.cfg.ram_base,
+            size: self.cfg.ram,
+        };
+        // As many bytes as are readable, up to 15: the decoder says whether the instruction
+        // is complete in them.
         let mut out = [0u8; 15];
+        let mut n = 0;
         for (i, b) in out.iter_mut().enumerate() {
-            let layout = crate::guest::RamLayout {
-                base: self.cfg.ram_base,
-                size: self.cfg.ram,
+            let at = lin.wrapping_add(i as u64);
+            let Some(gpa) = crate::guest::translate(vmx, &regs, layout, at) else {
+                break;
             };
-            let gpa = match crate::guest::translate(vmx, &regs, layout, lin.wrapping_add(i as u64))
-            {
-                Some(g) => g,
-                None => {
-                    return Ok(Err(format!(
-                        "cannot read the guest's instruction at {lin:#x}"
-                    )));
-                }
-            };
-            let hpa = self.cfg.ram_base.wrapping_add(gpa);
+            // Only the guest's RAM: never the hypervisor's memory beyond it.
+            if gpa >= self.cfg.ram {
+                break;
+            }
             let mut one = [0u8];
-            if vmx.read(hpa, &mut one).is_err() {
-                return Ok(Err(format!(
-                    "guest instruction byte at {lin:#x} is not RAM"
-                )));
+            if vmx
+                .read(self.cfg.ram_base.wrapping_add(gpa), &mut one)
+                .is_err()
+            {
+                break;
             }
             *b = one[0];
+            n = i + 1;
         }
-        Ok(Ok(out))
+        if n == 0 {
+            return Ok(Err(format!(
+                "cannot read the guest's instruction at {lin:#x}"
+            )));
+        }
+        Ok(Ok((out, n)))
     }
 }
 

@@ -246,7 +246,6 @@ fn new_writes_adjusted_controls_entry_state_host_state_and_msr_bitmap() {
 /// intercepts 0x480..=0x491 only, so RDMSR of IA32_VMX_PROCBASED_CTLS3 (0x492) and
 /// IA32_VMX_EXIT_CTLS2 (0x493) reach the processor's values.
 #[test]
-#[ignore = "vm.rs does not intercept IA32_VMX_PROCBASED_CTLS3 (0x492) and IA32_VMX_EXIT_CTLS2 (0x493)"]
 fn every_vmx_capability_msr_is_intercepted() {
     let mut h = machine();
     let v = vm(&mut h);
@@ -422,8 +421,7 @@ fn port_io_console_unknown_ports_and_debug_exit() {
 
 /// `in eax, dx` in 64-bit mode writes EAX, and a 32-bit register write there zero-extends
 /// into RAX (SDM Vol. 1 §3.4.1.1): RAX = 0x00000000_ffffffff from a port with nothing.
-#[test]
-#[ignore = "vm.rs Vm::io keeps RAX[63:32] on a 32-bit IN in 64-bit mode"]
+#[test] on a 32-bit IN in 64-bit mode"]
 fn in_eax_in_64_bit_mode_zero_extends() {
     let mut h = machine();
     let mut v = vm(&mut h);
@@ -757,7 +755,6 @@ fn triple_faults_entry_failures_and_unknown_reasons_end_the_run() {
 /// exit comes once the #GP handler IRETs), or the one-shot interrupt waits for whatever exit
 /// comes next: the preemption timer is set to its largest count, the deadline being past.
 #[test]
-#[ignore = "vm.rs before_entry: a pending APIC interrupt at an entry with an event to inject sets no interrupt window"]
 fn an_interrupt_due_while_an_exception_is_injected_asks_for_a_window() {
     let mut h = machine();
     let mut script = arm_timer(&mut h);
@@ -784,7 +781,6 @@ fn an_interrupt_due_while_an_exception_is_injected_asks_for_a_window() {
 /// EPT. Moved into guest RAM, a store there must reach the APIC (decoded, RIP += 2), not map
 /// RAM and re-run the store against memory.
 #[test]
-#[ignore = "vm.rs: an APIC page moved into guest RAM by WRMSR IA32_APIC_BASE is mapped as RAM"]
 fn an_apic_page_moved_into_ram_still_decodes() {
     let mut h = machine();
     poke(&mut h, 0x10_0a00, &[0x89, 0x08]); // mov dword ptr [eax], ecx
@@ -812,7 +808,6 @@ fn an_apic_page_moved_into_ram_still_decodes() {
 /// hypervisor's fetch of up to 15 bytes must not fail on the bytes after it. Here guest RAM
 /// ends where host memory ends.
 #[test]
-#[ignore = "vm.rs fetch: an MMIO instruction within 15 bytes of the end of guest RAM cannot be fetched"]
 fn an_mmio_instruction_at_the_end_of_ram_is_emulated() {
     // The hypervisor's frames below guest RAM; guest RAM up to the end of host memory.
     let mut h = MockHost::new(VecMemory::new((RAM_BASE + RAM) as usize, 0x100..0x200));
