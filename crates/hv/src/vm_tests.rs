@@ -421,7 +421,7 @@ fn port_io_console_unknown_ports_and_debug_exit() {
 
 /// `in eax, dx` in 64-bit mode writes EAX, and a 32-bit register write there zero-extends
 /// into RAX (SDM Vol. 1 §3.4.1.1): RAX = 0x00000000_ffffffff from a port with nothing.
-#[test] on a 32-bit IN in 64-bit mode"]
+#[test]
 fn in_eax_in_64_bit_mode_zero_extends() {
     let mut h = machine();
     let mut v = vm(&mut h);
