@@ -20,6 +20,6 @@ pub mod mock;
 pub mod platform;
 pub mod vlapic;
 pub mod vm;
-pub mod vmx;
 #[cfg(test)]
 mod vm_tests;
+pub mod vmx;
