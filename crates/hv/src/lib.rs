@@ -3,9 +3,11 @@
 //! VMX and virtual devices. The same code runs natively as L0 on the software CPU and, compiled
 //! into the bare-metal guest-hv image, on real VMX instructions at every level above.
 //!
-//! Built so far: the backend trait ([`vmx`]), exits parsed once into typed values ([`exit`]),
-//! a mock backend for unit tests ([`mock`]), host-physical memory with a frame allocator
-//! ([`memory`]) and the EPT tables a hypervisor builds for its guest ([`ept`]).
+//! Built so far (`docs/hv.md`): the backend traits ([`vmx`], [`memory`], [`platform`]), exits
+//! parsed once into typed values ([`exit`]), one VM with one vCPU on EPT ([`vm`], [`ept`]),
+//! MMIO emulation and the guest's local APIC ([`mmio`], [`vlapic`]), software walks of the
+//! guest's page tables ([`guest`]), and a scripted mock backend for unit tests ([`mock`]).
+//! Shadow paging and nested VMX are to come.
 
 #![no_std]
 
