@@ -5,9 +5,9 @@
 //! (UART, debug-exit port, 8259 pair, fw_cfg, PCI "no device", local APIC and its timer).
 //!
 //! The guest's memory is host memory `[ram_base, ram_base + ram)`; everything else the
-//! hypervisor builds (VMCS, EPT tables, MSR bitmap) comes from frames the [`PhysMemory`] hands
+//! hypervisor builds (VMCS, EPT tables, MSR bitmap) comes from frames the [`crate::memory::PhysMemory`] hands
 //! out, which the guest never gets a mapping of. The guest's console goes to the
-//! [`Platform`], which tags it with the level it came from.
+//! [`crate::platform::Platform`], which tags it with the level it came from.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
