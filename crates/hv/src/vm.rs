@@ -5,9 +5,9 @@
 //! (UART, debug-exit port, 8259 pair, fw_cfg, PCI "no device", local APIC and its timer).
 //!
 //! The guest's memory is host memory `[ram_base, ram_base + ram)`; everything else the
-//! hypervisor builds (VMCS, EPT tables, MSR bitmap) comes from frames the [`crate::memory::PhysMemory`] hands
-//! out, which the guest never gets a mapping of. The guest's console goes to the
-//! [`crate::platform::Platform`], which tags it with the level it came from.
+//! hypervisor builds (VMCS, EPT tables, MSR bitmap) comes from frames that
+//! [`crate::memory::PhysMemory`] hands out, which the guest never gets a mapping of. The
+//! guest's console goes to the [`crate::platform::Platform`], which tags it with its level.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
