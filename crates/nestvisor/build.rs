@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The images built, as (package, binary) in `guests/`.
-const IMAGES: &[&str] = &["guest-os"];
+const IMAGES: &[&str] = &["guest-os", "guest-hv"];
 /// The package of the CPU test programs and benchmark kernels (`docs/testing.md`), and its
 /// binaries, each an image.
 const CPUTESTS_PACKAGE: &str = "guest-cputests";
@@ -78,6 +78,12 @@ fn main() {
         "os",
         "user",
         "cputests",
+        "hv",
+        // guest-hv compiles the hypervisor core and what it depends on.
+        "../crates/hv",
+        "../crates/x86",
+        "../crates/paging",
+        "../crates/devices",
     ] {
         println!("cargo:rerun-if-changed={}", guests.join(path).display());
     }

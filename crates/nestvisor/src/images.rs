@@ -6,6 +6,8 @@
 
 /// guest-os: the multitasking kernel with the workloads (`docs/guest-os.md`).
 pub static GUEST_OS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest-os.elf"));
+/// guest-hv: the hypervisor of `crates/hv` on real VMX instructions (`docs/guest-hv.md`).
+pub static GUEST_HV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest-hv.elf"));
 
 // The CPU test programs and benchmark kernels (`docs/testing.md`): the same output under QEMU
 // and `nestvisor run --bare`.
@@ -38,6 +40,7 @@ pub static VMX_SHADOW: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vmx-sha
 /// Names of the embedded images, for `nestvisor image NAME`.
 pub const NAMES: &[&str] = &[
     "guest-os",
+    "guest-hv",
     "cpu-alu",
     "cpu-exceptions",
     "cpu-paging",
@@ -55,6 +58,7 @@ pub const NAMES: &[&str] = &[
 pub fn by_name(name: &str) -> Option<&'static [u8]> {
     match name {
         "guest-os" => Some(GUEST_OS),
+        "guest-hv" => Some(GUEST_HV),
         "cpu-alu" => Some(CPU_ALU),
         "cpu-exceptions" => Some(CPU_EXCEPTIONS),
         "cpu-paging" => Some(CPU_PAGING),
