@@ -406,6 +406,13 @@ impl Vm {
             }
             self.launched = true;
             let info = ExitInfo::read(vmx)?;
+            log::debug!(
+                "exit {:?} at RIP {:#x} (length {}, vectoring {:?})",
+                info.exit,
+                info.guest_rip,
+                info.instruction_length,
+                info.vectoring
+            );
             let reason = match info.exit {
                 Exit::Unknown { reason, .. } => reason,
                 _ => vmx.vmread(F::ExitReason)? as u16,
@@ -467,6 +474,7 @@ impl Vm {
 
     /// Injects `event` again at the next entry.
     fn reinject<H: Host>(&mut self, vmx: &mut H, event: Event, length: u64) -> Result<(), HvError> {
+        log::debug!("re-inject {event:?}");
         let mut info = InterruptionInfo::new(event.vector, event.kind);
         if let Some(code) = event.error_code {
             info = info.with_error_code();
@@ -519,6 +527,7 @@ impl Vm {
                 != 0;
             if flags & rflags::IF != 0 && !blocked {
                 let vector = self.apic.acknowledge();
+                log::debug!("inject external interrupt {vector:#x}");
                 let info = InterruptionInfo::new(vector, InterruptionType::ExternalInterrupt);
                 vmx.vmwrite(F::VmEntryInterruptionInfo, u64::from(info.0))?;
                 vmx.vmwrite(F::GuestActivityState, 0)?;

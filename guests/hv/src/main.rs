@@ -6,8 +6,9 @@
 //! instructions. The guest's console comes out on guest-hv's own UART tagged `[L1] `; the
 //! guest's debug-exit value becomes guest-hv's.
 //!
-//! Command line: `guest-hv [mem=MIB] [ARGS…]`: `mem` is the guest's RAM (default 64 MiB); the
-//! rest of the line goes to the guest, after the module's own string (its name), as a
+//! Command line: `guest-hv [mem=MIB] [trace] [ARGS…]`: `mem` is the guest's RAM (default
+//! 64 MiB); `trace` prints every VM exit and injection on the console; the rest of the line
+//! goes to the guest, after the module's own string (its name), as a
 //! multiboot loader passes `IMAGE ARGS`. Modules after the first are not passed on yet.
 
 #![no_std]
@@ -18,6 +19,7 @@ extern crate alloc;
 mod backend;
 mod heap;
 mod load;
+mod trace;
 
 use hv::vm::{Ending, Vm, VmConfig};
 use rt::{BootInfo, println};
@@ -49,6 +51,10 @@ fn kernel_main(boot: &'static BootInfo) -> ! {
     let mut mem_mib = DEFAULT_MEM_MIB;
     let mut guest_args = alloc::string::String::new();
     for w in words {
+        if w == "trace" {
+            trace::enable();
+            continue;
+        }
         match w.strip_prefix("mem=").map(str::parse::<u64>) {
             Some(Ok(m)) if (2..=512).contains(&m) => mem_mib = m,
             Some(_) => refuse(format_args!("mem= takes a size in MiB from 2 to 512")),
