@@ -245,10 +245,13 @@ impl Vm {
             IA32_VMX_PROCBASED_CTLS2, IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS,
             IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS,
         };
+        // The machine's own interrupts are the hypervisor's, never the guest's: external-
+        // interrupt exiting with "acknowledge interrupt on exit" (the guest's interrupts come
+        // from its virtual devices only).
         let pin = Self::adjust(
             vmx,
             IA32_VMX_TRUE_PINBASED_CTLS,
-            pin_based::ACTIVATE_PREEMPTION_TIMER,
+            pin_based::ACTIVATE_PREEMPTION_TIMER | pin_based::EXTERNAL_INTERRUPT_EXITING,
         )?;
         let primary = Self::adjust(
             vmx,
@@ -271,6 +274,7 @@ impl Vm {
             vmx,
             IA32_VMX_TRUE_EXIT_CTLS,
             exit::HOST_ADDRESS_SPACE_SIZE
+                | exit::ACKNOWLEDGE_INTERRUPT_ON_EXIT
                 | exit::SAVE_IA32_EFER
                 | exit::LOAD_IA32_EFER
                 | exit::SAVE_IA32_PAT
@@ -618,6 +622,8 @@ impl Vm {
                     }
                 }
             }
+            // A host interrupt, taken by the exit (acknowledged): the hypervisor has no use for
+            // it (guest-hv masks the legacy PIC; the software CPU's board raises none).
             Exit::ExternalInterrupt { .. } | Exit::PreemptionTimer => Action::Resume,
             Exit::InterruptWindow => Action::Resume,
             Exit::TripleFault => return Ok(Err(Ending::TripleFault)),

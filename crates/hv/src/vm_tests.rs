@@ -174,14 +174,15 @@ fn new_writes_adjusted_controls_entry_state_host_state_and_msr_bitmap() {
     assert_eq!(&h.vmx.log[..2], &[Op::Vmclear(vmcs), Op::Vmptrld(vmcs)]);
     let f = |h: &MockHost, field| h.vmx.field(vmcs, field);
     // want | must-be-1 of each capability MSR.
-    // Pin: preemption timer (bit 6) | 0x16.
-    assert_eq!(f(&h, F::PinBasedControls), 0x56);
+    // Pin: external-interrupt exiting (bit 0), preemption timer (bit 6) | 0x16.
+    assert_eq!(f(&h, F::PinBasedControls), 0x57);
     // Primary: HLT (7), unconditional I/O (24), MSR bitmaps (28), secondary (31).
     assert_eq!(f(&h, F::PrimaryProcBasedControls), 0x9500_61f2);
     // Secondary: EPT (1), RDTSCP (3), VPID (5), unrestricted guest (7), INVPCID (12).
     assert_eq!(f(&h, F::SecondaryProcBasedControls), 0x10aa);
-    // Exit: host address-space size (9), save/load PAT (18, 19), save/load EFER (20, 21).
-    assert_eq!(f(&h, F::PrimaryVmExitControls), 0x003f_6ffb);
+    // Exit: host address-space size (9), acknowledge interrupt on exit (15), save/load PAT
+    // (18, 19), save/load EFER (20, 21).
+    assert_eq!(f(&h, F::PrimaryVmExitControls), 0x003f_effb);
     // Entry: load PAT (14), load EFER (15); not IA-32e mode guest.
     assert_eq!(f(&h, F::VmEntryControls), 0xd1fb);
     assert_eq!(f(&h, F::Vpid), u64::from(VPID));

@@ -46,6 +46,14 @@ fn refuse(why: core::fmt::Arguments<'_>) -> ! {
 fn kernel_main(boot: &'static BootInfo) -> ! {
     cputests::init();
     heap::init();
+    // The firmware may have left the legacy PIC unmasked with a timer running (a PC BIOS
+    // does): guest-hv takes no interrupts, so it masks every line (VM exits would take them
+    // otherwise, with external-interrupt exiting).
+    // SAFETY: ports 0x21 and 0xA1 are the 8259s' mask registers; masking has no other effect.
+    unsafe {
+        rt::arch::outb(0x21, 0xff);
+        rt::arch::outb(0xa1, 0xff);
+    }
     let mut words = boot.cmdline().split_ascii_whitespace();
     let _program = words.next();
     let mut mem_mib = DEFAULT_MEM_MIB;
