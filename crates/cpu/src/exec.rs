@@ -529,7 +529,7 @@ impl Cpu {
     }
 }
 
-fn is_jcc(m: M) -> bool {
+pub(crate) fn is_jcc(m: M) -> bool {
     matches!(
         m,
         M::Jo
@@ -551,7 +551,7 @@ fn is_jcc(m: M) -> bool {
     )
 }
 
-fn is_setcc(m: M) -> bool {
+pub(crate) fn is_setcc(m: M) -> bool {
     matches!(
         m,
         M::Seto
@@ -573,7 +573,7 @@ fn is_setcc(m: M) -> bool {
     )
 }
 
-fn is_cmovcc(m: M) -> bool {
+pub(crate) fn is_cmovcc(m: M) -> bool {
     matches!(
         m,
         M::Cmovo

@@ -18,7 +18,7 @@ use iced_x86::{Code, ConditionCode as CC, Instruction, Mnemonic as M, OpKind, Re
 
 use crate::Cpu;
 use crate::bus::Bus;
-use crate::exec::{Loc, seg_of};
+use crate::exec::{Loc, is_cmovcc, is_jcc, is_setcc, seg_of};
 use crate::fault::{Ex, Fault};
 use crate::flags::{FlagOp, mask};
 use crate::ops::arith::AluOp;
@@ -393,77 +393,11 @@ fn compile_kind(ins: &Instruction) -> Option<Kind> {
         _ => match cc_of(ins) {
             CC::None => return None,
             cc if is_jcc(m) => Kind::Jcc(cc),
-            cc if is_cmov(m) => Kind::Cmov(cc),
+            cc if is_cmovcc(m) => Kind::Cmov(cc),
             cc if is_setcc(m) => Kind::Setcc(cc),
             _ => return None,
         },
     })
-}
-
-fn is_jcc(m: M) -> bool {
-    matches!(
-        m,
-        M::Jo
-            | M::Jno
-            | M::Jb
-            | M::Jae
-            | M::Je
-            | M::Jne
-            | M::Jbe
-            | M::Ja
-            | M::Js
-            | M::Jns
-            | M::Jp
-            | M::Jnp
-            | M::Jl
-            | M::Jge
-            | M::Jle
-            | M::Jg
-    )
-}
-
-fn is_cmov(m: M) -> bool {
-    matches!(
-        m,
-        M::Cmovo
-            | M::Cmovno
-            | M::Cmovb
-            | M::Cmovae
-            | M::Cmove
-            | M::Cmovne
-            | M::Cmovbe
-            | M::Cmova
-            | M::Cmovs
-            | M::Cmovns
-            | M::Cmovp
-            | M::Cmovnp
-            | M::Cmovl
-            | M::Cmovge
-            | M::Cmovle
-            | M::Cmovg
-    )
-}
-
-fn is_setcc(m: M) -> bool {
-    matches!(
-        m,
-        M::Seto
-            | M::Setno
-            | M::Setb
-            | M::Setae
-            | M::Sete
-            | M::Setne
-            | M::Setbe
-            | M::Seta
-            | M::Sets
-            | M::Setns
-            | M::Setp
-            | M::Setnp
-            | M::Setl
-            | M::Setge
-            | M::Setle
-            | M::Setg
-    )
 }
 
 /// JMP/CALL through a far pointer in memory.
@@ -815,7 +749,7 @@ fn burst_safe(ins: &Instruction) -> bool {
                 )
                 && !is_far(ins)
         }
-        _ => is_jcc(m) || is_cmov(m) || is_setcc(m),
+        _ => is_jcc(m) || is_cmovcc(m) || is_setcc(m),
     }
 }
 
