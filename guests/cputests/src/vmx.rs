@@ -67,75 +67,11 @@ pub const CR0_PE: u64 = 1 << 0;
 pub const CR0_NE: u64 = 1 << 5;
 pub const CR0_PG: u64 = 1 << 31;
 
-/// Pin-based VM-execution controls (§25.6.1, Table 25-5).
-pub mod pin {
-    pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
-    pub const NMI_EXITING: u32 = 1 << 3;
-    pub const VIRTUAL_NMIS: u32 = 1 << 5;
-    pub const ACTIVATE_PREEMPTION_TIMER: u32 = 1 << 6;
-    pub const PROCESS_POSTED_INTERRUPTS: u32 = 1 << 7;
-}
-
-/// Primary processor-based VM-execution controls (§25.6.2, Table 25-6).
-pub mod proc {
-    pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
-    pub const USE_TSC_OFFSETTING: u32 = 1 << 3;
-    pub const HLT_EXITING: u32 = 1 << 7;
-    pub const INVLPG_EXITING: u32 = 1 << 9;
-    pub const MWAIT_EXITING: u32 = 1 << 10;
-    pub const RDPMC_EXITING: u32 = 1 << 11;
-    pub const RDTSC_EXITING: u32 = 1 << 12;
-    pub const CR3_LOAD_EXITING: u32 = 1 << 15;
-    pub const CR3_STORE_EXITING: u32 = 1 << 16;
-    pub const CR8_LOAD_EXITING: u32 = 1 << 19;
-    pub const CR8_STORE_EXITING: u32 = 1 << 20;
-    pub const USE_TPR_SHADOW: u32 = 1 << 21;
-    pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
-    pub const MOV_DR_EXITING: u32 = 1 << 23;
-    pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
-    pub const USE_IO_BITMAPS: u32 = 1 << 25;
-    pub const MONITOR_TRAP_FLAG: u32 = 1 << 27;
-    pub const USE_MSR_BITMAPS: u32 = 1 << 28;
-    pub const MONITOR_EXITING: u32 = 1 << 29;
-    pub const PAUSE_EXITING: u32 = 1 << 30;
-    pub const ACTIVATE_SECONDARY_CONTROLS: u32 = 1 << 31;
-}
-
-/// Secondary processor-based VM-execution controls (§25.6.2, Table 25-7).
-pub mod proc2 {
-    pub const VIRTUALIZE_APIC_ACCESSES: u32 = 1 << 0;
-    pub const ENABLE_EPT: u32 = 1 << 1;
-    pub const DESCRIPTOR_TABLE_EXITING: u32 = 1 << 2;
-    pub const ENABLE_RDTSCP: u32 = 1 << 3;
-    pub const ENABLE_VPID: u32 = 1 << 5;
-    pub const WBINVD_EXITING: u32 = 1 << 6;
-    pub const UNRESTRICTED_GUEST: u32 = 1 << 7;
-    pub const RDRAND_EXITING: u32 = 1 << 11;
-    pub const ENABLE_INVPCID: u32 = 1 << 12;
-    pub const ENABLE_VM_FUNCTIONS: u32 = 1 << 13;
-    pub const VMCS_SHADOWING: u32 = 1 << 14;
-    pub const RDSEED_EXITING: u32 = 1 << 16;
-}
-
-/// Primary VM-exit controls (§25.7.1, Table 25-13).
-pub mod exit {
-    pub const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
-    pub const HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
-    pub const ACKNOWLEDGE_INTERRUPT_ON_EXIT: u32 = 1 << 15;
-    pub const SAVE_IA32_PAT: u32 = 1 << 18;
-    pub const LOAD_IA32_PAT: u32 = 1 << 19;
-    pub const SAVE_IA32_EFER: u32 = 1 << 20;
-    pub const LOAD_IA32_EFER: u32 = 1 << 21;
-    pub const SAVE_PREEMPTION_TIMER: u32 = 1 << 22;
-}
-
-/// VM-entry controls (§25.8.1, Table 25-15).
-pub mod entry {
-    pub const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
-    pub const IA32E_MODE_GUEST: u32 = 1 << 9;
-    pub const LOAD_IA32_PAT: u32 = 1 << 14;
-    pub const LOAD_IA32_EFER: u32 = 1 << 15;
-}
+// The VM-execution, VM-exit and VM-entry control bits (§25.6–§25.8) come from the host's own
+// `nestvisor-x86` crate (no_std), under the short names these programs use.
+pub use x86::vmx::controls::{
+    entry, exit, pin_based as pin, primary_proc as proc, secondary_proc as proc2,
+};
 
 /// Basic exit reasons (Vol. 3D Appendix C).
 pub mod reason {
