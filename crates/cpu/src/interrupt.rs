@@ -69,12 +69,24 @@ impl Cpu {
                     return Ok(());
                 }
                 Err(Exc::Fault(second)) => {
+                    // In VMX non-root operation the nested exception meets the exception
+                    // bitmap first, as a fault during the delivery of `cur` (IDT-vectoring
+                    // information); only if it does not exit is it combined with `cur` by the
+                    // double-fault rules, and a resulting #DF exits, if it does, directly
+                    // (SDM Vol. 3C §28.2.4, §26.2).
+                    if self.vmx.non_root
+                        && let Some(exit) =
+                            self.exception_exit(&second, InterruptionType::HardwareException)
+                    {
+                        return Err(exit);
+                    }
                     cur = match (cur.class(), second.class()) {
                         (Class::DoubleFault, Class::Contributory | Class::PageFault) => {
                             return Err(Exc::Shutdown);
                         }
                         (Class::Contributory, Class::Contributory)
                         | (Class::PageFault, Class::Contributory | Class::PageFault) => {
+                            self.vmx.extra.delivering = None;
                             Fault::with_code(vector::DF, 0)
                         }
                         _ => second,

@@ -682,6 +682,12 @@ impl Cpu {
         self.cr2
     }
 
+    /// Sets CR2, as MOV to CR2 does: a native hypervisor that injects a page fault gives its
+    /// guest the faulting address this way (no VMCS field holds CR2).
+    pub fn set_cr2(&mut self, v: u64) {
+        self.cr2 = v;
+    }
+
     /// CR3.
     pub fn cr3(&self) -> u64 {
         self.cr3

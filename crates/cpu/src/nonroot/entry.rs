@@ -368,7 +368,16 @@ impl Cpu {
             }
             // A fault while delivering an injected hardware exception combines with it by the
             // double-fault rules (§27.6.1.1); after any other event it is delivered serially.
+            // The nested exception meets the exception bitmap first, as a fault during the
+            // injected event's delivery (§27.6.1.2, §28.2.4).
+            Err(Exc::Fault(second))
+                if let Some(exit) =
+                    self.exception_exit(&second, InterruptionType::HardwareException) =>
+            {
+                Err(exit)
+            }
             Err(Exc::Fault(second)) if info.kind() == InterruptionType::HardwareException => {
+                self.vmx.extra.delivering = None;
                 let first = Fault {
                     vector,
                     error_code: error,

@@ -135,14 +135,32 @@ impl Cpu {
     ) -> Result<NativeRun, CpuError> {
         if !self.vmx.non_root {
             self.halted = false;
-            match native(self.vmx_op_enter(bus, launch))? {
-                Err(fail) => return Ok(NativeRun::Failed(fail)),
-                // An entry-failure exit: reported like any exit.
-                Ok(()) if !self.vmx.non_root => return Ok(NativeRun::Exited),
-                Ok(()) => {}
+            let entered = match self.vmx_op_enter(bus, launch) {
+                // The entry succeeded and the delivery of the injected event faulted: the
+                // fault is the guest's, delivered (or exiting, with the injected event as
+                // IDT-vectoring information) as after any instruction (SDM Vol. 3C §27.6.1).
+                Err(e @ (Exc::Fault(_) | Exc::VmExit(_) | Exc::Shutdown)) if self.vmx.non_root => {
+                    self.retired += 1;
+                    if let Some(stop) = self.conclude(bus, Err(e)) {
+                        return Ok(match stop? {
+                            StopReason::VmExit => NativeRun::Exited,
+                            other => NativeRun::Stopped(other),
+                        });
+                    }
+                    None
+                }
+                other => Some(other),
+            };
+            if let Some(entered) = entered {
+                match native(entered)? {
+                    Err(fail) => return Ok(NativeRun::Failed(fail)),
+                    // An entry-failure exit: reported like any exit.
+                    Ok(()) if !self.vmx.non_root => return Ok(NativeRun::Exited),
+                    Ok(()) => {}
+                }
+                // VM entry counts as the step of the VMLAUNCH/VMRESUME it stands for.
+                self.retired += 1;
             }
-            // VM entry counts as the step of the VMLAUNCH/VMRESUME it stands for.
-            self.retired += 1;
         }
         Ok(match self.run(bus, budget)? {
             StopReason::VmExit => NativeRun::Exited,
