@@ -23,6 +23,7 @@ const CPUTESTS_IMAGES: &[&str] = &[
     "cpu-alu",
     "cpu-exceptions",
     "cpu-paging",
+    "cpu-paging-legacy",
     "cpu-modes",
     "bench-intloop",
     "bench-mmu",

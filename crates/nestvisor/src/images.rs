@@ -17,6 +17,10 @@ pub static CPU_ALU: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cpu-alu.el
 pub static CPU_EXCEPTIONS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cpu-exceptions.elf"));
 /// cpu-paging: page sizes, A/D flags, CR0.WP, TLB invalidation, global pages, PCID.
 pub static CPU_PAGING: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cpu-paging.elf"));
+/// cpu-paging-legacy: 32-bit and PAE paging in 32-bit protected mode (page sizes, A/D flags,
+/// #PF error codes, INVLPG, CR3 loads, PDPTE registers).
+pub static CPU_PAGING_LEGACY: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cpu-paging-legacy.elf"));
 /// cpu-modes: ring 3, INT n gates, SYSCALL/SYSRET, far returns, SWAPGS, the TSC.
 pub static CPU_MODES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cpu-modes.elf"));
 /// bench-intloop: a tight integer loop (`iters=N`).
@@ -44,6 +48,7 @@ pub const NAMES: &[&str] = &[
     "cpu-alu",
     "cpu-exceptions",
     "cpu-paging",
+    "cpu-paging-legacy",
     "cpu-modes",
     "bench-intloop",
     "bench-mmu",
@@ -62,6 +67,7 @@ pub fn by_name(name: &str) -> Option<&'static [u8]> {
         "cpu-alu" => Some(CPU_ALU),
         "cpu-exceptions" => Some(CPU_EXCEPTIONS),
         "cpu-paging" => Some(CPU_PAGING),
+        "cpu-paging-legacy" => Some(CPU_PAGING_LEGACY),
         "cpu-modes" => Some(CPU_MODES),
         "bench-intloop" => Some(BENCH_INTLOOP),
         "bench-mmu" => Some(BENCH_MMU),

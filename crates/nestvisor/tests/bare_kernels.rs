@@ -21,6 +21,7 @@ const PROGRAMS: &[(&str, u32)] = &[
     ("cpu-alu", 188),
     ("cpu-exceptions", 99),
     ("cpu-paging", 30),
+    ("cpu-paging-legacy", 84),
     ("cpu-modes", 46),
 ];
 
@@ -193,6 +194,25 @@ fn nestvisor_keeps_pcid_translations_across_cr3_loads_with_bit_63() {
     let image = image("cpu-paging");
     let run = run_nestvisor(&image, "strict=1 pcid=1");
     assert_passed(&run, "cpu-paging", Some(36), "nestvisor");
+}
+
+/// The same in 32-bit protected mode (32-bit and PAE paging), plus two things QEMU 7.2 TCG does
+/// not do: under PAE the PDPTEs are registers loaded by MOV to CR3, so a PDPTE rewritten in
+/// memory is not used before the next CR3 load, INVLPG notwithstanding (SDM Vol. 3A §5.4.1;
+/// QEMU reads them from memory on every walk), and a reserved-bit #PF sets P with RSVD (§5.7;
+/// QEMU reports RSVD alone).
+#[test]
+fn nestvisor_keeps_pdpte_registers_and_cached_translations_in_legacy_paging() {
+    let image = image("cpu-paging-legacy");
+    let run = run_nestvisor(&image, "strict=1");
+    assert_passed(&run, "cpu-paging-legacy", Some(90), "nestvisor");
+    for line in [
+        "32-bit invlpg (strict): rewritten-not-flushed=0x32000701",
+        "pae pdpte (strict): rewritten-after-invlpg=0xae000801",
+        "pae reserved bit 62 (strict): read=#PF(0x9)",
+    ] {
+        assert!(run.stdout.contains(line), "{line}\n{}", run.stdout);
+    }
 }
 
 /// The program under QEMU.
