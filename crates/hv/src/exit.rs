@@ -149,6 +149,8 @@ pub enum Exit {
         reason: ExitReason,
         /// The VM-exit instruction-information field.
         info: u32,
+        /// The exit qualification (INVPCID: the memory operand's displacement).
+        qualification: u64,
     },
     /// A reason this hypervisor never enables, or an exit-reason value the SDM does not define:
     /// the raw basic reason and qualification, for a clear error.
@@ -302,6 +304,7 @@ impl ExitInfo {
             R::Wbinvd | R::Xsetbv | R::Rdrand | R::Rdseed | R::Invpcid => Exit::Instruction {
                 reason,
                 info: info(vmx)?,
+                qualification: q,
             },
             _ => return Ok(None),
         }))

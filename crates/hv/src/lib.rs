@@ -6,8 +6,8 @@
 //! Built so far (`docs/hv.md`): the backend traits ([`vmx`], [`memory`], [`platform`]), exits
 //! parsed once into typed values ([`exit`]), one VM with one vCPU on EPT ([`vm`], [`ept`]),
 //! MMIO emulation and the guest's local APIC ([`mmio`], [`vlapic`]), software walks of the
-//! guest's page tables ([`guest`]), and a scripted mock backend for unit tests ([`mock`]).
-//! Shadow paging and nested VMX are to come.
+//! guest's page tables ([`guest`]), shadow paging ([`shadow`]) as the alternative to EPT, and a
+//! scripted mock backend for unit tests ([`mock`]). Nested VMX is to come.
 
 #![no_std]
 
@@ -20,8 +20,12 @@ pub mod memory;
 pub mod mmio;
 pub mod mock;
 pub mod platform;
+pub mod shadow;
+#[cfg(test)]
+mod shadow_tests;
 pub mod vlapic;
 pub mod vm;
+mod vm_shadow;
 #[cfg(test)]
 mod vm_tests;
 pub mod vmx;

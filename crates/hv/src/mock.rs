@@ -193,7 +193,7 @@ impl Vmx for MockVmx {
             region.insert(field, value);
         }
         for (r, value) in exit.regs {
-            if let Some(slot) = regs.0.get_mut(r) {
+            if let Some(slot) = regs.gpr.get_mut(r) {
                 *slot = value;
             }
         }
@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(m.vmptrld(VMCS), Ok(()));
         let mut regs = GuestRegs::default();
         assert_eq!(m.run(true, &mut regs), Ok(RunOutcome::Exited));
-        assert_eq!(regs.0[0], 0xaa, "the guest's registers come back");
+        assert_eq!(regs.gpr[0], 0xaa, "the guest's registers come back");
         m
     }
 
@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(m.tsc, 500);
         // An injection at the next entry; the exit clears its valid bit (SDM §28.2).
         assert_eq!(m.vmwrite(F::VmEntryInterruptionInfo, 0x8000_0b0d), Ok(()));
-        regs.0[1] = 0x11;
+        regs.gpr[1] = 0x11;
         assert_eq!(m.run(false, &mut regs), Ok(RunOutcome::Exited));
         assert_eq!(m.vmread(F::VmEntryInterruptionInfo), Ok(0x0000_0b0d));
         // Nothing of the first exit shows through the second.
@@ -403,12 +403,12 @@ mod tests {
         // Guest state is kept; time does not go back.
         assert_eq!(m.vmread(F::GuestRip), Ok(0x1000));
         assert_eq!(m.tsc, 500);
-        assert_eq!(regs.0[15], 7);
+        assert_eq!(regs.gpr[15], 7);
         // What each entry saw.
         assert_eq!(m.entries.len(), 2);
         assert_eq!(m.entries[0].field(F::VmEntryInterruptionInfo), 0);
         assert_eq!(m.entries[1].field(F::VmEntryInterruptionInfo), 0x8000_0b0d);
-        assert_eq!((m.entries[1].regs.0[1], m.entries[1].tsc), (0x11, 500));
+        assert_eq!((m.entries[1].regs.gpr[1], m.entries[1].tsc), (0x11, 500));
     }
 
     #[test]

@@ -29,8 +29,23 @@ use x86::{Gpa, Hfn, Hpa};
 
 use crate::ept::{Ept, EptError, PageSize};
 use crate::exit::{Event, Exit, ExitInfo};
+use crate::guest::{PagingRegs, RamLayout};
 use crate::platform::Host;
+use crate::shadow::{Fault as ShadowFault, ShadowConfig, ShadowCounters};
+use crate::vm_shadow::ShadowPaging;
 use crate::vmx::{GuestRegs, RunOutcome, Vmx, VmxError};
+
+/// How the guest's memory is virtualized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mmu {
+    /// EPT01 built by the hypervisor, lazily, with 2-MiB pages where the RAM allows.
+    Ept,
+    /// Shadow paging ([`crate::shadow`]) with at most `max_pages` shadow pages.
+    Shadow {
+        /// The shadow-page budget.
+        max_pages: usize,
+    },
+}
 
 /// How the guest was set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +60,8 @@ pub struct VmConfig {
     pub multiboot_info: u32,
     /// The VPID of the guest (non-zero).
     pub vpid: u16,
+    /// EPT or shadow paging.
+    pub mmu: Mmu,
 }
 
 /// How a guest's run ended.
@@ -64,7 +81,7 @@ pub enum Ending {
 
 /// What a handler decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Action {
+pub(crate) enum Action {
     /// Resume the guest where it is.
     Resume,
     /// Skip the instruction that exited (RIP += the VM-exit instruction length).
@@ -73,6 +90,13 @@ enum Action {
     SkipBy(u64),
     /// Inject a hardware exception (with error code) at the instruction that exited.
     Fault(u8, Option<u32>),
+    /// Inject a page fault for the linear address `addr` (which goes to the guest's CR2).
+    PageFault {
+        /// The faulting linear address.
+        addr: u64,
+        /// The #PF error code.
+        error_code: u32,
+    },
 }
 
 /// An error of the hypervisor itself (not of the guest).
@@ -125,6 +149,10 @@ pub struct Counters {
     pub outcomes: BTreeMap<&'static str, u64>,
     /// VM entries.
     pub entries: u64,
+    /// INVEPT and INVVPID the hypervisor executed (TLB flushes it asked the processor for).
+    pub tlb_flushes: u64,
+    /// The shadow MMU's counters (shadow paging only).
+    pub shadow: Option<ShadowCounters>,
 }
 
 /// A console byte buffer for the virtual UART.
@@ -141,12 +169,21 @@ impl ByteSink for Buffer {
 const COM1: u16 = 0x3f8;
 /// IA32_APIC_BASE.
 const IA32_APIC_BASE: u32 = 0x1b;
+/// IA32_EFER.
+const IA32_EFER: u32 = 0xc000_0080;
+
+/// The guest's memory: EPT01 or the shadow MMU.
+#[derive(Debug)]
+enum Paging {
+    Ept(Ept),
+    Shadow(alloc::boxed::Box<ShadowPaging>),
+}
 
 /// One VM.
 #[derive(Debug)]
 pub struct Vm {
     cfg: VmConfig,
-    ept: Ept,
+    paging: Paging,
     vmcs: Hfn,
     msr_bitmap: Hfn,
     regs: GuestRegs,
@@ -169,30 +206,61 @@ impl Vm {
         };
         let vmcs = frame(host)?;
         let msr_bitmap = frame(host)?;
-        let ept = Ept::new(host, false)?;
+        let paging = match cfg.mmu {
+            Mmu::Ept => Paging::Ept(Ept::new(host, false)?),
+            Mmu::Shadow { max_pages } => {
+                let maxphyaddr = (host.cpuid(0x8000_0008, 0)[0] & 0xff) as u8;
+                let gb_pages = host.cpuid(0x8000_0001, 0)[3] & (1 << 26) != 0;
+                let cr4_fixed1 = host.capability(x86::msr::IA32_VMX_CR4_FIXED1)?;
+                let layout = RamLayout {
+                    base: cfg.ram_base,
+                    size: cfg.ram,
+                };
+                let shadow = ShadowConfig {
+                    layout,
+                    maxphyaddr: maxphyaddr.clamp(32, 52),
+                    gb_pages,
+                    max_pages,
+                };
+                Paging::Shadow(alloc::boxed::Box::new(ShadowPaging::new(
+                    shadow, cr4_fixed1, cfg.vpid,
+                )))
+            }
+        };
         // The VMCS revision identifier (IA32_VMX_BASIC[30:0]) heads the region.
         let basic = host.capability(x86::msr::IA32_VMX_BASIC)?;
         host.write(vmcs.addr(), &((basic & 0x7fff_ffff) as u32).to_le_bytes())
             .map_err(|e| HvError::Memory(format!("{e}")))?;
         // Intercepted MSRs: the APIC base (the virtual APIC), the VMX capability MSRs and
         // IA32_FEATURE_CONTROL (VMX is not offered to the guest), x2APIC and TSC deadline
-        // (not offered either). Reads in the first 1 KiB, writes in the third.
+        // (not offered either), and under shadow paging IA32_EFER. Reads of MSRs
+        // 0–0x1FFF in the first 1 KiB, of 0xC0000000–0xC0001FFF in the second; writes in
+        // the third and fourth (SDM Vol. 3C §25.6.9).
         let mut intercept = |msr: u32| -> Result<(), HvError> {
+            let (low, bit) = if msr >= 0xc000_0000 {
+                (1024u64, msr - 0xc000_0000)
+            } else {
+                (0, msr)
+            };
             for half in [0u64, 2048] {
-                let at = msr_bitmap.addr().wrapping_add(half + u64::from(msr / 8));
+                let at = msr_bitmap
+                    .addr()
+                    .wrapping_add(half + low + u64::from(bit / 8));
                 let mut b = [0u8];
                 host.read(at, &mut b)
                     .map_err(|e| HvError::Memory(format!("{e}")))?;
-                b[0] |= 1 << (msr % 8);
+                b[0] |= 1 << (bit % 8);
                 host.write(at, &b)
                     .map_err(|e| HvError::Memory(format!("{e}")))?;
             }
             Ok(())
         };
+        let efer_msr = matches!(paging, Paging::Shadow(_)).then_some(IA32_EFER);
         for msr in [IA32_APIC_BASE, 0x3a, 0x6e0]
             .into_iter()
             .chain(0x480..=0x493)
             .chain(0x800..=0x8ff)
+            .chain(efer_msr)
         {
             intercept(msr)?;
         }
@@ -200,7 +268,7 @@ impl Vm {
         host.vmptrld(vmcs.addr())?;
         let mut vm = Self {
             cfg,
-            ept,
+            paging,
             vmcs,
             msr_bitmap,
             regs: GuestRegs::default(),
@@ -222,8 +290,13 @@ impl Vm {
     }
 
     /// The counters so far.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        if let Paging::Shadow(s) = &self.paging {
+            c.shadow = Some(s.counters());
+            c.tlb_flushes += s.flushes;
+        }
+        c
     }
 
     /// The controls a VMCS field must hold: `want` plus the bits the capability MSR `msr`
@@ -253,19 +326,36 @@ impl Vm {
             IA32_VMX_TRUE_PINBASED_CTLS,
             pin_based::ACTIVATE_PREEMPTION_TIMER | pin_based::EXTERNAL_INTERRUPT_EXITING,
         )?;
+        let shadow = matches!(self.paging, Paging::Shadow(_));
+        // Shadow paging: CR3 loads and stores and INVLPG exit (with "enable INVPCID",
+        // INVLPG exiting makes INVPCID exit too, SDM Vol. 3C §26.1.3); no EPT, and so no
+        // unrestricted guest.
+        let (paging_primary, paging_secondary) = if shadow {
+            (
+                primary_proc::CR3_LOAD_EXITING
+                    | primary_proc::CR3_STORE_EXITING
+                    | primary_proc::INVLPG_EXITING,
+                0,
+            )
+        } else {
+            (
+                0,
+                secondary_proc::ENABLE_EPT | secondary_proc::UNRESTRICTED_GUEST,
+            )
+        };
         let primary = Self::adjust(
             vmx,
             IA32_VMX_TRUE_PROCBASED_CTLS,
             primary_proc::HLT_EXITING
                 | primary_proc::UNCONDITIONAL_IO_EXITING
                 | primary_proc::USE_MSR_BITMAPS
-                | primary_proc::ACTIVATE_SECONDARY_CONTROLS,
+                | primary_proc::ACTIVATE_SECONDARY_CONTROLS
+                | paging_primary,
         )?;
         let secondary = Self::adjust(
             vmx,
             IA32_VMX_PROCBASED_CTLS2,
-            secondary_proc::ENABLE_EPT
-                | secondary_proc::UNRESTRICTED_GUEST
+            paging_secondary
                 | secondary_proc::ENABLE_VPID
                 | secondary_proc::ENABLE_RDTSCP
                 | secondary_proc::ENABLE_INVPCID,
@@ -301,7 +391,6 @@ impl Vm {
             (F::VmEntryControls, entry_ctls),
             (F::ExceptionBitmap, 0),
             (F::MsrBitmaps, self.msr_bitmap.addr().raw()),
-            (F::EptPointer, self.ept.eptp().raw()),
             (F::Vpid, u64::from(self.cfg.vpid)),
             (F::VmcsLinkPointer, u64::MAX),
             // The guest owns CR0 and CR4 but for the bits VMX fixes: NE (kept 1, read as the
@@ -375,12 +464,17 @@ impl Vm {
             let (s, b, l, a) = flat(code);
             fields.extend([(sel, s), (base, b), (limit, l), (ar, a)]);
         }
+        match &mut self.paging {
+            Paging::Ept(ept) => fields.push((F::EptPointer, ept.eptp().raw())),
+            // The shadow MMU's fields come after the EPT defaults above and override them.
+            Paging::Shadow(s) => fields.extend(s.setup(vmx)?),
+        }
         fields.extend_from_slice(vmx.host_state());
         for (f, v) in fields {
             vmx.vmwrite(f, v)?;
         }
-        self.regs.0[0] = 0x2bad_b002;
-        self.regs.0[3] = u64::from(self.cfg.multiboot_info);
+        self.regs.gpr[0] = 0x2bad_b002;
+        self.regs.gpr[3] = u64::from(self.cfg.multiboot_info);
         Ok(())
     }
 
@@ -435,7 +529,7 @@ impl Vm {
                 Action::Resume => "resume",
                 Action::Skip => "skip",
                 Action::SkipBy(_) => "emulate",
-                Action::Fault(..) => "fault",
+                Action::Fault(..) | Action::PageFault { .. } => "fault",
             };
             *self.counters.outcomes.entry(outcome).or_default() += 1;
             // RIP advances and events are injected here, and only here.
@@ -472,6 +566,13 @@ impl Vm {
                     }
                     vmx.vmwrite(F::VmEntryInterruptionInfo, u64::from(info.0))?;
                 }
+                Action::PageFault { addr, error_code } => {
+                    self.regs.cr2 = addr;
+                    let info = InterruptionInfo::new(14, InterruptionType::HardwareException)
+                        .with_error_code();
+                    vmx.vmwrite(F::VmEntryExceptionErrorCode, u64::from(error_code))?;
+                    vmx.vmwrite(F::VmEntryInterruptionInfo, u64::from(info.0))?;
+                }
             }
         }
     }
@@ -502,6 +603,9 @@ impl Vm {
     /// APIC's interrupt injected when the guest can take it (or an interrupt window asked
     /// for), and the preemption timer set to its next timer deadline.
     fn before_entry<H: Host>(&mut self, vmx: &mut H) -> Result<(), HvError> {
+        if let Paging::Shadow(s) = &mut self.paging {
+            s.before_entry(vmx)?;
+        }
         let efer_value = vmx.vmread(F::GuestIa32Efer)?;
         let entry_ctls = vmx.vmread(F::VmEntryControls)?;
         let ia32e = u64::from(entry::IA32E_MODE_GUEST);
@@ -573,18 +677,27 @@ impl Vm {
     ) -> Result<Result<Action, Ending>, HvError> {
         Ok(Ok(match info.exit {
             Exit::Cpuid => {
-                let leaf = self.regs.0[0] as u32;
-                let sub = self.regs.0[1] as u32;
+                let leaf = self.regs.gpr[0] as u32;
+                let sub = self.regs.gpr[1] as u32;
                 let [a, b, mut c, d] = vmx.cpuid(leaf, sub);
+                let shadow = matches!(self.paging, Paging::Shadow(_));
                 if leaf == 1 {
                     // No VMX, x2APIC or TSC deadline for the guest; a hypervisor is present.
                     c &= !((1 << 5) | (1 << 21) | (1 << 24));
                     c |= 1 << 31;
+                    if shadow {
+                        // No PCIDs under shadow paging (CR4.PCIDE is refused).
+                        c &= !(1 << 17);
+                    }
                 }
-                self.regs.0[0] = u64::from(a);
-                self.regs.0[3] = u64::from(b);
-                self.regs.0[1] = u64::from(c);
-                self.regs.0[2] = u64::from(d);
+                if leaf == 7 && sub == 0 && shadow {
+                    // No protection keys or 5-level paging under shadow paging.
+                    c &= !((1 << 3) | (1 << 16));
+                }
+                self.regs.gpr[0] = u64::from(a);
+                self.regs.gpr[3] = u64::from(b);
+                self.regs.gpr[1] = u64::from(c);
+                self.regs.gpr[2] = u64::from(d);
                 Action::Skip
             }
             Exit::Hlt => {
@@ -608,9 +721,69 @@ impl Vm {
                 Ok(None) => Action::Skip,
                 Err(what) => return Ok(Err(Ending::Unsupported(what))),
             },
-            Exit::Msr { write } => self.msr(vmx, write)?,
+            Exit::Msr { write } => match self.msr(vmx, write)? {
+                Ok(action) => action,
+                Err(end) => return Ok(Err(end)),
+            },
+            Exit::ExceptionOrNmi {
+                event,
+                qualification,
+            } if event.vector == 14 && matches!(self.paging, Paging::Shadow(_)) => {
+                match self.shadow_page_fault(
+                    vmx,
+                    qualification,
+                    event.error_code.unwrap_or(0),
+                    info,
+                )? {
+                    Ok(action) => action,
+                    Err(end) => return Ok(Err(end)),
+                }
+            }
+            Exit::CrAccess(q) => match &mut self.paging {
+                Paging::Shadow(s) => match s.cr_access(vmx, &mut self.regs, q)? {
+                    Ok(action) => action,
+                    Err(end) => return Ok(Err(end)),
+                },
+                Paging::Ept(_) => {
+                    return Ok(Err(Ending::Unsupported(format!(
+                        "a control-register exit under EPT: {q:?} at guest RIP {:#x}",
+                        info.guest_rip
+                    ))));
+                }
+            },
+            Exit::Invlpg { linear } => match &mut self.paging {
+                Paging::Shadow(s) => match s.invlpg(vmx, linear)? {
+                    Ok(action) => action,
+                    Err(end) => return Ok(Err(end)),
+                },
+                Paging::Ept(_) => {
+                    return Ok(Err(Ending::Unsupported(String::from(
+                        "an INVLPG exit under EPT",
+                    ))));
+                }
+            },
+            Exit::Instruction {
+                reason: x86::vmx::ExitReason::Invpcid,
+                info: insn_info,
+                qualification,
+            } => match &mut self.paging {
+                Paging::Shadow(s) => match s.invpcid(vmx, &self.regs, insn_info, qualification)? {
+                    Ok(action) => action,
+                    Err(end) => return Ok(Err(end)),
+                },
+                Paging::Ept(_) => {
+                    return Ok(Err(Ending::Unsupported(String::from(
+                        "an INVPCID exit under EPT",
+                    ))));
+                }
+            },
             Exit::EptViolation { gpa, .. } => {
                 // The APIC's page wins over RAM where they overlap (it may be moved there).
+                if matches!(self.paging, Paging::Shadow(_)) {
+                    return Ok(Err(Ending::Unsupported(String::from(
+                        "an EPT violation under shadow paging",
+                    ))));
+                }
                 if gpa.raw() < self.cfg.ram && !self.apic.contains(gpa) {
                     self.map_ram(vmx, gpa)?;
                     self.counters.ept_maps += 1;
@@ -645,6 +818,98 @@ impl Vm {
         }))
     }
 
+    /// A page fault under shadow paging: fixed in the shadow, the guest's own (injected, with
+    /// the double-fault rules of SDM Vol. 3A §6.15 Table 6-5 when it interrupted the delivery
+    /// of an exception), an access to a device's page (emulated), or a write to a guest page
+    /// table the shadow MMU write-protects (emulated).
+    fn shadow_page_fault<H: Host>(
+        &mut self,
+        vmx: &mut H,
+        gva: u64,
+        error: u32,
+        info: &ExitInfo,
+    ) -> Result<Result<Action, Ending>, HvError> {
+        let ac = vmx.vmread(F::GuestRflags)? & rflags::AC != 0;
+        let ram = self.cfg.ram;
+        let apic = self.apic.mmio_base();
+        let is_ram = |gpa: u64| gpa < ram && apic.is_none_or(|b| gpa >> 12 != b.raw() >> 12);
+        let Paging::Shadow(s) = &mut self.paging else {
+            return Ok(Err(Ending::Unsupported(String::from(
+                "a page-fault exit under EPT",
+            ))));
+        };
+        let st = s.st;
+        let fault = s.mmu.page_fault(vmx, &st, gva, error, ac, &is_ram)?;
+        log::debug!("#PF at {gva:#x} error {error:#x}: {fault:?} (guest {st:x?})");
+        Ok(match fault {
+            ShadowFault::Fixed => Ok(Action::Resume),
+            ShadowFault::Inject { error_code } => match info.vectoring {
+                Some(ev) if ev.kind == InterruptionType::HardwareException && ev.vector == 8 => {
+                    Err(Ending::TripleFault)
+                }
+                Some(ev) if ev.kind == InterruptionType::HardwareException && ev.vector == 14 => {
+                    Ok(Action::Fault(8, Some(0)))
+                }
+                _ => Ok(Action::PageFault {
+                    addr: gva,
+                    error_code,
+                }),
+            },
+            ShadowFault::Mmio { .. } if info.vectoring.is_some() => Err(Ending::Unsupported(
+                format!("event delivery touched device memory at {gva:#x}"),
+            )),
+            ShadowFault::Mmio { gpa } => match self.mmio(vmx, gpa, info)? {
+                Ok(len) => Ok(Action::SkipBy(len)),
+                Err(what) => Err(Ending::Unsupported(what)),
+            },
+            ShadowFault::WriteTracked { gpa } => self.emulate_table_write(vmx, gpa, info)?,
+        })
+    }
+
+    /// A write to a guest page table that the shadow MMU write-protects: the instruction is
+    /// decoded and its store done on the guest's RAM, then the shadow entries of the written
+    /// guest entry are dropped. A store the decoder does not know (or one during event
+    /// delivery) unprotects the table instead, and the guest runs the instruction itself.
+    fn emulate_table_write<H: Host>(
+        &mut self,
+        vmx: &mut H,
+        gpa: Gpa,
+        info: &ExitInfo,
+    ) -> Result<Result<Action, Ending>, HvError> {
+        let mut insn = None;
+        if info.vectoring.is_none()
+            && let Ok((bytes, n)) = self.fetch(vmx, info.guest_rip)?
+        {
+            let efer_value = vmx.vmread(F::GuestIa32Efer)?;
+            let cs_ar = vmx.vmread(F::GuestCsAccessRights)?;
+            let mode = code_mode(efer_value, cs_ar);
+            insn = crate::mmio::decode(&bytes[..n], mode)
+                .ok()
+                .filter(|i| i.is_write() && gpa.page_offset() + u64::from(i.size) <= 4096);
+        }
+        let Paging::Shadow(s) = &mut self.paging else {
+            return Ok(Err(Ending::Unsupported(String::from(
+                "a page-table write under EPT",
+            ))));
+        };
+        let Some(insn) = insn else {
+            return Ok(match s.mmu.unprotect(vmx, gpa.raw() >> 12) {
+                Ok(()) => Ok(Action::Resume),
+                Err(e) => Err(Ending::Unsupported(format!("{e}"))),
+            });
+        };
+        self.regs.gpr[4] = vmx.vmread(F::GuestRsp)?;
+        let layout = s.mmu.layout();
+        let mut ram = GuestRamDevice { mem: vmx, layout };
+        if let Err(e) = crate::mmio::emulate(&insn, &mut self.regs.gpr, &mut ram, gpa) {
+            return Ok(Err(Ending::Unsupported(format!(
+                "a write to a guest page table at {gpa:?}: {e}"
+            ))));
+        }
+        s.mmu.guest_wrote(vmx, gpa, u64::from(insn.size))?;
+        Ok(Ok(Action::SkipBy(u64::from(insn.len))))
+    }
+
     /// Maps the guest RAM around `gpa`: the 2-MiB page when it lies wholly in RAM, else the
     /// 4-KiB page.
     fn map_ram<H: Host>(&mut self, mem: &mut H, gpa: Gpa) -> Result<(), HvError> {
@@ -660,7 +925,9 @@ impl Vm {
             (gpa.align_down(PageSize::Size4K.bytes()), PageSize::Size4K)
         };
         let hpa = self.cfg.ram_base.wrapping_add(page.raw());
-        self.ept.map(mem, page, hpa, size, ept::RWX)?;
+        if let Paging::Ept(e) = &mut self.paging {
+            e.map(mem, page, hpa, size, ept::RWX)?;
+        }
         Ok(())
     }
 
@@ -687,13 +954,13 @@ impl Vm {
             };
             // A 32-bit destination is zero-extended (in 64-bit mode the upper half is
             // architecturally 0; outside it, not visible); 8/16-bit keep the rest.
-            self.regs.0[0] = if size >= 4 {
+            self.regs.gpr[0] = if size >= 4 {
                 u64::from(v)
             } else {
-                (self.regs.0[0] & !mask) | (u64::from(v) & mask)
+                (self.regs.gpr[0] & !mask) | (u64::from(v) & mask)
             };
         } else {
-            let v = (self.regs.0[0] & mask) as u32;
+            let v = (self.regs.gpr[0] & mask) as u32;
             match port {
                 COM1..=0x3ff => self.uart.write(port - COM1, v as u8),
                 devices::debug_exit::PORT => {
@@ -711,14 +978,28 @@ impl Vm {
     }
 
     /// An intercepted RDMSR or WRMSR.
-    fn msr<H: Host>(&mut self, vmx: &mut H, write: bool) -> Result<Action, HvError> {
-        let index = self.regs.0[1] as u32;
-        let value = (self.regs.0[2] << 32) | (self.regs.0[0] & 0xffff_ffff);
-        Ok(match (index, write) {
+    fn msr<H: Host>(
+        &mut self,
+        vmx: &mut H,
+        write: bool,
+    ) -> Result<Result<Action, Ending>, HvError> {
+        let index = self.regs.gpr[1] as u32;
+        let value = (self.regs.gpr[2] << 32) | (self.regs.gpr[0] & 0xffff_ffff);
+        Ok(Ok(match (index, write) {
+            (IA32_EFER, _) => match &mut self.paging {
+                Paging::Shadow(s) if write => return s.write_efer(vmx, value),
+                Paging::Shadow(s) => {
+                    let v = s.read_efer();
+                    self.regs.gpr[0] = v & 0xffff_ffff;
+                    self.regs.gpr[2] = v >> 32;
+                    Action::Skip
+                }
+                Paging::Ept(_) => Action::Fault(13, Some(0)),
+            },
             (IA32_APIC_BASE, false) => {
                 let v = self.apic.apic_base();
-                self.regs.0[0] = v & 0xffff_ffff;
-                self.regs.0[2] = v >> 32;
+                self.regs.gpr[0] = v & 0xffff_ffff;
+                self.regs.gpr[2] = v >> 32;
                 Action::Skip
             }
             (IA32_APIC_BASE, true) => {
@@ -736,12 +1017,12 @@ impl Vm {
             }
             // IA32_FEATURE_CONTROL: locked, VMX not enabled.
             (0x3a, false) => {
-                self.regs.0[0] = 1;
-                self.regs.0[2] = 0;
+                self.regs.gpr[0] = 1;
+                self.regs.gpr[2] = 0;
                 Action::Skip
             }
             _ => Action::Fault(13, Some(0)),
-        })
+        }))
     }
 
     /// The APIC's register page moved (or appeared, or went away): the EPT leaves over its
@@ -752,17 +1033,24 @@ impl Vm {
         vmx: &mut H,
         places: [Option<Gpa>; 2],
     ) -> Result<(), HvError> {
+        let ept = match &mut self.paging {
+            Paging::Ept(e) => e,
+            Paging::Shadow(s) => {
+                for gpa in places.into_iter().flatten() {
+                    s.mmu.zap_gfn(vmx, gpa.raw() >> 12)?;
+                }
+                return Ok(());
+            }
+        };
         let mut dropped = false;
         for gpa in places.into_iter().flatten() {
             if gpa.raw() < self.cfg.ram {
-                dropped |= self.ept.unmap(vmx, gpa)?;
+                dropped |= ept.unmap(vmx, gpa)?;
             }
         }
         if dropped {
-            vmx.invept(
-                x86::vmx::caps::InveptType::SingleContext,
-                self.ept.eptp().raw(),
-            )?;
+            vmx.invept(x86::vmx::caps::InveptType::SingleContext, ept.eptp().raw())?;
+            self.counters.tlb_flushes += 1;
         }
         Ok(())
     }
@@ -783,13 +1071,7 @@ impl Vm {
         let bytes = &bytes[..n];
         let efer_value = vmx.vmread(F::GuestIa32Efer)?;
         let cs_ar = vmx.vmread(F::GuestCsAccessRights)?;
-        let mode = if efer_value & efer::LMA != 0 && cs_ar & (1 << 13) != 0 {
-            crate::mmio::CodeMode::Bits64
-        } else if cs_ar & (1 << 14) != 0 {
-            crate::mmio::CodeMode::Bits32
-        } else {
-            crate::mmio::CodeMode::Bits16
-        };
+        let mode = code_mode(efer_value, cs_ar);
         let insn = match crate::mmio::decode(bytes, mode) {
             Ok(i) => i,
             Err(e) => {
@@ -800,17 +1082,17 @@ impl Vm {
             }
         };
         // RSP is in the VMCS, not in the saved registers.
-        self.regs.0[4] = vmx.vmread(F::GuestRsp)?;
+        self.regs.gpr[4] = vmx.vmread(F::GuestRsp)?;
         let tsc = vmx.tsc();
         let result = if self.apic.contains(gpa) {
-            crate::mmio::emulate(&insn, &mut self.regs.0, &mut self.apic.at(tsc), gpa)
+            crate::mmio::emulate(&insn, &mut self.regs.gpr, &mut self.apic.at(tsc), gpa)
         } else {
-            crate::mmio::emulate(&insn, &mut self.regs.0, &mut Unbacked, gpa)
+            crate::mmio::emulate(&insn, &mut self.regs.gpr, &mut Unbacked, gpa)
         };
         if let Err(e) = result {
             return Ok(Err(format!("MMIO at {gpa:?}: {e}")));
         }
-        vmx.vmwrite(F::GuestRsp, self.regs.0[4])?;
+        vmx.vmwrite(F::GuestRsp, self.regs.gpr[4])?;
         // EPT violations report no instruction length: the decoder's is the one to skip.
         Ok(Ok(u64::from(insn.len)))
     }
@@ -824,13 +1106,16 @@ impl Vm {
     ) -> Result<Result<([u8; 15], usize), String>, HvError> {
         let cs_base = vmx.vmread(F::GuestCsBase)?;
         let lin = rip.wrapping_add(cs_base);
-        let regs = crate::guest::PagingRegs {
-            cr0: vmx.vmread(F::GuestCr0)?,
-            cr3: vmx.vmread(F::GuestCr3)?,
-            cr4: vmx.vmread(F::GuestCr4)?,
-            efer: vmx.vmread(F::GuestIa32Efer)?,
+        let regs = match &self.paging {
+            Paging::Shadow(s) => s.paging_regs(),
+            Paging::Ept(_) => PagingRegs {
+                cr0: vmx.vmread(F::GuestCr0)?,
+                cr3: vmx.vmread(F::GuestCr3)?,
+                cr4: vmx.vmread(F::GuestCr4)?,
+                efer: vmx.vmread(F::GuestIa32Efer)?,
+            },
         };
-        let layout = crate::guest::RamLayout {
+        let layout = RamLayout {
             base: self.cfg.ram_base,
             size: self.cfg.ram,
         };
@@ -879,5 +1164,51 @@ impl crate::mmio::MmioDevice for Unbacked {
     }
     fn write(&mut self, _gpa: Gpa, _size: u8, _value: u64) -> Result<(), devices::Unimplemented> {
         Ok(())
+    }
+}
+
+/// The code size of the guest's CS (IA32_EFER.LMA with CS.L, else CS.D), for the decoder.
+fn code_mode(efer_value: u64, cs_ar: u64) -> crate::mmio::CodeMode {
+    if efer_value & efer::LMA != 0 && cs_ar & (1 << 13) != 0 {
+        crate::mmio::CodeMode::Bits64
+    } else if cs_ar & (1 << 14) != 0 {
+        crate::mmio::CodeMode::Bits32
+    } else {
+        crate::mmio::CodeMode::Bits16
+    }
+}
+
+/// The guest's RAM as the target of an emulated store (a write to a guest page table).
+struct GuestRamDevice<'a, M> {
+    mem: &'a mut M,
+    layout: RamLayout,
+}
+
+impl<M: crate::memory::PhysMemory> GuestRamDevice<'_, M> {
+    fn at(&self, gpa: Gpa, size: u8) -> Result<Hpa, devices::Unimplemented> {
+        if gpa.raw().saturating_add(u64::from(size)) > self.layout.size {
+            return Err(devices::Unimplemented("a guest-RAM store beyond RAM"));
+        }
+        Ok(self.layout.base.wrapping_add(gpa.raw()))
+    }
+}
+
+impl<M: crate::memory::PhysMemory> crate::mmio::MmioDevice for GuestRamDevice<'_, M> {
+    fn read(&mut self, gpa: Gpa, size: u8) -> Result<u64, devices::Unimplemented> {
+        let at = self.at(gpa, size)?;
+        let mut b = [0u8; 8];
+        let n = usize::from(size.min(8));
+        self.mem
+            .read(at, &mut b[..n])
+            .map_err(|_| devices::Unimplemented("a guest-RAM read the host cannot do"))?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn write(&mut self, gpa: Gpa, size: u8, value: u64) -> Result<(), devices::Unimplemented> {
+        let at = self.at(gpa, size)?;
+        let n = usize::from(size.min(8));
+        self.mem
+            .write(at, &value.to_le_bytes()[..n])
+            .map_err(|_| devices::Unimplemented("a guest-RAM write the host cannot do"))
     }
 }

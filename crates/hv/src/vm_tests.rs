@@ -83,6 +83,7 @@ fn config() -> VmConfig {
         entry: ENTRY,
         multiboot_info: INFO,
         vpid: VPID,
+        mmu: crate::vm::Mmu::Ept,
     }
 }
 
@@ -229,7 +230,7 @@ fn new_writes_adjusted_controls_entry_state_host_state_and_msr_bitmap() {
     run_to_debug_exit(&mut h, &mut v, vec![]);
     let first = &h.vmx.entries[0];
     assert_eq!(
-        (first.regs.0[RAX], first.regs.0[RBX]),
+        (first.regs.gpr[RAX], first.regs.gpr[RBX]),
         (0x2bad_b002, u64::from(INFO))
     );
     assert_eq!(first.field(F::GuestRip), u64::from(ENTRY));
@@ -327,11 +328,16 @@ fn cpuid_hides_vmx_x2apic_and_tsc_deadline_and_skips_the_instruction() {
     want[RDX] = 0xbfeb_fbff;
     want[RSI] = 0x5151;
     want[R15] = 0xf0f0_f0f0_f0f0_f0f0;
-    assert_eq!(e.regs.0, want);
+    assert_eq!(e.regs.gpr, want);
     let e = &h.vmx.entries[2];
     assert_eq!(e.field(F::GuestRip), 0x10_0022);
     assert_eq!(
-        [e.regs.0[RAX], e.regs.0[RBX], e.regs.0[RCX], e.regs.0[RDX]],
+        [
+            e.regs.gpr[RAX],
+            e.regs.gpr[RBX],
+            e.regs.gpr[RCX],
+            e.regs.gpr[RDX]
+        ],
         [0x11, 0x22, 0x33, 0x44],
         "other leaves pass through, by sub-leaf"
     );
@@ -394,8 +400,8 @@ fn port_io_console_unknown_ports_and_debug_exit() {
     {
         assert_eq!(e[i + 1].field(F::GuestRip), rip, "after exit {i}");
     }
-    assert_eq!(e[4].regs.0[RAX], 0x1122_3344_5566_77ff, "AL only");
-    assert_eq!(e[5].regs.0[RAX], 0x1122_3344_5566_ffff, "AX only");
+    assert_eq!(e[4].regs.gpr[RAX], 0x1122_3344_5566_77ff, "AL only");
+    assert_eq!(e[5].regs.gpr[RAX], 0x1122_3344_5566_ffff, "AX only");
     assert_eq!(v.counters().io, 6);
 
     // rep outsb (F3 6E) to COM1: string I/O is not implemented, and says so.
@@ -440,7 +446,7 @@ fn in_eax_in_64_bit_mode_zero_extends() {
             &[(RAX, 0x1122_3344_5566_7788), (RDX, 0x1234)],
         )],
     );
-    assert_eq!(h.vmx.entries[1].regs.0[RAX], 0xffff_ffff);
+    assert_eq!(h.vmx.entries[1].regs.gpr[RAX], 0xffff_ffff);
 }
 
 /// The EPT leaf that maps `gpa`: (level, entry), reading the tables in host memory
@@ -532,10 +538,10 @@ fn mmio_to_the_apic_is_decoded_and_skipped_by_its_own_length() {
     );
     assert_eq!(e[2].field(F::GuestRip), 0x10_0203);
     assert_eq!(e[3].field(F::GuestRip), 0x10_0303);
-    assert_eq!(e[3].regs.0[RDX], 0x1ff, "the SVR as written");
+    assert_eq!(e[3].regs.gpr[RDX], 0x1ff, "the SVR as written");
     assert_eq!(e[4].field(F::GuestRip), 0x10_0402);
     assert_eq!(
-        e[4].regs.0[RAX], 0xffff_ffff,
+        e[4].regs.gpr[RAX], 0xffff_ffff,
         "unbacked memory reads all ones"
     );
     assert_eq!(v.counters().mmio, 4);
@@ -670,19 +676,19 @@ fn msrs_apic_base_reserved_bits_and_feature_control() {
     );
     let e = &h.vmx.entries;
     // EDX:EAX = 0xfee00000 | EN (11) | BSP (8).
-    assert_eq!((e[1].regs.0[RDX], e[1].regs.0[RAX]), (0, 0xfee0_0900));
+    assert_eq!((e[1].regs.gpr[RDX], e[1].regs.gpr[RAX]), (0, 0xfee0_0900));
     assert_eq!(e[1].field(F::GuestRip), 0x10_0702);
     // #GP(0): vector 13, hardware exception (3), error code valid, at the WRMSR.
     assert_eq!(e[2].field(F::VmEntryInterruptionInfo), 0x8000_0b0d);
     assert_eq!(e[2].field(F::VmEntryExceptionErrorCode), 0);
     assert_eq!(e[2].field(F::GuestRip), 0x10_0710);
     // IA32_FEATURE_CONTROL: locked, VMX off.
-    assert_eq!((e[3].regs.0[RDX], e[3].regs.0[RAX]), (0, 1));
+    assert_eq!((e[3].regs.gpr[RDX], e[3].regs.gpr[RAX]), (0, 1));
     assert_eq!(e[3].field(F::GuestRip), 0x10_0722);
     assert_eq!(e[3].field(F::VmEntryInterruptionInfo) >> 31, 0);
     assert_eq!(e[4].field(F::VmEntryInterruptionInfo), 0x8000_0b0d);
     assert_eq!(e[4].field(F::GuestRip), 0x10_0730);
-    assert_eq!(e[4].regs.0[RAX], junk, "a faulting RDMSR writes nothing");
+    assert_eq!(e[4].regs.gpr[RAX], junk, "a faulting RDMSR writes nothing");
 }
 
 #[test]

@@ -72,12 +72,17 @@ pub enum RunOutcome {
     },
 }
 
-/// The guest's general-purpose registers other than RSP (which the VMCS holds): the VMCS does
-/// not save them, so the backend swaps them around every VM entry and exit, as KVM's
-/// `__vmx_vcpu_run` does. Indexed in the SDM's register order (RAX = 0 … R15 = 15; index 4,
-/// RSP, is unused).
+/// The guest's registers that the VMCS does not hold, so the backend swaps them around every
+/// VM entry and exit, as KVM's `__vmx_vcpu_run` does: the general-purpose registers other than
+/// RSP, and CR2 (a page fault that causes a VM exit leaves CR2 alone, SDM Vol. 3C §27.1, so a
+/// hypervisor that injects #PF itself sets the guest's CR2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GuestRegs(pub [u64; 16]);
+pub struct GuestRegs {
+    /// Indexed in the SDM's register order (RAX = 0 … R15 = 15; index 4, RSP, is unused).
+    pub gpr: [u64; 16],
+    /// CR2.
+    pub cr2: u64,
+}
 
 /// The VMX instructions of root operation, on VMCS regions in host-physical memory.
 pub trait Vmx {

@@ -19,8 +19,12 @@ use crate::bare::{BareConfig, BareError};
 use crate::softvmx::SoftVmx;
 
 /// Frames the hypervisor keeps for itself beyond the guest's RAM: VMCS, MSR bitmap, and EPT
-/// tables for up to 4 GiB of guest RAM in 2-MiB pages with room to spare.
-const HYPERVISOR_MIB: u64 = 8;
+/// tables for up to 4 GiB of guest RAM in 2-MiB pages with room to spare, or the shadow
+/// pages of [`SHADOW_PAGES`].
+const HYPERVISOR_MIB: u64 = 24;
+
+/// The shadow-page budget under `--mmu shadow`: 16 MiB of shadow tables.
+const SHADOW_PAGES: usize = 4096;
 
 /// Guest steps between returns to the hypervisor when the guest does not exit on its own.
 const SLICE: u64 = 1 << 20;
@@ -30,6 +34,8 @@ const SLICE: u64 = 1 << 20;
 pub enum Mmu {
     /// EPT01, built by the hypervisor (the default).
     Ept,
+    /// Shadow paging.
+    Shadow,
 }
 
 /// What `run --levels 1` needs.
@@ -160,6 +166,12 @@ pub fn run<S: ByteSink>(config: &LevelsConfig, console: S) -> Result<LevelsOutco
             entry: loaded.entry,
             multiboot_info: info,
             vpid: 1,
+            mmu: match config.mmu {
+                Mmu::Ept => hv::vm::Mmu::Ept,
+                Mmu::Shadow => hv::vm::Mmu::Shadow {
+                    max_pages: SHADOW_PAGES,
+                },
+            },
         },
     )
     .map_err(hv_err)?;
@@ -212,6 +224,26 @@ pub fn stats_json(outcome: &LevelsOutcome) -> String {
                 "interrupts_injected": c.injected,
                 "events_reinjected": c.reinjected,
                 "exits_by_outcome": c.outcomes,
+                "tlb_flushes_requested": c.tlb_flushes,
+                "mmu": match &c.shadow {
+                    None => json!({ "mode": "ept" }),
+                    Some(s) => json!({
+                        "mode": "shadow",
+                        "shadow_page_faults": s.shadow_faults,
+                        "guest_page_faults_injected": s.guest_faults,
+                        "mmio_page_faults": s.mmio_faults,
+                        "write_protection_emulations": s.wp_emulations,
+                        "unshadowed_tables": s.unshadowed,
+                        "unsync": s.unsync,
+                        "resync": s.resync,
+                        "invlpg_zaps": s.invlpg,
+                        "roots_built": s.roots_built,
+                        "roots_reused": s.roots_reused,
+                        "shadow_pages_created": s.pages_created,
+                        "shadow_pages_freed": s.pages_freed,
+                        "resets": s.resets,
+                    }),
+                },
             },
             {
                 "level": 1,

@@ -121,7 +121,31 @@ struct ImageArgs {
     list: bool,
 }
 
+/// The hypervisor's `log` records on stderr, at the level `NESTVISOR_LOG` names (`error` …
+/// `trace`); nothing without it.
+#[derive(Debug)]
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("[{} {}] {}", record.level(), record.target(), record.args());
+    }
+    fn flush(&self) {}
+}
+
+static STDERR_LOG: StderrLog = StderrLog;
+
 fn main() -> ExitCode {
+    if let Some(level) = std::env::var("NESTVISOR_LOG")
+        .ok()
+        .and_then(|v| v.parse::<log::LevelFilter>().ok())
+        && log::set_logger(&STDERR_LOG).is_ok()
+    {
+        log::set_max_level(level);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
@@ -136,6 +160,8 @@ fn main() -> ExitCode {
 enum MmuArg {
     /// EPT01 built by the hypervisor.
     Ept,
+    /// Shadow paging: the processor walks the hypervisor's shadow of the guest's tables.
+    Shadow,
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -149,6 +175,7 @@ fn run(args: RunArgs) -> ExitCode {
     if args.levels.is_some() {
         let mmu = match args.mmu {
             MmuArg::Ept => levels::Mmu::Ept,
+            MmuArg::Shadow => levels::Mmu::Shadow,
         };
         return run_levels(
             &levels::LevelsConfig { bare: config, mmu },

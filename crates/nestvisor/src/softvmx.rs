@@ -205,13 +205,15 @@ impl<B: Bus, S: ByteSink> Vmx for SoftVmx<'_, B, S> {
     fn run(&mut self, launch: bool, regs: &mut GuestRegs) -> Result<RunOutcome, VmxError> {
         const RSP: usize = 4;
         let gpr = self.cpu.gprs_mut();
-        for (i, (slot, value)) in gpr.iter_mut().zip(regs.0).enumerate() {
+        for (i, (slot, value)) in gpr.iter_mut().zip(regs.gpr).enumerate() {
             if i != RSP {
                 *slot = value;
             }
         }
+        self.cpu.set_cr2(regs.cr2);
         let r = self.cpu.native_run(self.bus, launch, self.slice);
-        for (i, (slot, value)) in regs.0.iter_mut().zip(*self.cpu.gprs_mut()).enumerate() {
+        regs.cr2 = self.cpu.cr2();
+        for (i, (slot, value)) in regs.gpr.iter_mut().zip(*self.cpu.gprs_mut()).enumerate() {
             if i != RSP {
                 *slot = value;
             }
@@ -371,7 +373,7 @@ mod tests {
             (e.exit, e.guest_rip, e.instruction_length),
             (Exit::Cpuid, CODE + 5, 2)
         );
-        assert_eq!(regs.0[0], 0x1234);
+        assert_eq!(regs.gpr[0], 0x1234);
         vmx.vmwrite(F::GuestRip, e.guest_rip + e.instruction_length)
             .unwrap();
         assert_eq!(vmx.run(false, &mut regs), Ok(RunOutcome::Exited));

@@ -1,7 +1,8 @@
-//! guest-os as the guest of the native hypervisor (`nestvisor run --levels 1 --mmu ept`,
+//! guest-os as the guest of the native hypervisor (`nestvisor run --levels 1 --mmu ept|shadow`,
 //! issue 6): every workload at its smoke size gives the same result line as on the bare
-//! board, tagged with its level; the debug-exit status passes through; `--stats` is
-//! deterministic.
+//! board under both MMUs, tagged with its level; the CPU test programs (4-level, 32-bit and
+//! PAE paging among them) print the same lines; the debug-exit status passes through;
+//! `--stats` is deterministic.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -41,11 +42,20 @@ fn result_line(out: &str) -> Option<&str> {
 
 #[test]
 fn every_workload_gives_the_bare_result_at_l1() {
+    every_workload_gives_the_bare_result("ept");
+}
+
+#[test]
+fn every_workload_gives_the_bare_result_at_l1_on_shadow_paging() {
+    every_workload_gives_the_bare_result("shadow");
+}
+
+fn every_workload_gives_the_bare_result(mmu: &str) {
     for append in SMOKE {
         let bare = nestvisor(&image("guest-os"), append, 64, TIMEOUT);
-        let l1 = levels(append, &[]);
+        let l1 = levels(append, &["--mmu", mmu]);
         assert_eq!(bare.status, Some(1), "{append}: bare\n{}", bare.stdout);
-        assert_eq!(l1.status, Some(1), "{append}: L1\n{}", l1.stdout);
+        assert_eq!(l1.status, Some(1), "{append}: L1 on {mmu}\n{}", l1.stdout);
         let want = result_line(&bare.stdout).expect("a result line on bare");
         assert_eq!(
             result_line(&l1.stdout),
@@ -108,16 +118,34 @@ fn stats_are_deterministic_and_count_exits() {
 /// board: the hypervisor changes nothing a program can observe.
 #[test]
 fn the_cpu_test_programs_print_the_same_at_l1() {
-    for program in ["cpu-alu", "cpu-exceptions", "cpu-paging", "cpu-modes"] {
+    the_cpu_test_programs_print_the_same("ept");
+}
+
+/// Shadow paging under the same programs: cpu-paging's 4-level checks (A/D flags, CR0.WP,
+/// SMEP/SMAP, INVLPG and CR3 flushes) and cpu-paging-legacy's 32-bit and PAE guests, whose
+/// page faults the hypervisor walks and injects.
+#[test]
+fn the_cpu_test_programs_print_the_same_at_l1_on_shadow_paging() {
+    the_cpu_test_programs_print_the_same("shadow");
+}
+
+fn the_cpu_test_programs_print_the_same(mmu: &str) {
+    for program in [
+        "cpu-alu",
+        "cpu-exceptions",
+        "cpu-paging",
+        "cpu-modes",
+        "cpu-paging-legacy",
+    ] {
         let bare = nestvisor(&image(program), "", 64, TIMEOUT);
         let mut command = Command::new(env!("CARGO_BIN_EXE_nestvisor"));
         command
-            .args(["run", "--levels", "1"])
+            .args(["run", "--levels", "1", "--mmu", mmu])
             .arg(image(program))
             .args(["--mem", "64"]);
         let l1 = run_with_timeout(command, TIMEOUT);
         assert_eq!(bare.status, Some(1), "{program}: bare\n{}", bare.stdout);
-        assert_eq!(l1.status, Some(1), "{program}: L1\n{}", l1.stdout);
+        assert_eq!(l1.status, Some(1), "{program}: L1 on {mmu}\n{}", l1.stdout);
         let untagged: Vec<&str> = l1
             .stdout
             .lines()
@@ -129,4 +157,37 @@ fn the_cpu_test_programs_print_the_same_at_l1() {
             "{program}"
         );
     }
+}
+
+#[test]
+fn shadow_paging_stats_count_the_shadow_mmu() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let file = dir.join(format!("levels-shadow-stats-{}.json", std::process::id()));
+    let run = levels(
+        "kbuild jobs=4 parallel=2 kib=32",
+        &["--mmu", "shadow", "--stats", file.to_str().unwrap()],
+    );
+    assert_eq!(run.status, Some(1), "{}", run.stdout);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mmu = &json["levels"][0]["mmu"];
+    assert_eq!(mmu["mode"], "shadow", "{text}");
+    // Processes come and go: page faults are fixed in the shadow, writes to page tables
+    // emulated or made unsync, roots built and taken again from the cache.
+    for key in [
+        "shadow_page_faults",
+        "guest_page_faults_injected",
+        "write_protection_emulations",
+        "unsync",
+        "resync",
+        "roots_built",
+        "roots_reused",
+    ] {
+        assert!(mmu[key].as_u64().unwrap() > 0, "{key}: {text}");
+    }
+    assert_eq!(
+        json["levels"][0]["exits"]["EPT violation"],
+        serde_json::Value::Null
+    );
 }

@@ -259,6 +259,16 @@ pub fn read_cr2() -> u64 {
     v
 }
 
+/// Writes CR2 (a hypervisor gives its guest the address of a page fault it injects).
+///
+/// # Safety
+/// CPL 0; a page-fault handler that reads CR2 later sees this value.
+#[inline]
+pub unsafe fn write_cr2(v: u64) {
+    // SAFETY: the caller runs at CPL 0; CR2 only informs page-fault handlers.
+    unsafe { asm!("mov cr2, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Reads CR3.
 #[inline]
 pub fn read_cr3() -> u64 {
