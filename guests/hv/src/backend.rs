@@ -5,11 +5,11 @@
 //! library (`cputests::vmx::insn`): all the inline assembly is there, in one file.
 //!
 //! Memory: rt maps the first GiB of physical memory at 0, so a host-physical address below
-//! 1 GiB is a pointer; the hypervisor's frames come from a range the caller reserved.
+//! 1 GiB is a pointer; the hypervisor's frames come from guest-hv's frame allocator
+//! (`frames.rs`).
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::ops::Range;
 
 use cputests::vmx::insn::{self, GuestRegs as TrampolineRegs, Outcome};
 use cputests::vmx::{Caps, HostState};
@@ -20,6 +20,8 @@ use x86::vmx::VmInstructionError;
 use x86::vmx::VmcsField as F;
 use x86::vmx::caps::{InveptType, InvvpidType};
 use x86::{Hfn, Hpa};
+
+use crate::frames::Frames;
 
 /// RDTSC: the processor's time-stamp counter (virtual time on nestvisor's board).
 fn rdtsc() -> u64 {
@@ -59,9 +61,7 @@ pub struct RealVmx {
     caps: Caps,
     launched_vmcs: Vec<u64>,
     current: Option<u64>,
-    next_frame: u64,
-    end_frame: u64,
-    free: Vec<u64>,
+    frames: Frames,
     host_state: Vec<(F, u64)>,
     at_line_start: bool,
 }
@@ -78,11 +78,8 @@ fn outcome(o: Outcome) -> Result<(), VmxError> {
 
 impl RealVmx {
     /// The host over VMX operation already entered (`check_vmx`), with the hypervisor's frames
-    /// in `frames` (physical addresses, page-aligned).
-    pub fn new(caps: Caps, frames: Range<u64>) -> Result<Self, String> {
-        if frames.end > MAPPED {
-            return Err("the hypervisor's frames are beyond rt's identity map".into());
-        }
+    /// from `frames` (all below 1 GiB).
+    pub fn new(caps: Caps, frames: Frames) -> Result<Self, String> {
         let h = HostState::current();
         let [cs, ss, ds, es, fs, gs, tr] = h.selectors;
         let host_state = alloc::vec![
@@ -112,9 +109,7 @@ impl RealVmx {
             caps,
             launched_vmcs: Vec::new(),
             current: None,
-            next_frame: frames.start >> 12,
-            end_frame: frames.end >> 12,
-            free: Vec::new(),
+            frames,
             host_state,
             at_line_start: true,
         })
@@ -148,20 +143,13 @@ impl PhysMemory for RealVmx {
     }
 
     fn alloc_frame(&mut self) -> Option<Hfn> {
-        let frame = match self.free.pop() {
-            Some(f) => f,
-            None if self.next_frame < self.end_frame => {
-                self.next_frame += 1;
-                self.next_frame - 1
-            }
-            None => return None,
-        };
-        self.write(Hfn::new(frame).addr(), &[0u8; 4096]).ok()?;
-        Some(Hfn::new(frame))
+        let frame = self.frames.alloc()?;
+        self.write(frame.addr(), &[0u8; 4096]).ok()?;
+        Some(frame)
     }
 
     fn free_frame(&mut self, frame: Hfn) {
-        self.free.push(frame.raw());
+        self.frames.free(frame);
     }
 }
 
@@ -221,7 +209,7 @@ impl Vmx for RealVmx {
     }
 
     fn run(&mut self, launch: bool, regs: &mut GuestRegs) -> Result<RunOutcome, VmxError> {
-        let r = &regs.0;
+        let r = &regs.gpr;
         let mut t = TrampolineRegs {
             rax: r[0],
             rcx: r[1],
@@ -239,10 +227,17 @@ impl Vmx for RealVmx {
             r14: r[14],
             r15: r[15],
         };
+        // CR2 is the guest's while it runs: nothing in guest-hv page-faults.
+        if rt::arch::read_cr2() != regs.cr2 {
+            // SAFETY: guest-hv runs at CPL 0 and has no page-fault handler that reads CR2.
+            unsafe { rt::arch::write_cr2(regs.cr2) };
+        }
         // SAFETY: the VMCS's host state is guest-hv's own (host_state), landing at the
-        // trampoline's host RIP on this stack; the guest runs in its own memory under EPT.
+        // trampoline's host RIP on this stack; the guest runs in its own memory (EPT or
+        // shadow page tables map nothing else).
         let entered = unsafe { insn::enter(&mut t, !launch) };
-        let r = &mut regs.0;
+        regs.cr2 = rt::arch::read_cr2();
+        let r = &mut regs.gpr;
         (r[0], r[1], r[2], r[3], r[5], r[6], r[7]) =
             (t.rax, t.rcx, t.rdx, t.rbx, t.rbp, t.rsi, t.rdi);
         (r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]) =

@@ -1,27 +1,66 @@
-//! Loading the guest's image into its RAM as a multiboot1 loader would (GNU Multiboot
-//! Specification 0.6.96 §3): the multiboot header is checked; its address fields (the "a.out
-//! kludge") say where the image goes, or else the ELF32 or ELF64 program headers' PT_LOAD
-//! segments are copied to their physical addresses (`p_paddr`) with the rest
-//! of `p_memsz` zeroed, the entry point is translated from a virtual to a physical address
-//! when its segment says so (as GRUB 2 does), and the information structure goes to low
-//! memory at 0x9000 with the command line and a memory map (as QEMU and nestvisor's board put
-//! it). Everything is bounds-checked against the guest's RAM: a malformed image is an error,
-//! never a write outside it.
+//! Loading the guest's image and modules into its RAM as a multiboot1 loader would (GNU
+//! Multiboot Specification 0.6.96 §3), with the placement conventions of nestvisor's own board
+//! (`crates/machine/src/multiboot.rs`): the multiboot header is checked; its address fields
+//! (the "a.out kludge") say where the image goes, or else the ELF32 or ELF64 program headers'
+//! PT_LOAD segments are copied to their physical addresses (`p_paddr`) with the rest of
+//! `p_memsz` zeroed, and the entry point is translated from a virtual to a physical address
+//! when its segment says so (as GRUB 2 does). The modules follow the image, each page-aligned,
+//! above 1 MiB. The information structure (§3.3: mem_lower/mem_upper, the command line, the
+//! modules with their strings, a memory map, the boot loader's name) goes to conventional
+//! memory from 0x9000, as QEMU and the board put it, or after the modules when the image
+//! occupies that memory or it does not fit below 640 KiB. Nothing overlaps the image or
+//! anything else, and everything is bounds-checked against the guest's RAM: a malformed image
+//! or too much to load is an error, never a write outside it.
+
+use alloc::vec;
+use alloc::vec::Vec;
 
 /// The multiboot header magic.
 const HEADER_MAGIC: u32 = 0x1bad_b002;
-/// Where the information structure, memory map and command line go.
-const INFO: usize = 0x9000;
-const MMAP: usize = 0x9100;
-const CMDLINE: usize = 0x9200;
-const CMDLINE_MAX: usize = 0xdff;
+/// Where the information goes when conventional memory is free (QEMU's `MULTIBOOT_STRUCT_ADDR`).
+const LOW_INFO: u64 = 0x9000;
+/// The end of conventional memory (640 KiB).
+const LOW_END: u64 = 0xa_0000;
+/// The reserved BIOS area of the memory map.
+const BIOS_AREA: u64 = 0xf_0000;
+/// Where the memory above the legacy hole starts.
+const ONE_MIB: u64 = 0x10_0000;
+/// Modules are page-aligned (header flag 0 asks for it; every module gets it).
+const PAGE: u64 = 4096;
+/// The information structure, up to and including the framebuffer fields (§3.3).
+const INFO_SIZE: usize = 116;
+/// `boot_loader_name`.
+const LOADER_NAME: &str = "guest-hv";
+
+/// Information flags (§3.3).
+mod info_flag {
+    /// mem_lower / mem_upper.
+    pub const MEMORY: u32 = 1 << 0;
+    /// cmdline.
+    pub const CMDLINE: u32 = 1 << 2;
+    /// mods_count / mods_addr.
+    pub const MODS: u32 = 1 << 3;
+    /// mmap_length / mmap_addr.
+    pub const MMAP: u32 = 1 << 6;
+    /// boot_loader_name.
+    pub const LOADER_NAME: u32 = 1 << 9;
+}
+
+/// A module to hand to the guest.
+#[derive(Clone, Copy, Debug)]
+pub struct Module<'a> {
+    /// Its contents.
+    pub data: &'a [u8],
+    /// Its string (by convention its name, then arguments).
+    pub string: &'a str,
+}
 
 /// What the guest starts with.
 #[derive(Clone, Copy, Debug)]
 pub struct Loaded {
     /// EIP at entry.
     pub entry: u32,
-    /// EBX at entry.
+    /// EBX at entry: the information structure.
     pub info: u32,
 }
 
@@ -47,7 +86,7 @@ struct Segment {
 }
 
 /// The PT_LOAD segments and the entry point of an ELF32 or ELF64 image.
-fn elf(image: &[u8]) -> Result<(alloc::vec::Vec<Segment>, u64), &'static str> {
+fn elf(image: &[u8]) -> Result<(Vec<Segment>, u64), &'static str> {
     if image.get(..4) != Some(b"\x7fELF") {
         return Err("not an ELF image (the a.out kludge is not supported)");
     }
@@ -72,7 +111,7 @@ fn elf(image: &[u8]) -> Result<(alloc::vec::Vec<Segment>, u64), &'static str> {
             u16_at(image, 44).ok_or(bad)?,
         )
     };
-    let mut segments = alloc::vec::Vec::new();
+    let mut segments = Vec::new();
     for i in 0..u64::from(phnum) {
         let at = phoff
             .checked_add(i * u64::from(phentsize))
@@ -107,10 +146,7 @@ fn elf(image: &[u8]) -> Result<(alloc::vec::Vec<Segment>, u64), &'static str> {
 /// The one segment and the entry point the header's address fields describe (the "a.out
 /// kludge", §3.1.3): the file from the header's position minus (header_addr − load_addr), up
 /// to load_end_addr (0: the end of the file), loaded at load_addr, zeroed to bss_end_addr.
-fn aout_kludge(
-    image: &[u8],
-    header: usize,
-) -> Result<(alloc::vec::Vec<Segment>, u64), &'static str> {
+fn aout_kludge(image: &[u8], header: usize) -> Result<(Vec<Segment>, u64), &'static str> {
     let field = |i: usize| u32_at(image, header + 12 + 4 * i).ok_or("truncated address fields");
     let (header_addr, load_addr, load_end, bss_end, entry) =
         (field(0)?, field(1)?, field(2)?, field(3)?, field(4)?);
@@ -135,11 +171,89 @@ fn aout_kludge(
         filesz,
         memsz,
     };
-    Ok((alloc::vec![segment], u64::from(entry)))
+    Ok((vec![segment], u64::from(entry)))
 }
 
-/// Loads `image` into `ram` (guest-physical 0 upward) with command line `cmdline`.
-pub fn multiboot(ram: &mut [u8], image: &[u8], cmdline: &str) -> Result<Loaded, &'static str> {
+/// The information structure at `base` with everything it points to, laid out from `base`
+/// up: the structure, the command line, the boot loader's name, the module strings, the module
+/// list, the memory map (for `ram` bytes of RAM). `mods` are (start, end, string).
+fn information(
+    base: u64,
+    ram: u64,
+    cmdline: &str,
+    mods: &[(u64, u64, &str)],
+) -> Result<Vec<u8>, &'static str> {
+    let above = "the boot information lies above 4 GiB";
+    let here = |b: &Vec<u8>| u32::try_from(base + b.len() as u64).map_err(|_| above);
+    let put_str = |b: &mut Vec<u8>, s: &str| {
+        let at = here(b)?;
+        b.extend_from_slice(s.as_bytes());
+        b.push(0);
+        Ok::<u32, &'static str>(at)
+    };
+    let align4 = |b: &mut Vec<u8>| b.resize(b.len().next_multiple_of(4), 0);
+    let mut b = vec![0u8; INFO_SIZE];
+    let cmdline_at = put_str(&mut b, cmdline)?;
+    let name_at = put_str(&mut b, LOADER_NAME)?;
+    let mut list = Vec::with_capacity(mods.len() * 16);
+    for (start, end, string) in mods {
+        let string_at = put_str(&mut b, string)?;
+        for v in [*start, *end] {
+            list.extend_from_slice(&u32::try_from(v).map_err(|_| above)?.to_le_bytes());
+        }
+        list.extend_from_slice(&string_at.to_le_bytes());
+        list.extend_from_slice(&0u32.to_le_bytes()); // reserved
+    }
+    align4(&mut b);
+    let mods_at = if mods.is_empty() { 0 } else { here(&b)? };
+    b.extend_from_slice(&list);
+    let mmap_at = here(&b)?;
+    let map = [
+        (0, LOW_END, 1u32),
+        (BIOS_AREA, ONE_MIB - BIOS_AREA, 2),
+        (ONE_MIB, ram.saturating_sub(ONE_MIB), 1),
+    ];
+    for (start, length, kind) in map {
+        b.extend_from_slice(&20u32.to_le_bytes()); // size, not counting itself
+        b.extend_from_slice(&start.to_le_bytes());
+        b.extend_from_slice(&length.to_le_bytes());
+        b.extend_from_slice(&kind.to_le_bytes());
+    }
+    here(&b)?;
+    let mut set = |at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    set(
+        0,
+        info_flag::MEMORY
+            | info_flag::CMDLINE
+            | info_flag::MODS
+            | info_flag::MMAP
+            | info_flag::LOADER_NAME,
+    );
+    set(4, (LOW_END / 1024) as u32);
+    set(
+        8,
+        u32::try_from(ram.saturating_sub(ONE_MIB) / 1024).unwrap_or(u32::MAX),
+    );
+    set(16, cmdline_at);
+    set(
+        20,
+        u32::try_from(mods.len()).map_err(|_| "too many modules")?,
+    );
+    set(24, mods_at);
+    set(44, (map.len() * 24) as u32);
+    set(48, mmap_at);
+    set(64, name_at);
+    Ok(b)
+}
+
+/// Loads `image` into `ram` (guest-physical 0 upward) with command line `cmdline` and
+/// `modules`, and writes the boot information.
+pub fn multiboot(
+    ram: &mut [u8],
+    image: &[u8],
+    cmdline: &str,
+    modules: &[Module<'_>],
+) -> Result<Loaded, &'static str> {
     // §3.1.1: the header, 4-byte aligned, in the first 8 KiB, with its checksum.
     let header = (0..8192usize.min(image.len()).saturating_sub(12))
         .step_by(4)
@@ -156,61 +270,65 @@ pub fn multiboot(ram: &mut [u8], image: &[u8], cmdline: &str) -> Result<Loaded, 
     } else {
         elf(image)?
     };
-    let low = INFO..CMDLINE + CMDLINE_MAX + 1;
+    if segments.is_empty() {
+        return Err("the image has no PT_LOAD segment");
+    }
+    let size = ram.len() as u64;
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
     for s in &segments {
         let src_end = s
             .offset
             .checked_add(s.filesz)
             .ok_or("segment out of range")?;
         let dst_end = s.paddr.checked_add(s.memsz).ok_or("segment out of range")?;
-        if s.filesz > s.memsz || src_end > image.len() as u64 || dst_end > ram.len() as u64 {
+        if s.filesz > s.memsz || src_end > image.len() as u64 || dst_end > size {
             return Err("a segment lies outside the image or the guest's RAM");
-        }
-        if s.paddr < low.end as u64 && dst_end > low.start as u64 {
-            return Err("a segment overlaps the boot information at 0x9000");
         }
         let (src, dst) = (s.offset as usize, s.paddr as usize);
         ram[dst..dst + s.filesz as usize].copy_from_slice(&image[src..src + s.filesz as usize]);
         ram[dst + s.filesz as usize..dst_end as usize].fill(0);
+        (lo, hi) = (lo.min(s.paddr), hi.max(dst_end));
     }
     // The entry point, as a physical address.
     let entry = segments
         .iter()
-        .find(|s| entry >= s.vaddr && entry < s.vaddr + s.memsz)
+        .find(|s| entry.checked_sub(s.vaddr).is_some_and(|o| o < s.memsz))
         .map_or(entry, |s| entry - s.vaddr + s.paddr);
     let entry = u32::try_from(entry).map_err(|_| "entry point above 4 GiB")?;
-    // §3.3: flags 0 (mem_lower/upper), 2 (cmdline), 6 (memory map).
-    let size = ram.len() as u64;
-    let put32 =
-        |ram: &mut [u8], at: usize, v: u32| ram[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    put32(ram, INFO, (1 << 0) | (1 << 2) | (1 << 6));
-    put32(ram, INFO + 4, 640);
-    put32(
-        ram,
-        INFO + 8,
-        u32::try_from((size - (1 << 20)) / 1024).unwrap_or(u32::MAX),
-    );
-    put32(ram, INFO + 16, CMDLINE as u32);
-    let map = [
-        (0u64, 0xa_0000u64, 1u32),
-        (0xf_0000, 0x1_0000, 2),
-        (1 << 20, size - (1 << 20), 1),
-    ];
-    for (i, (base, length, kind)) in map.iter().enumerate() {
-        let at = MMAP + i * 24;
-        put32(ram, at, 20);
-        ram[at + 4..at + 12].copy_from_slice(&base.to_le_bytes());
-        ram[at + 12..at + 20].copy_from_slice(&length.to_le_bytes());
-        put32(ram, at + 20, *kind);
+
+    // The modules, page-aligned after the image and above 1 MiB.
+    let mut end = hi.max(ONE_MIB);
+    let mut mods = Vec::with_capacity(modules.len());
+    for m in modules {
+        let start = end.next_multiple_of(PAGE);
+        end = start
+            .checked_add(m.data.len() as u64)
+            .filter(|&e| e <= size)
+            .ok_or("the modules do not fit in the guest's RAM")?;
+        ram[start as usize..end as usize].copy_from_slice(m.data);
+        mods.push((start, end, m.string));
     }
-    put32(ram, INFO + 44, (map.len() * 24) as u32);
-    put32(ram, INFO + 48, MMAP as u32);
-    let bytes = cmdline.as_bytes();
-    let n = bytes.len().min(CMDLINE_MAX);
-    ram[CMDLINE..CMDLINE + n].copy_from_slice(&bytes[..n]);
-    ram[CMDLINE + n] = 0;
+
+    // The information: in conventional memory if the image leaves it free and it fits there,
+    // else after the modules.
+    let low = (hi <= LOW_INFO || lo >= LOW_END)
+        .then(|| information(LOW_INFO, size, cmdline, &mods))
+        .transpose()?
+        .filter(|b| LOW_INFO + b.len() as u64 <= LOW_END);
+    let (base, info) = match low {
+        Some(info) => (LOW_INFO, info),
+        None => {
+            let base = end.next_multiple_of(8);
+            (base, information(base, size, cmdline, &mods)?)
+        }
+    };
+    let info_end = base + info.len() as u64;
+    if info_end > size {
+        return Err("the boot information does not fit in the guest's RAM");
+    }
+    ram[base as usize..info_end as usize].copy_from_slice(&info);
     Ok(Loaded {
         entry,
-        info: INFO as u32,
+        info: base as u32,
     })
 }
