@@ -752,12 +752,13 @@ impl ShadowMmu {
         let target = Hfn::new((old & SPTE_ADDR) >> 12);
         if level == 1 {
             if let Some(gfn) = self.gfn_of_hpa(target.addr())
-                && let Some(v) = self.rmap.get_mut(&gfn) {
-                    v.retain(|s| *s != slot);
-                    if v.is_empty() {
-                        self.rmap.remove(&gfn);
-                    }
+                && let Some(v) = self.rmap.get_mut(&gfn)
+            {
+                v.retain(|s| *s != slot);
+                if v.is_empty() {
+                    self.rmap.remove(&gfn);
                 }
+            }
             return Ok(());
         }
         let orphan = match self.pages.get_mut(&target) {
@@ -805,12 +806,13 @@ impl ShadowMmu {
         };
         self.index.remove(&(page.gfn, page.role));
         if !page.role.direct
-            && let Some(v) = self.by_gfn.get_mut(&page.gfn) {
-                v.retain(|h| *h != hfn);
-                if v.is_empty() {
-                    self.by_gfn.remove(&page.gfn);
-                }
+            && let Some(v) = self.by_gfn.get_mut(&page.gfn)
+        {
+            v.retain(|h| *h != hfn);
+            if v.is_empty() {
+                self.by_gfn.remove(&page.gfn);
             }
+        }
         self.unsync.remove(&hfn);
         mem.free_frame(hfn);
         self.counters.pages_freed += 1;
