@@ -391,7 +391,7 @@ impl Cpu {
 
     // --- dispatch ---------------------------------------------------------------------------
 
-    fn execute<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
+    pub(crate) fn execute<B: Bus>(&mut self, bus: &mut B, ins: &Instruction) -> Ex<()> {
         use crate::ops::arith::AluOp;
         // VMX: in non-root operation, the instructions that cause VM exits (SDM Vol. 3C
         // §26.1) exit here, before they execute (`nonroot::intercept`).

@@ -9,6 +9,7 @@
 
 use iced_x86::Instruction;
 
+use crate::block::Blocks;
 use crate::bus::Bus;
 use crate::uop::Uop;
 
@@ -31,6 +32,8 @@ pub(crate) struct ICache {
     instrs: Vec<Instruction>,
     generation: Vec<u32>,
     has_code: Vec<bool>,
+    /// Blocks of instructions, checked against the same page generations (`block`).
+    pub blocks: Blocks,
 }
 
 #[inline]
@@ -45,6 +48,7 @@ impl ICache {
             instrs: Vec::new(),
             generation: Vec::new(),
             has_code: Vec::new(),
+            blocks: Blocks::new(),
         }
     }
 
@@ -63,6 +67,7 @@ impl ICache {
                 ENTRIES
             ];
             self.instrs = vec![Instruction::default(); ENTRIES];
+            self.blocks.flush();
         }
     }
 
@@ -71,6 +76,20 @@ impl ICache {
         for s in &mut self.slots {
             s.key = 0;
         }
+        self.blocks.flush();
+    }
+
+    /// The generation of RAM page `page`.
+    #[inline(always)]
+    pub fn generation(&self, page: usize) -> Option<u32> {
+        self.generation.get(page).copied()
+    }
+
+    /// Notes that code was decoded from RAM page `page` (a write to it must invalidate) and
+    /// returns the page's generation.
+    pub fn mark_code(&mut self, page: usize) -> Option<u32> {
+        *self.has_code.get_mut(page)? = true;
+        self.generation.get(page).copied()
     }
 
     /// The slot of the instruction decoded at RAM offset `off` for a `bits`-bit decoder, if

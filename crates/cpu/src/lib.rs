@@ -44,6 +44,7 @@
 //! already decides (the dispatcher, event delivery, the MSR/CR/I-O paths); the TLB entries
 //! already carry a tag word for VPID/EPTP.
 
+mod block;
 pub mod bus;
 mod cpuid;
 pub mod error;
@@ -101,6 +102,8 @@ pub struct Counters {
     pub decode_hits: u64,
     /// Instructions decoded.
     pub decode_misses: u64,
+    /// Blocks run (each a run of instructions without a fetch per instruction).
+    pub blocks_run: u64,
     /// Exceptions and interrupts delivered.
     pub events_delivered: u64,
 }
@@ -207,6 +210,8 @@ pub struct Cpu {
     /// The pre-decoded form of the last instruction decoded (for one that is not cached).
     pub(crate) fetched: uop::Uop,
     pub(crate) counters: Counters,
+    /// Run straight-line code as blocks (`block`); off only to compare against single steps.
+    pub(crate) use_blocks: bool,
     /// The model switches this processor was built with.
     pub(crate) features: CpuFeatures,
     /// VMX operation and the current VMCS (SDM Vol. 3C §24.7, §25.11.1).
@@ -264,6 +269,7 @@ impl Cpu {
             icache: ICache::new(),
             decoded: iced_x86::Instruction::default(),
             fetched: uop::Uop::GENERIC,
+            use_blocks: true,
             counters: Counters::default(),
             features,
             vmx: ops::vmx::VmxState::default(),
@@ -492,26 +498,62 @@ impl Cpu {
         let is64 = self.code_bits == 64;
         let mut page = (0u64, 0usize, 0u64);
         loop {
-            let fetched =
-                if is64 && (self.rip >> 12) + 1 == page.0 && self.tlb.generation() == page.2 {
-                    let off = page.1 + (self.rip & 0xfff) as usize;
-                    match self.icache.find(off, 64) {
-                        Some(i) => {
-                            self.counters.decode_hits += 1;
-                            Ok(i)
-                        }
-                        None => self.fetch(bus),
-                    }
-                } else {
-                    let r = self.fetch(bus);
-                    let f = self.fetch;
-                    page = if f.cpl == self.cpl && f.cr3 == self.cr3 {
-                        (f.page1, f.ram, f.generation)
-                    } else {
-                        (0, 0, 0)
-                    };
-                    r
+            let same_page =
+                is64 && (self.rip >> 12) + 1 == page.0 && self.tlb.generation() == page.2;
+            // A block, if one starts here and fits before the limit (`block`).
+            if same_page && self.use_blocks {
+                let off = page.1 + (self.rip & 0xfff) as usize;
+                let ram_page = off >> 12;
+                let block = match self.icache.generation(ram_page) {
+                    Some(generation) => match self.icache.blocks.find(off, generation) {
+                        Some(b) => b,
+                        None => self.build_block(bus, off),
+                    },
+                    None => block::Block::default(),
                 };
+                if block.insns > 0 && self.retired + u64::from(block.insns) <= limit {
+                    first = false;
+                    self.counters.blocks_run += 1;
+                    let r = self.run_block(bus, &block, ram_page);
+                    if r.is_err() {
+                        return match self.conclude(bus, r) {
+                            Some(stop) => Burst::Stop(stop),
+                            None => Burst::Ran,
+                        };
+                    }
+                    if self.touched_device {
+                        self.touched_device = false;
+                        self.nmi_check = true;
+                        if bus.stop_requested() {
+                            return Burst::Stop(Ok(StopReason::BusStop));
+                        }
+                        return Burst::Ran;
+                    }
+                    if self.retired >= limit {
+                        return Burst::Ran;
+                    }
+                    continue;
+                }
+            }
+            let fetched = if same_page {
+                let off = page.1 + (self.rip & 0xfff) as usize;
+                match self.icache.find(off, 64) {
+                    Some(i) => {
+                        self.counters.decode_hits += 1;
+                        Ok(i)
+                    }
+                    None => self.fetch(bus),
+                }
+            } else {
+                let r = self.fetch(bus);
+                let f = self.fetch;
+                page = if f.cpl == self.cpl && f.cr3 == self.cr3 {
+                    (f.page1, f.ram, f.generation)
+                } else {
+                    (0, 0, 0)
+                };
+                r
+            };
             let r = match fetched {
                 Ok(i) => match self.burst_exec(bus, i, code_mask) {
                     Some(r) => r,

@@ -45,7 +45,7 @@ impl R {
     }
 
     #[inline(always)]
-    fn width(self) -> u32 {
+    pub(crate) fn width(self) -> u32 {
         match self.0 >> 4 {
             1 => 16,
             2 => 32,
@@ -56,8 +56,14 @@ impl R {
 
     /// The register number (for the 32- and 64-bit views).
     #[inline(always)]
-    fn idx(self) -> usize {
+    pub(crate) fn idx(self) -> usize {
         usize::from(self.0 & 15)
+    }
+
+    /// AH, CH, DH or BH.
+    #[inline(always)]
+    pub(crate) fn is_high_byte(self) -> bool {
+        self.0 >> 4 == 4
     }
 
     #[inline(always)]
@@ -122,6 +128,20 @@ pub(crate) struct MemForm {
 }
 
 impl MemForm {
+    /// Base, index, scale and displacement of a 64-bit address made of 64-bit registers (not
+    /// RIP-relative), as register numbers.
+    pub(crate) fn plain_64(&self) -> Option<(Option<u8>, Option<u8>, u8, i32)> {
+        let full = |r: Option<R>| match r {
+            None => Some(None),
+            Some(r) if r.width() == 64 => Some(Some(r.idx() as u8)),
+            Some(_) => None,
+        };
+        if self.rel != Rel::None || self.awidth != 64 {
+            return None;
+        }
+        Some((full(self.base)?, full(self.index)?, self.scale, self.disp))
+    }
+
     const NONE: MemForm = MemForm {
         disp: 0,
         base: None,
@@ -278,15 +298,15 @@ pub(crate) struct Uop {
     /// Instruction length in bytes.
     pub len: u8,
     /// Operand width in bits (or the branch-target width).
-    w: u8,
+    pub w: u8,
     aux: u8,
-    dst: Opnd,
-    src: Opnd,
+    pub dst: Opnd,
+    pub src: Opnd,
     /// The immediate or the branch displacement, sign-extended when used (a wider one is not
     /// compiled, except MOV r64, imm64, whose high half is in `hi`).
     imm: i32,
     hi: u32,
-    mem: MemForm,
+    pub mem: MemForm,
 }
 
 const _: () = assert!(size_of::<Uop>() == 32);
@@ -456,7 +476,7 @@ impl Uop {
     /// relative branch target. For a zero-extended 32-bit value (a 32-bit operand) the
     /// sign-extended one differs only above bit 31, which every use masks off.
     #[inline(always)]
-    fn imm(&self) -> u64 {
+    pub(crate) fn imm(&self) -> u64 {
         if matches!(self.kind, Kind::Mov | Kind::Mov64 | Kind::Mov32) {
             u64::from(self.imm as u32) | (u64::from(self.hi) << 32)
         } else {
@@ -1100,7 +1120,7 @@ impl Cpu {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::state::Segment;
     use crate::test_utils::{CODE, TestBus, long_env};
@@ -1108,7 +1128,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Opcodes of the forms `Uop` specialises (one byte, or after 0x0F).
-    const HOT: &[u8] = &[
+    pub(crate) const HOT: &[u8] = &[
         0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x10, 0x11, 0x12,
         0x13, 0x18, 0x19, 0x1a, 0x1b, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x28, 0x29, 0x2a, 0x2b,
         0x30, 0x31, 0x32, 0x33, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x40, 0x48, 0x50, 0x55, 0x58,
@@ -1116,11 +1136,12 @@ mod tests {
         0x85, 0x88, 0x89, 0x8a, 0x8b, 0x8d, 0x8f, 0xa8, 0xa9, 0xb0, 0xb4, 0xb8, 0xbf, 0xc0, 0xc1,
         0xc2, 0xc3, 0xc6, 0xc7, 0xd0, 0xd1, 0xd2, 0xd3, 0xe8, 0xe9, 0xeb, 0xf6, 0xf7, 0xfe, 0xff,
     ];
-    const HOT_0F: &[u8] = &[
+    pub(crate) const HOT_0F: &[u8] = &[
         0xaf, 0xb6, 0xb7, 0xbe, 0xbf, 0x40, 0x42, 0x44, 0x45, 0x4c, 0x4f, 0x84, 0x85, 0x8c, 0x8f,
         0x92, 0x94, 0x95, 0x9c, 0x9f,
     ];
-    const PREFIXES: &[&[u8]] = &[&[], &[0x48], &[0x66], &[0x41], &[0x4d], &[0x40], &[0x67]];
+    pub(crate) const PREFIXES: &[&[u8]] =
+        &[&[], &[0x48], &[0x66], &[0x41], &[0x4d], &[0x40], &[0x67]];
 
     /// A CPU and board in `mode` (0: real, 1: 32-bit protected, 2: 64-bit) with `code` at
     /// [`CODE`] and the given registers and flags.

@@ -1,0 +1,1002 @@
+//! Blocks: straight-line runs of pre-decoded instructions that run back to back, without a fetch,
+//! a decode-cache lookup or a budget check per instruction (issue 3, "speed by design").
+//!
+//! A block starts at an instruction boundary in one 4-KiB page of RAM and runs to the first
+//! control transfer (included), the first instruction that is not burst-safe (excluded: the
+//! full path runs it), PAUSE (excluded: it may exit in VMX non-root operation), the end of the
+//! page, or [`MAX_INSNS`] instructions. Blocks are keyed like the decode cache, by RAM offset,
+//! so one block serves every linear address its page is mapped at, and they are checked against
+//! the decode cache's per-page generation, so a write to the page drops them (self-modifying
+//! code, SDM Vol. 3A §11.6). A store made by the block to its own page ends it after that
+//! instruction, and the next instruction is decoded afresh.
+//!
+//! Blocks run only inside a burst (`Cpu::burst`), in 64-bit mode, and only when the whole block
+//! fits before the burst's limit: the instruction count, and so every timer deadline and every
+//! instruction boundary at which an interrupt could be taken, are what single steps give.
+//!
+//! The register forms of the hot instructions are lowered to [`Op`]s that work on the register
+//! file directly; everything else in a block runs through the `Uop` handlers or the generic ones,
+//! exactly as in a burst. A backward pass over the block finds the instructions whose status
+//! flags nothing reads before they are all overwritten; those skip the lazy-flag record, and a
+//! CMP or TEST among them vanishes. Every instruction that may fault, leave the block or read
+//! RFLAGS counts as a reader, so RFLAGS is exact wherever an exception handler, a VM exit or
+//! the next block can see it (QEMU's TCG makes the same argument for its condition codes).
+
+use iced_x86::Mnemonic as M;
+use iced_x86::{ConditionCode as CC, Decoder, DecoderOptions, FlowControl, Instruction};
+
+use crate::Cpu;
+use crate::bus::Bus;
+use crate::fault::Ex;
+use crate::flags::{FlagOp, mask};
+use crate::ops::arith::AluOp;
+use crate::uop::{Kind, Opnd, Sh, Uop};
+
+/// The most instructions in one block.
+pub(crate) const MAX_INSNS: usize = 64;
+
+/// Block table entries (a power of two).
+const TABLE: usize = 1 << 12;
+
+/// Ops, `Uop`s or generic instructions held before everything is dropped and rebuilt.
+const ARENA: usize = 1 << 18;
+
+/// What an [`Op`] does. `R`: the source is register `s`; `I`: the source is `imm`. `Nf`: the
+/// status flags are dead and not recorded. Widths are 32 or 64 bits (`Op::w`); a 32-bit result
+/// is zero-extended into the register (SDM Vol. 1 §3.4.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum K {
+    MovR,
+    MovI,
+    AddR,
+    AddI,
+    SubR,
+    SubI,
+    AndR,
+    AndI,
+    OrR,
+    OrI,
+    XorR,
+    XorI,
+    CmpR,
+    CmpI,
+    TestR,
+    TestI,
+    AddRNf,
+    AddINf,
+    SubRNf,
+    SubINf,
+    AndRNf,
+    AndINf,
+    OrRNf,
+    OrINf,
+    XorRNf,
+    XorINf,
+    /// Shifts and rotates by `x`, a count already masked and not 0.
+    Shl,
+    Shr,
+    Sar,
+    Rol,
+    Ror,
+    ShlNf,
+    ShrNf,
+    SarNf,
+    RolNf,
+    RorNf,
+    Inc,
+    Dec,
+    Neg,
+    IncNf,
+    DecNf,
+    NegNf,
+    Not,
+    /// IMUL d, s.
+    Imul2,
+    Imul2Nf,
+    /// IMUL d, s, imm.
+    Imul3,
+    Imul3Nf,
+    /// MOVZX/MOVSX/MOVSXD d, s: `x` is the source width.
+    Movzx,
+    Movsx,
+    /// LEA d, [s + index * scale + imm]: `x` holds the index (bits 0-3), "no index" (bit 4),
+    /// "no base" (bit 7) and log2 of the scale (bits 5-6).
+    Lea,
+    /// CMOVcc d, s: `x` is the condition.
+    Cmov,
+    /// SETcc on the low byte of `d`.
+    Setcc,
+    /// Jcc rel (the last instruction): `imm` is the target relative to the instruction.
+    Jcc,
+    /// JMP rel (the last instruction).
+    Jmp,
+    /// A `Uop` kept in the block's arena: `imm` = arena index | instruction index << 32.
+    Uop,
+    /// A burst-safe generic instruction, kept in the arena like `Uop`.
+    Generic,
+}
+
+/// One lowered instruction: 16 bytes.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct Op {
+    kind: K,
+    d: u8,
+    s: u8,
+    x: u8,
+    /// 64 minus the operand width in bits (the width is 32 or 64, 8 for SETcc), or minus the
+    /// branch-target width.
+    sh: u8,
+    /// Instruction length.
+    len: u8,
+    /// Offset of the instruction in its page.
+    off: u16,
+    imm: u64,
+}
+
+const _: () = assert!(size_of::<Op>() == 16);
+
+impl Op {
+    /// The mask of the operand width.
+    #[inline(always)]
+    fn mask(&self) -> u64 {
+        u64::MAX >> (self.sh & 63)
+    }
+
+    /// The operand width in bits.
+    #[inline(always)]
+    fn width(&self) -> u32 {
+        64 - u32::from(self.sh)
+    }
+}
+
+/// A block in the table.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Block {
+    /// RAM offset of the first instruction + 1 (0: empty).
+    key: u64,
+    /// The page generation the block was built from.
+    generation: u32,
+    /// First op in the arena.
+    start: u32,
+    ops: u16,
+    /// Instructions (0: the first instruction cannot start a block).
+    pub insns: u16,
+    /// Offset in the page of the byte after the last instruction (4096 at the page's end).
+    end: u16,
+}
+
+/// The block cache.
+#[derive(Debug)]
+pub(crate) struct Blocks {
+    table: Vec<Block>,
+    ops: Vec<Op>,
+    uops: Vec<Uop>,
+    generic: Vec<Instruction>,
+    /// Scratch for `build`.
+    scratch: Vec<(Instruction, Uop)>,
+    /// Blocks built since creation.
+    pub built: u64,
+    /// Flushes since creation.
+    pub flushes: u64,
+}
+
+#[inline(always)]
+fn slot(off: usize) -> usize {
+    ((off as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TABLE.trailing_zeros())) as usize
+}
+
+impl Blocks {
+    pub fn new() -> Self {
+        Self {
+            table: Vec::new(),
+            ops: Vec::new(),
+            uops: Vec::new(),
+            generic: Vec::new(),
+            scratch: Vec::new(),
+            built: 0,
+            flushes: 0,
+        }
+    }
+
+    /// Drops every block.
+    pub fn flush(&mut self) {
+        self.flushes += 1;
+        self.table.clear();
+        self.ops.clear();
+        self.uops.clear();
+        self.generic.clear();
+    }
+
+    /// The block starting at RAM offset `off`, if built from the page's current contents
+    /// (`generation`).
+    #[inline(always)]
+    pub fn find(&self, off: usize, generation: u32) -> Option<Block> {
+        let b = *self.table.get(slot(off))?;
+        (b.key == off as u64 + 1 && b.generation == generation).then_some(b)
+    }
+
+    fn insert(&mut self, off: usize, block: Block) {
+        if self.table.is_empty() {
+            self.table = vec![Block::default(); TABLE];
+        }
+        if let Some(s) = self.table.get_mut(slot(off)) {
+            *s = block;
+        }
+    }
+}
+
+/// How an instruction treats the status flags, for the liveness pass.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Writes all six and reads none.
+    Writes,
+    /// Neither reads nor writes them, and cannot fault.
+    None,
+    /// Reads them, writes some of them, may fault or may leave the block.
+    Reads,
+}
+
+impl Cpu {
+    /// Builds the block at RAM offset `off` (a 64-bit code page already translated) and
+    /// returns it; one with no instructions if the first cannot start a block.
+    #[inline(never)]
+    pub(crate) fn build_block<B: Bus>(&mut self, bus: &B, off: usize) -> Block {
+        let page = off >> 12;
+        let Some(generation) = self.icache.mark_code(page) else {
+            return Block::default();
+        };
+        let blocks = &mut self.icache.blocks;
+        if blocks.ops.len() + MAX_INSNS > ARENA
+            || blocks.uops.len() + MAX_INSNS > ARENA
+            || blocks.generic.len() + MAX_INSNS > ARENA
+        {
+            blocks.flush();
+        }
+        blocks.built += 1;
+        let end_of_page = (page + 1) << 12;
+        let bytes = bus.ram().get(off..end_of_page).unwrap_or(&[]);
+        let mut decoder = Decoder::new(64, bytes, DecoderOptions::NONE);
+        let mut scratch = std::mem::take(&mut blocks.scratch);
+        scratch.clear();
+        while scratch.len() < MAX_INSNS && decoder.can_decode() {
+            // At IP 0, as the decode cache and the `Uop` handlers expect.
+            decoder.set_ip(0);
+            let ins = decoder.decode();
+            self.counters.decode_misses += 1;
+            // Invalid, or running past the page: the full path decides.
+            if ins.is_invalid() || ins.mnemonic() == M::Pause {
+                break;
+            }
+            let uop = Uop::compile(&ins);
+            if uop.kind == Kind::Generic {
+                break;
+            }
+            scratch.push((ins, uop));
+            if ins.flow_control() != FlowControl::Next {
+                break;
+            }
+        }
+        // Liveness of the status flags after each instruction: live at the end of the block.
+        let mut live_after = [false; MAX_INSNS];
+        let mut live = true;
+        for (i, (ins, uop)) in scratch.iter().enumerate().rev() {
+            live_after[i] = live;
+            live = match effect(ins, uop) {
+                Effect::Writes => false,
+                Effect::None => live,
+                Effect::Reads => true,
+            };
+        }
+        let start = blocks.ops.len();
+        let mut pos = 0usize;
+        for (i, (ins, uop)) in scratch.iter().enumerate() {
+            let base = Op {
+                kind: K::Uop,
+                d: 0,
+                s: 0,
+                x: 0,
+                sh: 0,
+                len: ins.len() as u8,
+                off: ((off + pos) & 0xfff) as u16,
+                imm: 0,
+            };
+            pos += ins.len();
+            match lower(uop, live_after[i], base) {
+                Lowered::Op(op) => blocks.ops.push(op),
+                Lowered::Nothing => {}
+                Lowered::Slow if uop.kind == Kind::Safe => {
+                    blocks.ops.push(Op {
+                        kind: K::Generic,
+                        imm: blocks.generic.len() as u64 | ((i as u64) << 32),
+                        ..base
+                    });
+                    blocks.generic.push(*ins);
+                }
+                Lowered::Slow => {
+                    blocks.ops.push(Op {
+                        imm: blocks.uops.len() as u64 | ((i as u64) << 32),
+                        ..base
+                    });
+                    blocks.uops.push(*uop);
+                }
+            }
+        }
+        let block = Block {
+            key: off as u64 + 1,
+            generation,
+            start: start as u32,
+            ops: (blocks.ops.len() - start) as u16,
+            insns: scratch.len() as u16,
+            end: ((off & 0xfff) + pos) as u16,
+        };
+        blocks.scratch = scratch;
+        blocks.insert(off, block);
+        block
+    }
+
+    /// Runs `block`, whose first instruction is at RIP, and retires its instructions: all of
+    /// them, or up to one that faults (RIP left at it, as a fault requires), leaves the block
+    /// early (a taken branch of a generic instruction, a REP iteration), touched a device or
+    /// wrote the block's own page (RIP after it). `page` is the block's RAM page.
+    #[inline(always)]
+    pub(crate) fn run_block<B: Bus>(&mut self, bus: &mut B, block: &Block, page: usize) -> Ex<()> {
+        // The arena is taken out while the block runs, so that the loop walks a slice the
+        // handlers cannot disturb; a flush meanwhile (nothing in a block flushes, but a
+        // generic handler might one day) drops it when it is put back.
+        let ops = std::mem::take(&mut self.icache.blocks.ops);
+        let flushes = self.icache.blocks.flushes;
+        let start = block.start as usize;
+        let slice = ops
+            .get(start..start + usize::from(block.ops))
+            .unwrap_or(&[]);
+        let r = self.run_ops(bus, slice, block, page);
+        if self.icache.blocks.flushes == flushes {
+            self.icache.blocks.ops = ops;
+        }
+        r
+    }
+
+    #[inline(always)]
+    fn run_ops<B: Bus>(&mut self, bus: &mut B, ops: &[Op], block: &Block, page: usize) -> Ex<()> {
+        let base = self.rip & !0xfff;
+        for op in ops {
+            let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
+            let g = &mut self.gpr;
+            match op.kind {
+                K::MovR => g[d] = g[s] & op.mask(),
+                K::MovI => g[d] = op.imm,
+                K::AddR | K::AddI => {
+                    let (a, b) = (g[d], if op.kind == K::AddR { g[s] } else { op.imm });
+                    let r = a.wrapping_add(b) & op.mask();
+                    self.flags.set_lazy(FlagOp::Add, op.width(), a, b, r, false);
+                    g[d] = r;
+                }
+                K::SubR | K::SubI | K::CmpR | K::CmpI => {
+                    let reg = matches!(op.kind, K::SubR | K::CmpR);
+                    let (a, b) = (g[d], if reg { g[s] } else { op.imm });
+                    let r = a.wrapping_sub(b) & op.mask();
+                    self.flags.set_lazy(FlagOp::Sub, op.width(), a, b, r, false);
+                    if matches!(op.kind, K::SubR | K::SubI) {
+                        g[d] = r;
+                    }
+                }
+                K::AndR | K::OrR | K::XorR | K::TestR => {
+                    let (a, b) = (g[d], g[s]);
+                    let r = match op.kind {
+                        K::OrR => a | b,
+                        K::XorR => a ^ b,
+                        _ => a & b,
+                    } & op.mask();
+                    self.flags
+                        .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
+                    if op.kind != K::TestR {
+                        g[d] = r;
+                    }
+                }
+                K::AndI | K::OrI | K::XorI | K::TestI => {
+                    let (a, b) = (g[d], op.imm);
+                    let r = match op.kind {
+                        K::OrI => a | b,
+                        K::XorI => a ^ b,
+                        _ => a & b,
+                    } & op.mask();
+                    self.flags
+                        .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
+                    if op.kind != K::TestI {
+                        g[d] = r;
+                    }
+                }
+                K::AddRNf => g[d] = g[d].wrapping_add(g[s]) & op.mask(),
+                K::AddINf => g[d] = g[d].wrapping_add(op.imm) & op.mask(),
+                K::SubRNf => g[d] = g[d].wrapping_sub(g[s]) & op.mask(),
+                K::SubINf => g[d] = g[d].wrapping_sub(op.imm) & op.mask(),
+                K::AndRNf => g[d] &= g[s] & op.mask(),
+                K::AndINf => g[d] &= op.imm,
+                K::OrRNf => g[d] = (g[d] | g[s]) & op.mask(),
+                K::OrINf => g[d] = (g[d] | op.imm) & op.mask(),
+                K::XorRNf => g[d] = (g[d] ^ g[s]) & op.mask(),
+                K::XorINf => g[d] = (g[d] ^ op.imm) & op.mask(),
+                K::ShlNf => g[d] = (g[d] << op.x) & op.mask(),
+                K::ShrNf => g[d] = (g[d] & op.mask()) >> op.x,
+                K::SarNf => {
+                    let v = ((g[d] << op.sh) as i64) >> op.sh;
+                    g[d] = ((v >> op.x) as u64) & op.mask();
+                }
+                K::RolNf | K::RorNf => {
+                    // 0 < count < width.
+                    let (w, c) = (op.width(), u32::from(op.x));
+                    let a = g[d] & op.mask();
+                    let (l, r) = if op.kind == K::RolNf {
+                        (c, w - c)
+                    } else {
+                        (w - c, c)
+                    };
+                    g[d] = ((a << l) | (a >> r)) & op.mask();
+                }
+                K::Shl | K::Shr | K::Sar | K::Rol | K::Ror => {
+                    let mnemonic = match op.kind {
+                        K::Shl => M::Shl,
+                        K::Shr => M::Shr,
+                        K::Sar => M::Sar,
+                        K::Rol => M::Rol,
+                        _ => M::Ror,
+                    };
+                    let a = g[d] & op.mask();
+                    let r = self.shift_compute(mnemonic, op.width(), a, u64::from(op.x));
+                    self.gpr[d] = r;
+                }
+                K::Inc | K::Dec => {
+                    let (a, m) = (g[d] & op.mask(), op.mask());
+                    let cf = self.flags.cf();
+                    let (r, fop) = if op.kind == K::Inc {
+                        (a.wrapping_add(1) & m, FlagOp::Inc)
+                    } else {
+                        (a.wrapping_sub(1) & m, FlagOp::Dec)
+                    };
+                    self.flags.set_lazy(fop, op.width(), a, 1, r, cf);
+                    self.gpr[d] = r;
+                }
+                K::Neg => {
+                    let a = g[d] & op.mask();
+                    let r = 0u64.wrapping_sub(a) & op.mask();
+                    self.flags.set_lazy(FlagOp::Sub, op.width(), 0, a, r, false);
+                    g[d] = r;
+                }
+                K::IncNf => g[d] = g[d].wrapping_add(1) & op.mask(),
+                K::DecNf => g[d] = g[d].wrapping_sub(1) & op.mask(),
+                K::NegNf => g[d] = 0u64.wrapping_sub(g[d]) & op.mask(),
+                K::Not => g[d] = !g[d] & op.mask(),
+                K::Imul2 | K::Imul3 => {
+                    let m = op.mask();
+                    let (a, b) = if op.kind == K::Imul2 {
+                        (g[d] & m, g[s] & m)
+                    } else {
+                        (g[s] & m, op.imm)
+                    };
+                    let r = self.imul_trunc(op.width(), a, b);
+                    self.gpr[d] = r;
+                }
+                K::Imul2Nf => g[d] = g[d].wrapping_mul(g[s]) & op.mask(),
+                K::Imul3Nf => g[d] = g[s].wrapping_mul(op.imm) & op.mask(),
+                K::Movzx => g[d] = g[s] & mask(u32::from(op.x)),
+                K::Movsx => {
+                    let sh = 64 - u32::from(op.x);
+                    g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & op.mask();
+                }
+                K::Lea => {
+                    let mut a = op.imm;
+                    if op.x & 0x80 == 0 {
+                        a = a.wrapping_add(g[s]);
+                    }
+                    if op.x & 0x10 == 0 {
+                        a = a.wrapping_add(g[usize::from(op.x & 15)] << ((op.x >> 5) & 3));
+                    }
+                    g[d] = a & op.mask();
+                }
+                K::Cmov => {
+                    if self.cond(cc(op.x)) {
+                        self.gpr[d] = self.gpr[s] & op.mask();
+                    } else {
+                        // A 32-bit CMOV writes its destination even when false.
+                        self.gpr[d] &= op.mask();
+                    }
+                }
+                K::Setcc => {
+                    let v = u64::from(self.cond(cc(op.x)));
+                    self.gpr[d] = (self.gpr[d] & !0xff) | v;
+                }
+                K::Jcc | K::Jmp => {
+                    let rip = base | u64::from(op.off);
+                    let taken = op.kind == K::Jmp || self.cond(cc(op.x));
+                    let next = if taken {
+                        let target = rip.wrapping_add(op.imm) & op.mask();
+                        self.rip = rip;
+                        if let Err(e) = self.branch(target) {
+                            self.retired += u64::from(block.insns) - 1;
+                            return Err(e);
+                        }
+                        target
+                    } else {
+                        rip.wrapping_add(u64::from(op.len))
+                    };
+                    self.rip = next;
+                    self.retired += u64::from(block.insns);
+                    return Ok(());
+                }
+                K::Uop | K::Generic => {
+                    let rip = base | u64::from(op.off);
+                    let fall = rip.wrapping_add(u64::from(op.len));
+                    let index = op.imm >> 32;
+                    self.rip = rip;
+                    self.next_rip = fall;
+                    let k = op.imm as u32 as usize;
+                    let blocks = &self.icache.blocks;
+                    let r = if op.kind == K::Uop {
+                        self.fetched = blocks.uops.get(k).copied().unwrap_or(Uop::GENERIC);
+                        self.exec_uop(bus, usize::MAX)
+                    } else {
+                        let ins = blocks.generic.get(k).copied().unwrap_or_default();
+                        self.decoded = ins;
+                        self.execute(bus, &ins)
+                    };
+                    if let Err(e) = r {
+                        self.retired += index;
+                        return Err(e);
+                    }
+                    if self.next_rip != fall
+                        || self.touched_device
+                        || self.icache.generation(page) != Some(block.generation)
+                    {
+                        self.rip = self.next_rip;
+                        self.retired += index + 1;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.rip = base + u64::from(block.end);
+        self.retired += u64::from(block.insns);
+        Ok(())
+    }
+}
+
+/// The condition stored in an op.
+#[inline(always)]
+fn cc(x: u8) -> CC {
+    const ALL: [CC; 17] = [
+        CC::None,
+        CC::o,
+        CC::no,
+        CC::b,
+        CC::ae,
+        CC::e,
+        CC::ne,
+        CC::be,
+        CC::a,
+        CC::s,
+        CC::ns,
+        CC::p,
+        CC::np,
+        CC::l,
+        CC::ge,
+        CC::le,
+        CC::g,
+    ];
+    ALL.get(usize::from(x)).copied().unwrap_or(CC::None)
+}
+
+/// What the liveness pass needs to know of an instruction.
+fn effect(ins: &Instruction, uop: &Uop) -> Effect {
+    let reg_only = !matches!(uop.dst, Opnd::Mem) && !matches!(uop.src, Opnd::Mem);
+    match uop.kind {
+        Kind::Nop | Kind::Mov64 | Kind::Mov32 | Kind::Lea => Effect::None,
+        Kind::Movzx | Kind::Movsx | Kind::Mov | Kind::Not if reg_only => Effect::None,
+        Kind::Alu64(op) | Kind::Alu32(op) if !matches!(op, AluOp::Adc | AluOp::Sbb) => {
+            Effect::Writes
+        }
+        Kind::Neg | Kind::Imul2 | Kind::Imul3 if reg_only => Effect::Writes,
+        Kind::Shift(Sh::Shl | Sh::Shr | Sh::Sar) if reg_only && shift_count(uop) != 0 => {
+            Effect::Writes
+        }
+        _ => {
+            let _ = ins;
+            Effect::Reads
+        }
+    }
+}
+
+/// The count of a shift by an immediate, masked as the instruction masks it (0 for a shift by
+/// CL).
+fn shift_count(u: &Uop) -> u8 {
+    if u.src != Opnd::Imm {
+        return 0;
+    }
+    (u.imm() as u8) & if u.w == 64 { 0x3f } else { 0x1f }
+}
+
+/// An instruction lowered.
+enum Lowered {
+    Op(Op),
+    /// Its effect is dead: a CMP or TEST whose flags nothing reads, or a NOP.
+    Nothing,
+    /// It runs through the `Uop` or generic handlers.
+    Slow,
+}
+
+/// Lowers `u` to an op if it is a register form of 32 or 64 bits; `live`: its flags are read.
+fn lower(u: &Uop, live: bool, base: Op) -> Lowered {
+    use Lowered::{Nothing, Slow};
+    let op = |kind: K, d: u8, s: u8, x: u8, w: u8, imm: u64| {
+        Lowered::Op(Op {
+            kind,
+            d,
+            s,
+            x,
+            sh: 64 - w,
+            imm,
+            ..base
+        })
+    };
+    // A register of the 32- or 64-bit view: its number and width.
+    let reg = |o: Opnd| match o {
+        Opnd::Reg(r) if matches!(r.width(), 32 | 64) => Some((r.idx() as u8, r.width() as u8)),
+        _ => None,
+    };
+    let pick = |live: bool, with: K, without: K| if live { with } else { without };
+    match u.kind {
+        Kind::Nop => Nothing,
+        Kind::Mov64 | Kind::Mov32 | Kind::Alu64(_) | Kind::Alu32(_) => {
+            let Some((d, w)) = reg(u.dst) else {
+                return Slow;
+            };
+            let m = mask(u32::from(w));
+            let (s, imm, is_reg) = match u.src {
+                Opnd::Reg(r) => (r.idx() as u8, 0, true),
+                _ => (0, u.imm() & m, false),
+            };
+            let kind = match u.kind {
+                Kind::Mov64 | Kind::Mov32 => {
+                    if is_reg {
+                        K::MovR
+                    } else {
+                        K::MovI
+                    }
+                }
+                Kind::Alu64(a) | Kind::Alu32(a) => {
+                    let (with, without) = match (a, is_reg) {
+                        (AluOp::Add, true) => (K::AddR, K::AddRNf),
+                        (AluOp::Add, false) => (K::AddI, K::AddINf),
+                        (AluOp::Sub, true) => (K::SubR, K::SubRNf),
+                        (AluOp::Sub, false) => (K::SubI, K::SubINf),
+                        (AluOp::And, true) => (K::AndR, K::AndRNf),
+                        (AluOp::And, false) => (K::AndI, K::AndINf),
+                        (AluOp::Or, true) => (K::OrR, K::OrRNf),
+                        (AluOp::Or, false) => (K::OrI, K::OrINf),
+                        (AluOp::Xor, true) => (K::XorR, K::XorRNf),
+                        (AluOp::Xor, false) => (K::XorI, K::XorINf),
+                        (AluOp::Cmp | AluOp::Test, _) if !live => return Nothing,
+                        (AluOp::Cmp, true) => (K::CmpR, K::CmpR),
+                        (AluOp::Cmp, false) => (K::CmpI, K::CmpI),
+                        (AluOp::Test, true) => (K::TestR, K::TestR),
+                        (AluOp::Test, false) => (K::TestI, K::TestI),
+                        (AluOp::Adc | AluOp::Sbb, _) => return Slow,
+                    };
+                    pick(live, with, without)
+                }
+                _ => return Slow,
+            };
+            op(kind, d, s, 0, w, imm)
+        }
+        Kind::Shift(sh) => {
+            let (Some((d, w)), Opnd::Imm) = (reg(u.dst), u.src) else {
+                return Slow;
+            };
+            let count = shift_count(u);
+            if count == 0 {
+                return Slow;
+            }
+            let (with, without) = match sh {
+                Sh::Shl => (K::Shl, K::ShlNf),
+                Sh::Shr => (K::Shr, K::ShrNf),
+                Sh::Sar => (K::Sar, K::SarNf),
+                Sh::Rol => (K::Rol, K::RolNf),
+                Sh::Ror => (K::Ror, K::RorNf),
+                Sh::Rcl | Sh::Rcr => return Slow,
+            };
+            op(pick(live, with, without), d, 0, count, w, 0)
+        }
+        Kind::Inc | Kind::Dec | Kind::Neg | Kind::Not => {
+            let Some((d, w)) = reg(u.dst) else {
+                return Slow;
+            };
+            let kind = match u.kind {
+                Kind::Inc => pick(live, K::Inc, K::IncNf),
+                Kind::Dec => pick(live, K::Dec, K::DecNf),
+                Kind::Neg => pick(live, K::Neg, K::NegNf),
+                _ => K::Not,
+            };
+            op(kind, d, 0, 0, w, 0)
+        }
+        Kind::Imul2 | Kind::Imul3 => {
+            let (Some((d, w)), Some((s, sw))) = (reg(u.dst), reg(u.src)) else {
+                return Slow;
+            };
+            if w != sw {
+                return Slow;
+            }
+            if u.kind == Kind::Imul2 {
+                op(pick(live, K::Imul2, K::Imul2Nf), d, s, 0, w, 0)
+            } else {
+                let imm = u.imm() & mask(u32::from(w));
+                op(pick(live, K::Imul3, K::Imul3Nf), d, s, 0, w, imm)
+            }
+        }
+        Kind::Movzx | Kind::Movsx => {
+            let (Some((d, w)), Opnd::Reg(s)) = (reg(u.dst), u.src) else {
+                return Slow;
+            };
+            if s.is_high_byte() {
+                return Slow;
+            }
+            let kind = if u.kind == Kind::Movzx {
+                K::Movzx
+            } else {
+                K::Movsx
+            };
+            op(kind, d, s.idx() as u8, s.width() as u8, w, 0)
+        }
+        Kind::Lea => {
+            let Some((d, w)) = reg(u.dst) else {
+                return Slow;
+            };
+            let Some((base_reg, index, scale, disp)) = u.mem.plain_64() else {
+                return Slow;
+            };
+            let mut x = 0u8;
+            let s = match base_reg {
+                Some(b) => b,
+                None => {
+                    x |= 0x80;
+                    0
+                }
+            };
+            match index {
+                Some(i) => x |= i | ((scale.trailing_zeros() as u8) << 5),
+                None => x |= 0x10,
+            }
+            op(K::Lea, d, s, x, w, disp as i64 as u64)
+        }
+        Kind::Cmov(c) => {
+            let (Some((d, w)), Some((s, sw))) = (reg(u.dst), reg(u.src)) else {
+                return Slow;
+            };
+            if w != sw {
+                return Slow;
+            }
+            op(K::Cmov, d, s, c as u8, w, 0)
+        }
+        Kind::Setcc(c) => match u.dst {
+            Opnd::Reg(r) if r.width() == 8 && !r.is_high_byte() => {
+                op(K::Setcc, r.idx() as u8, 0, c as u8, 8, 0)
+            }
+            _ => Slow,
+        },
+        Kind::Jcc(c) => op(K::Jcc, 0, 0, c as u8, u.w, u.imm()),
+        Kind::Jmp => op(K::Jmp, 0, 0, 0, u.w, u.imm()),
+        _ => Slow,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::{CODE, long_env};
+    use crate::uop::tests::{HOT, HOT_0F, PREFIXES};
+    use proptest::prelude::*;
+
+    /// One instruction from its parts, if it may sit inside a block: its bytes.
+    fn instruction(prefix: usize, two_byte: bool, op: usize, tail: [u8; 10]) -> Option<Vec<u8>> {
+        let mut code = PREFIXES[prefix % PREFIXES.len()].to_vec();
+        if two_byte {
+            code.extend([0x0f, HOT_0F[op % HOT_0F.len()]]);
+        } else {
+            code.push(HOT[op % HOT.len()]);
+        }
+        code.extend(tail);
+        let ins = Decoder::new(64, &code, DecoderOptions::NONE).decode();
+        let ok = !ins.is_invalid()
+            && ins.flow_control() == FlowControl::Next
+            && Uop::compile(&ins).kind != Kind::Generic;
+        ok.then(|| code[..ins.len()].to_vec())
+    }
+
+    /// The exception handler: a HLT, in a page of its own.
+    const HANDLER: u64 = CODE + 0x2000;
+
+    fn register() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            1 => any::<u64>(),
+            // Data in RAM, the code page itself (self-modifying stores), small values.
+            6 => 0x10_8000u64..0x10_9000,
+            1 => CODE..CODE + 0x80,
+            2 => 0u64..0x100,
+        ]
+    }
+
+    /// The bytes after an opcode: ModRM and SIB (or an immediate) at random, then small bytes,
+    /// so that displacements stay within the identity map and most accesses do not fault.
+    fn tail() -> impl Strategy<Value = [u8; 10]> {
+        (any::<[u8; 2]>(), proptest::array::uniform8(0u8..0x10)).prop_map(|(head, rest)| {
+            let mut t = [0u8; 10];
+            t[..2].copy_from_slice(&head);
+            t[2..].copy_from_slice(&rest);
+            t
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+        /// A run of hot instructions ending in a conditional branch gives the same machine
+        /// (registers, RIP, RFLAGS, memory, instructions retired, how the run ended) with blocks
+        /// as with single steps, whatever the budget: dead flags, faults inside a block, stores
+        /// into the block's own page and budgets that end mid-block included.
+        #[test]
+        fn blocks_agree_with_single_steps(
+            parts in proptest::collection::vec(
+                (0usize..7, any::<bool>(), 0usize..128, tail()), 1..24),
+            cc in 0u8..16,
+            gpr in proptest::array::uniform16(register()),
+            flags in any::<u64>(),
+            budget in prop_oneof![Just(10_000u64), 1u64..30],
+        ) {
+            let mut code: Vec<u8> = parts
+                .iter()
+                .filter_map(|&(p, t, o, tail)| instruction(p, t, o, tail))
+                .flatten()
+                .collect();
+            // Jcc over one HLT: the condition decides where the run halts.
+            code.extend([0x70 | cc, 0x01, 0xf4, 0xf4]);
+            let run = |blocks: bool| {
+                let (mut cpu, mut bus) = long_env(&code);
+                // Exceptions are delivered to a HLT, so that a fault inside a block is seen
+                // with its frame, its error code and CR2.
+                bus.load(HANDLER, &[0xf4]);
+                for vector in 0..32 {
+                    crate::test_utils::set_gate64(&mut bus, vector, HANDLER, false, 0, 0);
+                }
+                cpu.use_blocks = blocks;
+                cpu.gpr = gpr;
+                cpu.gpr[4] = crate::test_utils::STACK_TOP - 0x100;
+                cpu.set_rflags(flags & !(x86::reg::rflags::TF | x86::reg::rflags::IF));
+                let stop = cpu.run(&mut bus, budget);
+                (stop, cpu, bus)
+            };
+            let (stop_a, a, bus_a) = run(true);
+            let (stop_b, b, bus_b) = run(false);
+            prop_assert_eq!(&stop_a, &stop_b);
+            prop_assert_eq!(a.gpr, b.gpr);
+            prop_assert_eq!(a.rip, b.rip);
+            prop_assert_eq!(a.rflags(), b.rflags());
+            prop_assert_eq!(a.retired, b.retired);
+            prop_assert_eq!(a.cr2, b.cr2);
+            prop_assert!(bus_a.ram == bus_b.ram, "memory differs");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+        /// Register-only runs (LEA included) with registers at random over all 64 bits: the
+        /// lowered ops compute what single steps compute, at 32 and 64 bits, with the flags
+        /// recorded or dead.
+        #[test]
+        fn register_blocks_agree_with_single_steps(
+            parts in proptest::collection::vec(
+                (0usize..7, any::<bool>(), 0usize..128, any::<[u8; 10]>()), 1..32),
+            cc in 0u8..16,
+            gpr in any::<[u64; 16]>(),
+            flags in any::<u64>(),
+        ) {
+            let mut code: Vec<u8> = parts
+                .iter()
+                .filter_map(|&(p, t, o, tail)| instruction(p, t, o, tail))
+                .filter(|bytes| {
+                    let ins = Decoder::new(64, bytes, DecoderOptions::NONE).decode();
+                    ins.mnemonic() == M::Lea
+                        || (0..ins.op_count()).all(|n| ins.op_kind(n) != iced_x86::OpKind::Memory)
+                })
+                .flatten()
+                .collect();
+            code.extend([0x70 | cc, 0x01, 0xf4, 0xf4]);
+            let run = |blocks: bool| {
+                let (mut cpu, mut bus) = long_env(&code);
+                cpu.use_blocks = blocks;
+                cpu.gpr = gpr;
+                cpu.gpr[4] = crate::test_utils::STACK_TOP - 0x100;
+                cpu.set_rflags(flags & !(x86::reg::rflags::TF | x86::reg::rflags::IF));
+                let stop = cpu.run(&mut bus, 10_000);
+                (stop, cpu)
+            };
+            let (stop_a, a) = run(true);
+            let (stop_b, b) = run(false);
+            prop_assert_eq!(&stop_a, &stop_b);
+            prop_assert_eq!(a.gpr, b.gpr);
+            prop_assert_eq!(a.rip, b.rip);
+            prop_assert_eq!(a.rflags(), b.rflags());
+            prop_assert_eq!(a.retired, b.retired);
+        }
+    }
+
+    /// An instruction whose flags a later one overwrites keeps them when something between
+    /// them faults: the handler's frame holds them.
+    #[test]
+    fn flags_are_exact_at_a_fault_inside_a_block() {
+        #[rustfmt::skip]
+        let code = [
+            0x90,               // nop (the block starts after the first fetch)
+            0x01, 0xd8,         // add eax, ebx: CF, ZF and PF set
+            0x48, 0x8b, 0x0a,   // mov rcx, [rdx]: #GP, RDX is not canonical
+            0x29, 0xd8,         // sub eax, ebx
+            0xf4,
+        ];
+        let run = |blocks: bool| {
+            let (mut cpu, mut bus) = long_env(&code);
+            bus.load(HANDLER, &[0xf4]);
+            crate::test_utils::set_gate64(&mut bus, 13, HANDLER, false, 0, 0);
+            cpu.use_blocks = blocks;
+            cpu.gpr[0] = 1;
+            cpu.gpr[3] = u64::from(u32::MAX);
+            cpu.gpr[2] = 0x8000_0000_0000_0000;
+            cpu.gpr[4] = crate::test_utils::STACK_TOP - 0x100;
+            assert_eq!(cpu.run(&mut bus, 1000), Ok(crate::StopReason::Halted));
+            // The frame: error code, RIP, CS, RFLAGS, RSP, SS.
+            let rflags = bus.read_u64(cpu.gpr[4] + 24);
+            (
+                cpu.rip,
+                bus.read_u64(cpu.gpr[4] + 8),
+                rflags,
+                cpu.counters.blocks_run,
+            )
+        };
+        let (a, b) = (run(true), run(false));
+        assert_eq!(a.0, HANDLER + 1);
+        assert_eq!(a.1, CODE + 3, "the frame's RIP is the faulting MOV");
+        let status = x86::reg::rflags::CF | x86::reg::rflags::ZF | x86::reg::rflags::PF;
+        assert_eq!(a.2 & status, status);
+        assert_eq!(a.2, b.2);
+        assert_eq!((a.3, b.3), (1, 0));
+    }
+
+    /// The integer loop of bench-intloop runs as one block per iteration, and its flags are
+    /// those of single steps.
+    #[test]
+    fn a_loop_runs_as_one_block_per_iteration() {
+        #[rustfmt::skip]
+        let code = [
+            0x48, 0x0f, 0xaf, 0xce,         // l: imul rcx, rsi
+            0x49, 0x89, 0xc1,               // mov r9, rax
+            0x49, 0xc1, 0xe1, 0x0d,         // shl r9, 13
+            0x49, 0x31, 0xc1,               // xor r9, rax
+            0x49, 0xff, 0xc0,               // inc r8
+            0x4c, 0x39, 0xc7,               // cmp rdi, r8
+            0x75, 0xeb,                     // jne l
+            0xf4,                           // hlt
+        ];
+        let run = |blocks: bool| {
+            let (mut cpu, mut bus) = long_env(&code);
+            cpu.use_blocks = blocks;
+            cpu.gpr[0] = 0x9e37_79b9_7f4a_7c15;
+            cpu.gpr[1] = 1;
+            cpu.gpr[6] = 0x2545_f491_4f6c_dd1d;
+            cpu.gpr[7] = 1000;
+            assert_eq!(cpu.run(&mut bus, 100_000), Ok(crate::StopReason::Halted));
+            cpu
+        };
+        let (a, b) = (run(true), run(false));
+        assert_eq!(a.gpr, b.gpr);
+        assert_eq!(a.rflags(), b.rflags());
+        assert_eq!(a.retired, b.retired);
+        assert_eq!(a.counters.blocks_run, 1000);
+        assert_eq!(b.counters.blocks_run, 0);
+    }
+}
