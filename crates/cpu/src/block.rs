@@ -30,6 +30,7 @@ use crate::bus::Bus;
 use crate::fault::Ex;
 use crate::flags::{FlagOp, mask};
 use crate::ops::arith::AluOp;
+use crate::state::Seg;
 use crate::uop::{Kind, Opnd, Sh, Uop};
 
 /// The most instructions in one block.
@@ -110,6 +111,11 @@ pub(crate) enum K {
     Jcc,
     /// JMP rel (the last instruction).
     Jmp,
+    /// MOV d, [mem] (32 or 64 bits): the address as LEA's (`s`, `x`), `imm` = displacement
+    /// (32 bits) | instruction index << 32 | segment << 48 | RIP-relative << 56.
+    Load,
+    /// MOV [mem], s (32 or 64 bits): the address as `Load`'s, with the base in `d`.
+    Store,
     /// A `Uop` kept in the block's arena: `imm` = arena index | instruction index << 32.
     Uop,
     /// A burst-safe generic instruction, kept in the arena like `Uop`.
@@ -302,7 +308,7 @@ impl Cpu {
                 imm: 0,
             };
             pos += ins.len();
-            match lower(uop, live_after[i], base) {
+            match lower(uop, live_after[i], base, i) {
                 Lowered::Op(op) => blocks.ops.push(op),
                 Lowered::Nothing => {}
                 Lowered::Slow if uop.kind == Kind::Safe => {
@@ -494,6 +500,44 @@ impl Cpu {
                     }
                     g[d] = a & op.mask();
                 }
+                K::Load | K::Store => {
+                    let rip = base | u64::from(op.off);
+                    let fall = rip.wrapping_add(u64::from(op.len));
+                    let index = (op.imm >> 32) & 0xff;
+                    let base_reg = if op.kind == K::Load { s } else { d };
+                    let mut a = op.imm as u32 as i32 as i64 as u64;
+                    if op.imm >> 56 != 0 {
+                        a = a.wrapping_add(rip);
+                    }
+                    if op.x & 0x80 == 0 {
+                        a = a.wrapping_add(g[base_reg]);
+                    }
+                    if op.x & 0x10 == 0 {
+                        a = a.wrapping_add(g[usize::from(op.x & 15)] << ((op.x >> 5) & 3));
+                    }
+                    let seg = SEGS[((op.imm >> 48) & 7) as usize];
+                    let size = op.width() as usize / 8;
+                    self.rip = rip;
+                    self.next_rip = fall;
+                    let r = if op.kind == K::Load {
+                        self.read_seg(bus, seg, a, size).map(|v| self.gpr[d] = v)
+                    } else {
+                        let v = self.gpr[s] & op.mask();
+                        self.write_seg(bus, seg, a, size, v)
+                    };
+                    if let Err(e) = r {
+                        self.retired += index;
+                        return Err(e);
+                    }
+                    if self.touched_device
+                        || (op.kind == K::Store
+                            && self.icache.generation(page) != Some(block.generation))
+                    {
+                        self.rip = fall;
+                        self.retired += index + 1;
+                        return Ok(());
+                    }
+                }
                 K::Cmov => {
                     if self.cond(cc(op.x)) {
                         self.gpr[d] = self.gpr[s] & op.mask();
@@ -561,6 +605,18 @@ impl Cpu {
     }
 }
 
+/// The segment registers by number (`Seg as u8`).
+const SEGS: [Seg; 8] = [
+    Seg::Es,
+    Seg::Cs,
+    Seg::Ss,
+    Seg::Ds,
+    Seg::Fs,
+    Seg::Gs,
+    Seg::Ds,
+    Seg::Ds,
+];
+
 /// The condition stored in an op.
 #[inline(always)]
 fn cc(x: u8) -> CC {
@@ -624,8 +680,9 @@ enum Lowered {
     Slow,
 }
 
-/// Lowers `u` to an op if it is a register form of 32 or 64 bits; `live`: its flags are read.
-fn lower(u: &Uop, live: bool, base: Op) -> Lowered {
+/// Lowers `u`, the block's instruction number `insn`, to an op if it is a register form of 32
+/// or 64 bits or a plain load or store; `live`: its flags are read.
+fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
     use Lowered::{Nothing, Slow};
     let op = |kind: K, d: u8, s: u8, x: u8, w: u8, imm: u64| {
         Lowered::Op(Op {
@@ -767,6 +824,36 @@ fn lower(u: &Uop, live: bool, base: Op) -> Lowered {
             }
             op(K::Lea, d, s, x, w, disp as i64 as u64)
         }
+        Kind::Mov => {
+            let (kind, r, w) = match (u.dst, u.src, reg(u.dst), reg(u.src)) {
+                (_, Opnd::Mem, Some((d, w)), _) => (K::Load, d, w),
+                (Opnd::Mem, _, _, Some((s, w))) => (K::Store, s, w),
+                _ => return Slow,
+            };
+            let Some((base_reg, index, scale, disp)) = u.mem.plain_64_or_rip(true) else {
+                return Slow;
+            };
+            let rip = u.mem.rel == crate::uop::Rel::Rip;
+            let mut x = 0u8;
+            let b = match base_reg {
+                Some(b) => b,
+                None => {
+                    x |= 0x80;
+                    0
+                }
+            };
+            match index {
+                Some(i) => x |= i | ((scale.trailing_zeros() as u8) << 5),
+                None => x |= 0x10,
+            }
+            let imm = u64::from(disp as u32)
+                | ((insn as u64) << 32)
+                | ((u.mem.seg as u64) << 48)
+                | (u64::from(rip) << 56);
+            // Load: d = destination, s = base; Store: d = base, s = source.
+            let (d, s) = if kind == K::Load { (r, b) } else { (b, r) };
+            op(kind, d, s, x, w, imm)
+        }
         Kind::Cmov(c) => {
             let (Some((d, w)), Some((s, sw))) = (reg(u.dst), reg(u.src)) else {
                 return Slow;
@@ -827,7 +914,8 @@ mod tests {
     /// The bytes after an opcode: ModRM and SIB (or an immediate) at random, then small bytes,
     /// so that displacements stay within the identity map and most accesses do not fault.
     fn tail() -> impl Strategy<Value = [u8; 10]> {
-        (any::<[u8; 2]>(), proptest::array::uniform8(0u8..0x10)).prop_map(|(head, rest)| {
+        let small = prop_oneof![Just(0u8), 0u8..0x10];
+        (any::<[u8; 2]>(), proptest::array::uniform8(small)).prop_map(|(head, rest)| {
             let mut t = [0u8; 10];
             t[..2].copy_from_slice(&head);
             t[2..].copy_from_slice(&rest);
@@ -965,6 +1053,49 @@ mod tests {
         assert_eq!(a.2 & status, status);
         assert_eq!(a.2, b.2);
         assert_eq!((a.3, b.3), (1, 0));
+    }
+
+    /// Loads and stores lowered to ops: RIP-relative and base + index * scale forms, 32-bit
+    /// loads zero-extending, and a store into the block's own page ending the block.
+    #[test]
+    fn loads_and_stores_in_a_block() {
+        #[rustfmt::skip]
+        let code = [
+            0x90,                                       // nop
+            0x48, 0x8b, 0x05, 0x1c, 0x00, 0x00, 0x00,   // mov rax, [rip + 0x1c] (the data)
+            0x8b, 0x0c, 0x5e,                           // mov ecx, [rsi + rbx * 2]
+            0x48, 0x89, 0x14, 0x5e,                     // mov [rsi + rbx * 2], rdx
+            0x48, 0x89, 0x05, 0x06, 0x00, 0x00, 0x00,   // mov [rip + 6], rax: into this page
+            0x48, 0xff, 0xc7,                           // inc rdi
+            0xf4,                                       // hlt
+            0x90, 0x90,
+            0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, // (overwritten)
+            0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // the data
+        ];
+        let run = |blocks: bool| {
+            let (mut cpu, mut bus) = long_env(&code);
+            cpu.use_blocks = blocks;
+            cpu.gpr[1] = u64::MAX;
+            cpu.gpr[2] = 0x0123_4567_89ab_cdef;
+            cpu.gpr[3] = 4;
+            cpu.gpr[6] = 0x10_8000;
+            bus.write_u64(0x10_8008, 0xffff_ffff_8765_4321);
+            assert_eq!(cpu.run(&mut bus, 1000), Ok(crate::StopReason::Halted));
+            (cpu, bus)
+        };
+        let ((a, bus_a), (b, bus_b)) = (run(true), run(false));
+        assert_eq!(a.gpr[0], 0x1122_3344_5566_7788);
+        assert_eq!(a.gpr[1], 0x8765_4321, "a 32-bit load zero-extends");
+        assert_eq!(bus_a.read_u64(0x10_8008), 0x0123_4567_89ab_cdef);
+        assert_eq!(bus_a.read_u64(CODE + 0x1c), 0x1122_3344_5566_7788);
+        assert_eq!(a.gpr[7], 1);
+        assert_eq!(a.gpr, b.gpr);
+        assert_eq!(a.retired, b.retired);
+        assert!(bus_a.ram == bus_b.ram);
+        assert_eq!(
+            a.counters.blocks_run, 2,
+            "the store into the page ended the first block"
+        );
     }
 
     /// The integer loop of bench-intloop runs as one block per iteration, and its flags are

@@ -92,12 +92,8 @@ impl Cpu {
         // CR3 rather than the PCID names the address space: it is one load instead of a test
         // of CR4.PCIDE, and any change of the PCID is a change of CR3.
         let page1 = (lin >> 12) + 1;
-        let f = &self.fetch;
-        let p0 = if f.page1 == page1
-            && f.generation == self.tlb.generation()
-            && f.cpl == self.cpl
-            && f.cr3 == self.cr3
-        {
+        let generation = self.tlb.generation();
+        let p0 = if let Some(f) = self.fetch.find(page1, generation, self.cpl, self.cr3) {
             Phys::Ram(f.ram + (lin & 0xfff) as usize)
         } else {
             self.fetch_page(bus, lin, page1)?
@@ -177,13 +173,13 @@ impl Cpu {
         }
         let p = self.translate(bus, lin, Access::Exec, false)?;
         if let Phys::Ram(off) = p {
-            self.fetch = crate::FetchPage {
+            self.fetch.fill(crate::FetchPage {
                 page1,
                 ram: off & !0xfff,
                 generation: self.tlb.generation(),
                 cpl: self.cpl,
                 cr3: self.cr3,
-            };
+            });
         }
         Ok(p)
     }

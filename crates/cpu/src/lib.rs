@@ -118,7 +118,7 @@ enum Burst {
     Stop(Result<StopReason, CpuError>),
 }
 
-/// The last code page translated for instruction fetch.
+/// A code page translated for instruction fetch.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FetchPage {
     /// Linear page number + 1 (0: nothing cached).
@@ -129,6 +129,31 @@ pub(crate) struct FetchPage {
     pub cpl: u8,
     /// CR3 when the page was translated: the address space, PCID included.
     pub cr3: u64,
+}
+
+/// The code pages last translated for instruction fetch: a small instruction TLB in front of
+/// the TLB, direct-mapped by linear page, so that a call to code in another page and the
+/// return from it skip the TLB lookup. An entry is valid while the TLB generation (every
+/// invalidation and context change), the CPL and CR3 are those it was filled under.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FetchPages([FetchPage; 4]);
+
+impl FetchPages {
+    /// The entry for linear page number + 1 `page1`, if valid.
+    #[inline(always)]
+    pub fn find(&self, page1: u64, generation: u64, cpl: u8, cr3: u64) -> Option<&FetchPage> {
+        let f = &self.0[(page1 & 3) as usize];
+        (f.page1 == page1 && f.generation == generation && f.cpl == cpl && f.cr3 == cr3)
+            .then_some(f)
+    }
+
+    pub fn fill(&mut self, f: FetchPage) {
+        self.0[(f.page1 & 3) as usize] = f;
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// Model-specific registers kept by the CPU itself (SDM Vol. 4).
@@ -201,9 +226,11 @@ pub struct Cpu {
     /// The executing instruction touched a port or MMIO (check for a stop request).
     pub(crate) touched_device: bool,
     pub(crate) tlb: Tlb,
+    /// The data pages in front of the TLB (`tlb::DataPages`).
+    pub(crate) dpages: tlb::DataPages,
     /// The page instructions were last fetched from, valid while the TLB generation, CPL and
     /// CR3 are unchanged: most fetches skip the TLB lookup.
-    pub(crate) fetch: FetchPage,
+    pub(crate) fetch: FetchPages,
     pub(crate) icache: ICache,
     /// The iced form of the generic instruction `exec::fetch` returned last.
     pub(crate) decoded: iced_x86::Instruction,
@@ -265,7 +292,8 @@ impl Cpu {
             next_rip: 0,
             touched_device: false,
             tlb: Tlb::new(),
-            fetch: FetchPage::default(),
+            dpages: tlb::DataPages::new(),
+            fetch: FetchPages::default(),
             icache: ICache::new(),
             decoded: iced_x86::Instruction::default(),
             fetched: uop::Uop::GENERIC,
@@ -498,8 +526,16 @@ impl Cpu {
         let is64 = self.code_bits == 64;
         let mut page = (0u64, 0usize, 0u64);
         loop {
-            let same_page =
+            let mut same_page =
                 is64 && (self.rip >> 12) + 1 == page.0 && self.tlb.generation() == page.2;
+            if is64 && !same_page {
+                let page1 = (self.rip >> 12) + 1;
+                let generation = self.tlb.generation();
+                if let Some(f) = self.fetch.find(page1, generation, self.cpl, self.cr3) {
+                    page = (f.page1, f.ram, f.generation);
+                    same_page = true;
+                }
+            }
             // A block, if one starts here and fits before the limit (`block`).
             if same_page && self.use_blocks {
                 let off = page.1 + (self.rip & 0xfff) as usize;
@@ -546,11 +582,11 @@ impl Cpu {
                 }
             } else {
                 let r = self.fetch(bus);
-                let f = self.fetch;
-                page = if f.cpl == self.cpl && f.cr3 == self.cr3 {
-                    (f.page1, f.ram, f.generation)
-                } else {
-                    (0, 0, 0)
+                let page1 = (self.rip >> 12) + 1;
+                let generation = self.tlb.generation();
+                page = match self.fetch.find(page1, generation, self.cpl, self.cr3) {
+                    Some(f) => (f.page1, f.ram, f.generation),
+                    None => (0, 0, 0),
                 };
                 r
             };

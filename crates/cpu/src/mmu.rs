@@ -180,10 +180,13 @@ impl Cpu {
             });
         }
         let user = self.user_access(implicit);
-        if let Some(e) = self.tlb.lookup(lin, self.pcid())
+        if let Some(&e) = self.tlb.lookup(lin, self.pcid())
             && self.rights_ok(e.perm, access, user, implicit)
         {
             self.counters.tlb_hits += 1;
+            if !implicit && access != Access::Exec {
+                self.fill_data_page(lin, &e);
+            }
             let off = lin & 0xfff;
             return Ok(if e.ram != usize::MAX {
                 Phys::Ram(e.ram + off as usize)
@@ -196,12 +199,69 @@ impl Cpu {
         let off = lin & 0xfff;
         if cache {
             self.tlb.insert(lin, e);
+            if !implicit && access != Access::Exec {
+                self.fill_data_page(lin, &e);
+            }
         }
         Ok(if e.ram != usize::MAX {
             Phys::Ram(e.ram + off as usize)
         } else {
             Phys::Io(Hpa::new((e.frame << 12) | off))
         })
+    }
+
+    /// The key the data pages are valid under (`tlb::DataPages`).
+    #[inline(always)]
+    fn data_key(&self) -> (u64, u64, u64, u8) {
+        (self.tlb.generation(), self.cr3, self.cr0, self.cpl)
+    }
+
+    /// Caches a TLB entry for an explicit data access in the data pages, if its rights depend
+    /// only on the key.
+    #[inline]
+    fn fill_data_page(&mut self, lin: u64, e: &crate::tlb::Entry) {
+        let user_page = e.perm & perm::USER != 0;
+        let cacheable = e.ram != usize::MAX
+            && user_page == (self.cpl == 3)
+            && !(self.cpl == 3 && self.cr0 & cr0::AM != 0);
+        if cacheable {
+            let writable = e.perm & perm::WRITE != 0 && e.perm & perm::DIRTY != 0;
+            let key = self.data_key();
+            self.dpages.fill(lin, e.ram, writable, key);
+        }
+    }
+
+    /// A read of `size` bytes at linear `lin` through the data pages, if cached and within
+    /// one page (counted as a TLB hit).
+    #[inline(always)]
+    fn read_fast<B: Bus>(&mut self, bus: &B, lin: u64, size: usize) -> Option<u64> {
+        if (lin & 0xfff) as usize + size > 4096 {
+            return None;
+        }
+        let off = self.dpages.find(lin, false, self.data_key())?;
+        let bytes = bus.ram().get(off..off + size)?;
+        self.counters.tlb_hits += 1;
+        let mut b = [0u8; 8];
+        b[..size].copy_from_slice(bytes);
+        Some(u64::from_le_bytes(b))
+    }
+
+    /// A write through the data pages, as [`Cpu::read_fast`]; `false` if not cached.
+    #[inline(always)]
+    fn write_fast<B: Bus>(&mut self, bus: &mut B, lin: u64, size: usize, value: u64) -> bool {
+        if (lin & 0xfff) as usize + size > 4096 {
+            return false;
+        }
+        let Some(off) = self.dpages.find(lin, true, self.data_key()) else {
+            return false;
+        };
+        let Some(bytes) = bus.ram_mut().get_mut(off..off + size) else {
+            return false;
+        };
+        bytes.copy_from_slice(&value.to_le_bytes()[..size]);
+        self.counters.tlb_hits += 1;
+        self.icache.note_write(off);
+        true
     }
 
     /// Brings the TLB's context up to date with VMX operation (`vmx.non_root`, `vmx.vpid`,
@@ -580,6 +640,9 @@ impl Cpu {
         implicit: bool,
     ) -> Ex<u64> {
         let lin = self.mask_lin(lin);
+        if !implicit && let Some(v) = self.read_fast(bus, lin, size) {
+            return Ok(v);
+        }
         if (lin & 0xfff) as usize + size <= 4096 {
             let p = self.translate(bus, lin, Access::Read, implicit)?;
             return Ok(self.phys_read(bus, p, size));
@@ -604,6 +667,9 @@ impl Cpu {
         implicit: bool,
     ) -> Ex<()> {
         let lin = self.mask_lin(lin);
+        if !implicit && self.write_fast(bus, lin, size, value) {
+            return Ok(());
+        }
         if (lin & 0xfff) as usize + size <= 4096 {
             let p = self.translate(bus, lin, Access::Write, implicit)?;
             self.phys_write(bus, p, size, value);
@@ -637,6 +703,14 @@ impl Cpu {
         off: u64,
         size: usize,
     ) -> Ex<u64> {
+        // 64-bit mode without FS/GS: the offset is the linear address, and a cached page is
+        // canonical and needs no alignment check (`DataPages`).
+        if self.mode == Mode::Long64
+            && !matches!(seg, Seg::Fs | Seg::Gs)
+            && let Some(v) = self.read_fast(bus, off, size)
+        {
+            return Ok(v);
+        }
         let lin = self.linear(seg, off, size as u64, Access::Read)?;
         self.read_lin(bus, lin, size, false)
     }
@@ -651,6 +725,12 @@ impl Cpu {
         size: usize,
         value: u64,
     ) -> Ex<()> {
+        if self.mode == Mode::Long64
+            && !matches!(seg, Seg::Fs | Seg::Gs)
+            && self.write_fast(bus, off, size, value)
+        {
+            return Ok(());
+        }
         let lin = self.linear(seg, off, size as u64, Access::Write)?;
         self.write_lin(bus, lin, size, value, false)
     }
@@ -1535,7 +1615,7 @@ mod ept_tests {
         bus.load(CODE, &[0x48, 0xc7, 0xc0, 0x99, 0x00, 0x00, 0x00]); // mov rax, 0x99
         set_pte(&mut bus, CODE, host, RWX);
         cpu.icache.attach(&bus);
-        cpu.fetch = crate::FetchPage::default();
+        cpu.fetch.clear();
         assert_eq!(cpu.step(&mut bus), Ok(()));
         assert_eq!(cpu.gpr[0], 0x1234);
         // A code page EPT does not let execute: a fetch violation at the next instruction.

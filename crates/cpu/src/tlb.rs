@@ -149,13 +149,77 @@ const EMPTY: Entry = Entry {
     perm: 0,
 };
 
+/// Data pages: a small direct-mapped cache in front of the TLB for the common data access, a
+/// read or write of RAM within one page by an explicit access (QEMU's softmmu fast path plays
+/// the same part). It holds only translations whose rights cannot depend on anything but the
+/// CPL and the page's own bits: a supervisor access to a user page (SMAP and EFLAGS.AC) and
+/// CPL 3 with CR0.AM (alignment checks) are never cached, and a write needs R/W = 1 and the
+/// dirty flag already set. Every entry is valid under one key, the TLB generation (every
+/// invalidation and context change), CR3 (PCID switches without a flush), CR0 and the CPL:
+/// a fill under another key starts a new epoch, which drops every entry at once. So it
+/// caches nothing the TLB could not, and stops at the same invalidations.
+#[derive(Clone, Debug)]
+pub(crate) struct DataPages {
+    entries: [DataPage; DATA_PAGES],
+    epoch: u32,
+    key: (u64, u64, u64, u8),
+}
+
+const DATA_PAGES: usize = 64;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct DataPage {
+    /// Linear page number + 1 (0: empty).
+    page1: u64,
+    /// RAM offset of the page.
+    ram: usize,
+    epoch: u32,
+    writable: bool,
+}
+
+impl DataPages {
+    pub fn new() -> Self {
+        Self {
+            entries: [DataPage::default(); DATA_PAGES],
+            epoch: 1,
+            key: (u64::MAX, 0, 0, 0),
+        }
+    }
+
+    /// The RAM offset of linear `lin` for a read (or a write), if cached under `key`
+    /// (TLB generation, CR3, CR0, CPL).
+    #[inline(always)]
+    pub fn find(&self, lin: u64, write: bool, key: (u64, u64, u64, u8)) -> Option<usize> {
+        let page1 = (lin >> 12) + 1;
+        let e = &self.entries[(page1 as usize) & (DATA_PAGES - 1)];
+        (e.page1 == page1 && e.epoch == self.epoch && (e.writable || !write) && self.key == key)
+            .then(|| e.ram + (lin & 0xfff) as usize)
+    }
+
+    /// Caches the page of `lin` at RAM offset `ram` (its page) under `key`.
+    pub fn fill(&mut self, lin: u64, ram: usize, writable: bool, key: (u64, u64, u64, u8)) {
+        if self.key != key {
+            self.key = key;
+            self.epoch = self.epoch.wrapping_add(1);
+        }
+        let page1 = (lin >> 12) + 1;
+        self.entries[(page1 as usize) & (DATA_PAGES - 1)] = DataPage {
+            page1,
+            ram,
+            epoch: self.epoch,
+            writable,
+        };
+    }
+}
+
 /// The TLB.
 #[derive(Debug)]
 pub(crate) struct Tlb {
     entries: Vec<Entry>,
     /// Slots that may be non-empty.
     live: Vec<u16>,
-    /// Bumped by every change, so that derived caches (the fetch page) know when to drop.
+    /// Bumped by every invalidation and context change, so that derived caches (the fetch page)
+    /// know when to drop.
     generation: u64,
     /// The VMX part of the current context (VPID and EPT number; PCID bits clear).
     base: u32,
@@ -268,9 +332,11 @@ impl Tlb {
     }
 
     /// Caches a translation for the context it was filled under (`entry.ctx`), evicting
-    /// whatever shared its slot.
+    /// whatever shared its slot. The generation stays: an eviction invalidates nothing, and a
+    /// translation derived from the evicted entry (the fetch page) may still be used until
+    /// something invalidates it (§4.10.2.2: a processor may cache translations in more than
+    /// one structure).
     pub fn insert(&mut self, lin: u64, entry: Entry) {
-        self.generation += 1;
         let vpn = lin >> 12;
         let entry = Entry {
             vpn1: vpn + 1,
@@ -305,7 +371,7 @@ impl Tlb {
         self.entries[slot] = entry;
     }
 
-    /// Changes with every insertion, flush and context switch.
+    /// Changes with every flush, dropped address and context switch.
     #[inline]
     pub fn generation(&self) -> u64 {
         self.generation

@@ -107,7 +107,7 @@ pub(crate) enum Opnd {
 
 /// How the effective address is relative to RIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Rel {
+pub(crate) enum Rel {
     None,
     Rip,
     Eip,
@@ -123,14 +123,23 @@ pub(crate) struct MemForm {
     scale: u8,
     /// The address size the sum is truncated to, in bits.
     awidth: u8,
-    rel: Rel,
-    seg: Seg,
+    pub rel: Rel,
+    pub seg: Seg,
 }
 
 impl MemForm {
     /// Base, index, scale and displacement of a 64-bit address made of 64-bit registers (not
     /// RIP-relative), as register numbers.
     pub(crate) fn plain_64(&self) -> Option<(Option<u8>, Option<u8>, u8, i32)> {
+        self.plain_64_or_rip(false)
+    }
+
+    /// As [`MemForm::plain_64`], or (`rip` true) a RIP-relative one, given as neither base nor
+    /// index.
+    pub(crate) fn plain_64_or_rip(&self, rip: bool) -> Option<(Option<u8>, Option<u8>, u8, i32)> {
+        if rip && self.rel == Rel::Rip {
+            return Some((None, None, 0, self.disp));
+        }
         let full = |r: Option<R>| match r {
             None => Some(None),
             Some(r) if r.width() == 64 => Some(Some(r.idx() as u8)),

@@ -143,7 +143,7 @@ impl Cpu {
         }
         self.vmx.non_root = true;
         self.tlb_vmx_transition();
-        self.fetch = crate::FetchPage::default();
+        self.fetch.clear();
         self.arm_preemption_timer(&vmcs);
         self.next_rip = self.rip;
         self.inject_event(bus, &vmcs).map(Ok)

@@ -309,7 +309,7 @@ impl Cpu {
         self.vmx.ept = None;
         self.vmx.vpid = 0;
         self.tlb_vmx_transition();
-        self.fetch = crate::FetchPage::default();
+        self.fetch.clear();
         // A PAE host (32-bit hypervisor) loads its PDPTEs; bad ones abort (§28.5.4).
         self.pdptes = None;
         if !host64 && self.cr0 & cr0::PG != 0 && self.cr4 & cr4::PAE != 0 {
