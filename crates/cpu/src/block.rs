@@ -111,6 +111,17 @@ pub(crate) enum K {
     Jcc,
     /// JMP rel (the last instruction).
     Jmp,
+    /// Fused `MOV d, s` and the op named, with dead flags: `d = s op x` for shifts and
+    /// rotates (x the count), `d = s op r[x]` for the register forms, `d = s op imm`.
+    ShlNf3,
+    ShrNf3,
+    RolNf3,
+    RorNf3,
+    XorRNf3,
+    AddRNf3,
+    SubRNf3,
+    AndINf3,
+    AddINf3,
     /// MOV d, [mem] (32 or 64 bits): the address as LEA's (`s`, `x`), `imm` = displacement
     /// (32 bits) | instruction index << 32 | segment << 48 | RIP-relative << 56.
     Load,
@@ -328,6 +339,7 @@ impl Cpu {
                 }
             }
         }
+        fuse(&mut blocks.ops, start);
         let block = Block {
             key: off as u64 + 1,
             generation,
@@ -423,6 +435,23 @@ impl Cpu {
                 K::OrINf => g[d] = (g[d] | op.imm) & op.mask(),
                 K::XorRNf => g[d] = (g[d] ^ g[s]) & op.mask(),
                 K::XorINf => g[d] = (g[d] ^ op.imm) & op.mask(),
+                K::ShlNf3 => g[d] = (g[s] << op.x) & op.mask(),
+                K::ShrNf3 => g[d] = (g[s] & op.mask()) >> op.x,
+                K::RolNf3 | K::RorNf3 => {
+                    let (w, c) = (op.width(), u32::from(op.x));
+                    let a = g[s] & op.mask();
+                    let (l, r) = if op.kind == K::RolNf3 {
+                        (c, w - c)
+                    } else {
+                        (w - c, c)
+                    };
+                    g[d] = ((a << l) | (a >> r)) & op.mask();
+                }
+                K::XorRNf3 => g[d] = (g[s] ^ g[usize::from(op.x & 15)]) & op.mask(),
+                K::AddRNf3 => g[d] = g[s].wrapping_add(g[usize::from(op.x & 15)]) & op.mask(),
+                K::SubRNf3 => g[d] = g[s].wrapping_sub(g[usize::from(op.x & 15)]) & op.mask(),
+                K::AndINf3 => g[d] = g[s] & op.imm,
+                K::AddINf3 => g[d] = g[s].wrapping_add(op.imm) & op.mask(),
                 K::ShlNf => g[d] = (g[d] << op.x) & op.mask(),
                 K::ShrNf => g[d] = (g[d] & op.mask()) >> op.x,
                 K::SarNf => {
@@ -605,6 +634,46 @@ impl Cpu {
     }
 }
 
+/// Fuses `MOV d, s` with the op after it that writes `d` with dead flags, in the ops from
+/// `start` on: one dispatch instead of two (compilers emit such pairs for three-operand
+/// arithmetic).
+fn fuse(ops: &mut Vec<Op>, start: usize) {
+    let mut out = start;
+    let mut i = start;
+    while let Some(&op) = ops.get(i) {
+        let next = ops.get(i + 1).copied();
+        let fused = next.and_then(|next| {
+            if op.kind != K::MovR || next.d != op.d || next.sh != op.sh {
+                return None;
+            }
+            // The second source of a register form: the moved value if it names `d`.
+            let second = if next.s == op.d { op.s } else { next.s };
+            let (kind, x) = match next.kind {
+                K::ShlNf => (K::ShlNf3, next.x),
+                K::ShrNf => (K::ShrNf3, next.x),
+                K::RolNf => (K::RolNf3, next.x),
+                K::RorNf => (K::RorNf3, next.x),
+                K::XorRNf => (K::XorRNf3, second),
+                K::AddRNf => (K::AddRNf3, second),
+                K::SubRNf => (K::SubRNf3, second),
+                K::AndINf => (K::AndINf3, 0),
+                K::AddINf => (K::AddINf3, 0),
+                _ => return None,
+            };
+            Some(Op {
+                kind,
+                s: op.s,
+                x,
+                ..next
+            })
+        });
+        ops[out] = fused.unwrap_or(op);
+        out += 1;
+        i += if fused.is_some() { 2 } else { 1 };
+    }
+    ops.truncate(out);
+}
+
 /// The segment registers by number (`Seg as u8`).
 const SEGS: [Seg; 8] = [
     Seg::Es,
@@ -648,6 +717,10 @@ fn effect(ins: &Instruction, uop: &Uop) -> Effect {
     match uop.kind {
         Kind::Nop | Kind::Mov64 | Kind::Mov32 | Kind::Lea => Effect::None,
         Kind::Movzx | Kind::Movsx | Kind::Mov | Kind::Not if reg_only => Effect::None,
+        // Partial writers: with their flags live they need the flags before them; with their
+        // flags dead they need nothing (their results do not depend on the flags), so they
+        // pass liveness through as if they did not touch the flags.
+        Kind::Inc | Kind::Dec | Kind::Shift(Sh::Rol | Sh::Ror) if reg_only => Effect::None,
         Kind::Alu64(op) | Kind::Alu32(op) if !matches!(op, AluOp::Adc | AluOp::Sbb) => {
             Effect::Writes
         }
@@ -1096,6 +1169,53 @@ mod tests {
             a.counters.blocks_run, 2,
             "the store into the page ended the first block"
         );
+    }
+
+    /// Every fused `MOV d, s; op d, …` form, a second source naming `d` included, computes
+    /// what single steps compute.
+    #[test]
+    fn fused_pairs_agree_with_single_steps() {
+        #[rustfmt::skip]
+        let code = [
+            0x90,                               // nop
+            0x49, 0x89, 0xc1, 0x4d, 0x31, 0xc1, // mov r9, rax; xor r9, r8
+            0x4d, 0x89, 0xca, 0x4d, 0x01, 0xd2, // mov r10, r9; add r10, r10
+            0x4d, 0x89, 0xcb, 0x49, 0x29, 0xc3, // mov r11, r9; sub r11, rax
+            0x89, 0xc1, 0x81, 0xe1, 0xff, 0x00, 0x00, 0x00, // mov ecx, eax; and ecx, 0xff
+            0x48, 0x89, 0xc2, 0x48, 0x83, 0xc2, 0x05, // mov rdx, rax; add rdx, 5
+            0x48, 0x89, 0xc6, 0x48, 0xc1, 0xee, 0x03, // mov rsi, rax; shr rsi, 3
+            0x48, 0x89, 0xc7, 0x48, 0xc1, 0xc7, 0x09, // mov rdi, rax; rol rdi, 9
+            0x48, 0x89, 0xc3, 0x48, 0xc1, 0xcb, 0x07, // mov rbx, rax; ror rbx, 7
+            0x41, 0x89, 0xc4, 0x41, 0xc1, 0xe4, 0x04, // mov r12d, eax; shl r12d, 4
+            0x41, 0x89, 0xc5, 0x41, 0xc1, 0xcd, 0x05, // mov r13d, eax; ror r13d, 5
+            0x48, 0x39, 0xc0,                   // cmp rax, rax: the flags above are dead
+            0xf4,
+        ];
+        let run = |blocks: bool| {
+            let (mut cpu, mut bus) = long_env(&code);
+            cpu.use_blocks = blocks;
+            cpu.gpr[0] = 0xf123_4567_89ab_cdef;
+            cpu.gpr[8] = 0x0f0f_0f0f_f0f0_f0f0;
+            for r in [1, 2, 3, 6, 7, 9, 10, 11, 12, 13] {
+                cpu.gpr[r] = 0xdead_beef_dead_beef;
+            }
+            assert_eq!(cpu.run(&mut bus, 1000), Ok(crate::StopReason::Halted));
+            cpu
+        };
+        let (a, b) = (run(true), run(false));
+        assert_eq!(a.gpr, b.gpr);
+        assert_eq!(a.rflags(), b.rflags());
+        assert_eq!(a.retired, b.retired);
+        let r9 = 0xf123_4567_89ab_cdef_u64 ^ 0x0f0f_0f0f_f0f0_f0f0;
+        assert_eq!(a.gpr[10], r9.wrapping_mul(2));
+        let fused = a
+            .icache
+            .blocks
+            .ops
+            .iter()
+            .filter(|op| op.kind == K::XorRNf3)
+            .count();
+        assert_eq!(fused, 1);
     }
 
     /// The integer loop of bench-intloop runs as one block per iteration, and its flags are

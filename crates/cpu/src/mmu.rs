@@ -219,7 +219,7 @@ impl Cpu {
     /// Caches a TLB entry for an explicit data access in the data pages, if its rights depend
     /// only on the key.
     #[inline]
-    fn fill_data_page(&mut self, lin: u64, e: &crate::tlb::Entry) {
+    fn fill_data_page(&mut self, lin: u64, e: &Entry) {
         let user_page = e.perm & perm::USER != 0;
         let cacheable = e.ram != usize::MAX
             && user_page == (self.cpl == 3)
