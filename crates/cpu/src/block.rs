@@ -519,16 +519,7 @@ impl Cpu {
                     let sh = 64 - u32::from(op.x);
                     g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & op.mask();
                 }
-                K::Lea => {
-                    let mut a = op.imm;
-                    if op.x & 0x80 == 0 {
-                        a = a.wrapping_add(g[s]);
-                    }
-                    if op.x & 0x10 == 0 {
-                        a = a.wrapping_add(g[usize::from(op.x & 15)] << ((op.x >> 5) & 3));
-                    }
-                    g[d] = a & op.mask();
-                }
+                K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
                 K::Load | K::Store => {
                     let rip = base | u64::from(op.off);
                     let fall = rip.wrapping_add(u64::from(op.len));
@@ -538,12 +529,7 @@ impl Cpu {
                     if op.imm >> 56 != 0 {
                         a = a.wrapping_add(rip);
                     }
-                    if op.x & 0x80 == 0 {
-                        a = a.wrapping_add(g[base_reg]);
-                    }
-                    if op.x & 0x10 == 0 {
-                        a = a.wrapping_add(g[usize::from(op.x & 15)] << ((op.x >> 5) & 3));
-                    }
+                    let a = add_address(op, g, base_reg, a);
                     let seg = SEGS[((op.imm >> 48) & 7) as usize];
                     let size = op.width() as usize / 8;
                     self.rip = rip;
@@ -632,6 +618,30 @@ impl Cpu {
         self.retired += u64::from(block.insns);
         Ok(())
     }
+}
+
+/// The base register and the `x` byte of LEA, `Load` and `Store` for an address.
+fn address(base: Option<u8>, index: Option<u8>, scale: u8) -> (u8, u8) {
+    let mut x = match index {
+        Some(i) => i | ((scale.trailing_zeros() as u8) << 5),
+        None => 0x10,
+    };
+    if base.is_none() {
+        x |= 0x80;
+    }
+    (base.unwrap_or(0), x)
+}
+
+/// The sum of base and scaled index an op's `s`/`d` and `x` name, plus `a`.
+#[inline(always)]
+fn add_address(op: &Op, g: &[u64; 16], base: usize, mut a: u64) -> u64 {
+    if op.x & 0x80 == 0 {
+        a = a.wrapping_add(g[base]);
+    }
+    if op.x & 0x10 == 0 {
+        a = a.wrapping_add(g[usize::from(op.x & 15)] << ((op.x >> 5) & 3));
+    }
+    a
 }
 
 /// Fuses `MOV d, s` with the op after it that writes `d` with dead flags, in the ops from
@@ -883,18 +893,7 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
             let Some((base_reg, index, scale, disp)) = u.mem.plain_64() else {
                 return Slow;
             };
-            let mut x = 0u8;
-            let s = match base_reg {
-                Some(b) => b,
-                None => {
-                    x |= 0x80;
-                    0
-                }
-            };
-            match index {
-                Some(i) => x |= i | ((scale.trailing_zeros() as u8) << 5),
-                None => x |= 0x10,
-            }
+            let (s, x) = address(base_reg, index, scale);
             op(K::Lea, d, s, x, w, disp as i64 as u64)
         }
         Kind::Mov => {
@@ -907,18 +906,7 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 return Slow;
             };
             let rip = u.mem.rel == crate::uop::Rel::Rip;
-            let mut x = 0u8;
-            let b = match base_reg {
-                Some(b) => b,
-                None => {
-                    x |= 0x80;
-                    0
-                }
-            };
-            match index {
-                Some(i) => x |= i | ((scale.trailing_zeros() as u8) << 5),
-                None => x |= 0x10,
-            }
+            let (b, x) = address(base_reg, index, scale);
             let imm = u64::from(disp as u32)
                 | ((insn as u64) << 32)
                 | ((u.mem.seg as u64) << 48)

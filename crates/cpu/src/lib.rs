@@ -551,22 +551,8 @@ impl Cpu {
                     first = false;
                     self.counters.blocks_run += 1;
                     let r = self.run_block(bus, &block, ram_page);
-                    if r.is_err() {
-                        return match self.conclude(bus, r) {
-                            Some(stop) => Burst::Stop(stop),
-                            None => Burst::Ran,
-                        };
-                    }
-                    if self.touched_device {
-                        self.touched_device = false;
-                        self.nmi_check = true;
-                        if bus.stop_requested() {
-                            return Burst::Stop(Ok(StopReason::BusStop));
-                        }
-                        return Burst::Ran;
-                    }
-                    if self.retired >= limit {
-                        return Burst::Ran;
+                    if let Some(end) = self.burst_step_end(bus, r, limit) {
+                        return end;
                     }
                     continue;
                 }
@@ -600,24 +586,36 @@ impl Cpu {
                 Err(e) => Err(e),
             };
             first = false;
-            if r.is_err() {
-                return match self.conclude(bus, r) {
-                    Some(stop) => Burst::Stop(stop),
-                    None => Burst::Ran,
-                };
-            }
-            if self.touched_device {
-                self.touched_device = false;
-                self.nmi_check = true;
-                if bus.stop_requested() {
-                    return Burst::Stop(Ok(StopReason::BusStop));
-                }
-                return Burst::Ran;
-            }
-            if self.retired >= limit {
-                return Burst::Ran;
+            if let Some(end) = self.burst_step_end(bus, r, limit) {
+                return end;
             }
         }
+    }
+
+    /// After an instruction or a block of a burst: whether the burst ends (a fault to
+    /// deliver, a device touched, the limit reached) and how.
+    #[inline(always)]
+    fn burst_step_end<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        r: fault::Ex<()>,
+        limit: u64,
+    ) -> Option<Burst> {
+        if r.is_err() {
+            return Some(match self.conclude(bus, r) {
+                Some(stop) => Burst::Stop(stop),
+                None => Burst::Ran,
+            });
+        }
+        if self.touched_device {
+            self.touched_device = false;
+            self.nmi_check = true;
+            if bus.stop_requested() {
+                return Some(Burst::Stop(Ok(StopReason::BusStop)));
+            }
+            return Some(Burst::Ran);
+        }
+        (self.retired >= limit).then_some(Burst::Ran)
     }
 
     /// Finishes a step that did not complete: delivers its exception (and any that delivery
