@@ -228,8 +228,8 @@ pub struct Cpu {
     pub(crate) tlb: Tlb,
     /// The data pages in front of the TLB (`tlb::DataPages`).
     pub(crate) dpages: tlb::DataPages,
-    /// The page instructions were last fetched from, valid while the TLB generation, CPL and
-    /// CR3 are unchanged: most fetches skip the TLB lookup.
+    /// The code pages instructions were last fetched from ([`FetchPages`]): most fetches skip
+    /// the TLB lookup.
     pub(crate) fetch: FetchPages,
     pub(crate) icache: ICache,
     /// The iced form of the generic instruction `exec::fetch` returned last.
