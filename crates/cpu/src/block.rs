@@ -122,10 +122,10 @@ pub(crate) enum K {
     SubRNf3,
     AndINf3,
     AddINf3,
-    /// MOV d, [mem] (32 or 64 bits): the address as LEA's (`s`, `x`), `imm` = displacement
+    /// `MOV d, [mem]` (32 or 64 bits): the address as LEA's (`s`, `x`), `imm` = displacement
     /// (32 bits) | instruction index << 32 | segment << 48 | RIP-relative << 56.
     Load,
-    /// MOV [mem], s (32 or 64 bits): the address as `Load`'s, with the base in `d`.
+    /// `MOV [mem], s` (32 or 64 bits): the address as `Load`'s, with the base in `d`.
     Store,
     /// A `Uop` kept in the block's arena: `imm` = arena index | instruction index << 32.
     Uop,
