@@ -30,6 +30,7 @@ use crate::bus::Bus;
 use crate::fault::Ex;
 use crate::flags::{FlagOp, mask};
 use crate::ops::arith::AluOp;
+use crate::regs::Gpr;
 use crate::state::Seg;
 use crate::uop::{Kind, Opnd, Sh, Uop};
 
@@ -127,6 +128,14 @@ pub(crate) enum K {
     Load,
     /// `MOV [mem], s` (32 or 64 bits): the address as `Load`'s, with the base in `d`.
     Store,
+    /// `PUSH d` (64 bits): `imm` = instruction index << 32.
+    Push,
+    /// `POP d` (64 bits): `imm` = instruction index << 32.
+    Pop,
+    /// `CALL rel` (64 bits), the block's last instruction: `imm` = target - RIP.
+    Call,
+    /// `RET` (64 bits, no immediate), the block's last instruction.
+    Ret,
     /// A `Uop` kept in the block's arena: `imm` = arena index | instruction index << 32.
     Uop,
     /// A burst-safe generic instruction, kept in the arena like `Uop`.
@@ -378,6 +387,11 @@ impl Cpu {
     #[inline(always)]
     fn run_ops<B: Bus>(&mut self, bus: &mut B, ops: &[Op], block: &Block, page: usize) -> Ex<()> {
         let base = self.rip & !0xfff;
+        // Instructions retired before the block. An op that may touch memory or fault first
+        // sets RIP and the count to its own instruction's (virtual time included), so a
+        // device, a fault and an early exit see them as single steps would.
+        let start = self.retired;
+        let last = start + u64::from(block.insns) - 1;
         for op in ops {
             let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
             let g = &mut self.gpr;
@@ -520,36 +534,49 @@ impl Cpu {
                     g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & op.mask();
                 }
                 K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
-                K::Load | K::Store => {
+                K::Load | K::Store | K::Push | K::Pop => {
                     let rip = base | u64::from(op.off);
                     let fall = rip.wrapping_add(u64::from(op.len));
-                    let index = (op.imm >> 32) & 0xff;
-                    let base_reg = if op.kind == K::Load { s } else { d };
-                    let mut a = op.imm as u32 as i32 as i64 as u64;
-                    if op.imm >> 56 != 0 {
-                        a = a.wrapping_add(rip);
-                    }
-                    let a = add_address(op, g, base_reg, a);
-                    let seg = SEGS[((op.imm >> 48) & 7) as usize];
-                    let size = op.width() as usize / 8;
                     self.rip = rip;
                     self.next_rip = fall;
-                    let r = if op.kind == K::Load {
-                        self.read_seg(bus, seg, a, size).map(|v| self.gpr[d] = v)
-                    } else {
-                        let v = self.gpr[s] & op.mask();
-                        self.write_seg(bus, seg, a, size, v)
+                    self.retired = start + ((op.imm >> 32) & 0xff);
+                    let rsp = g[Gpr::Rsp as usize];
+                    let r = match op.kind {
+                        K::Load | K::Store => {
+                            let base_reg = if op.kind == K::Load { s } else { d };
+                            let mut a = op.imm as u32 as i32 as i64 as u64;
+                            if op.imm >> 56 != 0 {
+                                a = a.wrapping_add(rip);
+                            }
+                            let a = add_address(op, g, base_reg, a);
+                            let seg = SEGS[((op.imm >> 48) & 7) as usize];
+                            let size = op.width() as usize / 8;
+                            if op.kind == K::Load {
+                                self.read_seg(bus, seg, a, size).map(|v| self.gpr[d] = v)
+                            } else {
+                                let v = g[s] & op.mask();
+                                self.write_seg(bus, seg, a, size, v)
+                            }
+                        }
+                        K::Push => {
+                            let sp = rsp.wrapping_sub(8);
+                            let v = g[d];
+                            self.write_seg(bus, Seg::Ss, sp, 8, v)
+                                .map(|()| self.gpr[Gpr::Rsp as usize] = sp)
+                        }
+                        // POP RSP loads the value read (the increment is overwritten).
+                        _ => self.read_seg(bus, Seg::Ss, rsp, 8).map(|v| {
+                            self.gpr[Gpr::Rsp as usize] = rsp.wrapping_add(8);
+                            self.gpr[d] = v;
+                        }),
                     };
-                    if let Err(e) = r {
-                        self.retired += index;
-                        return Err(e);
-                    }
+                    r?;
+                    let wrote = matches!(op.kind, K::Store | K::Push);
                     if self.touched_device
-                        || (op.kind == K::Store
-                            && self.icache.generation(page) != Some(block.generation))
+                        || (wrote && self.icache.generation(page) != Some(block.generation))
                     {
                         self.rip = fall;
-                        self.retired += index + 1;
+                        self.retired += 1;
                         return Ok(());
                     }
                 }
@@ -571,24 +598,45 @@ impl Cpu {
                     let next = if taken {
                         let target = rip.wrapping_add(op.imm) & op.mask();
                         self.rip = rip;
-                        if let Err(e) = self.branch(target) {
-                            self.retired += u64::from(block.insns) - 1;
-                            return Err(e);
-                        }
+                        self.retired = last;
+                        self.branch(target)?;
                         target
                     } else {
                         rip.wrapping_add(u64::from(op.len))
                     };
                     self.rip = next;
-                    self.retired += u64::from(block.insns);
+                    self.retired = last + 1;
+                    return Ok(());
+                }
+                K::Call | K::Ret => {
+                    let rip = base | u64::from(op.off);
+                    let fall = rip.wrapping_add(u64::from(op.len));
+                    self.rip = rip;
+                    self.next_rip = fall;
+                    self.retired = last;
+                    let rsp = self.gpr[Gpr::Rsp as usize];
+                    let (target, sp) = if op.kind == K::Call {
+                        let target = rip.wrapping_add(op.imm);
+                        self.branch(target)?;
+                        let sp = rsp.wrapping_sub(8);
+                        self.write_seg(bus, Seg::Ss, sp, 8, fall)?;
+                        (target, sp)
+                    } else {
+                        let target = self.read_seg(bus, Seg::Ss, rsp, 8)?;
+                        self.branch(target)?;
+                        (target, rsp.wrapping_add(8))
+                    };
+                    self.gpr[Gpr::Rsp as usize] = sp;
+                    self.rip = target;
+                    self.retired = last + 1;
                     return Ok(());
                 }
                 K::Uop | K::Generic => {
                     let rip = base | u64::from(op.off);
                     let fall = rip.wrapping_add(u64::from(op.len));
-                    let index = op.imm >> 32;
                     self.rip = rip;
                     self.next_rip = fall;
+                    self.retired = start + (op.imm >> 32);
                     let k = op.imm as u32 as usize;
                     let blocks = &self.icache.blocks;
                     let r = if op.kind == K::Uop {
@@ -599,23 +647,20 @@ impl Cpu {
                         self.decoded = ins;
                         self.execute(bus, &ins)
                     };
-                    if let Err(e) = r {
-                        self.retired += index;
-                        return Err(e);
-                    }
+                    r?;
                     if self.next_rip != fall
                         || self.touched_device
                         || self.icache.generation(page) != Some(block.generation)
                     {
                         self.rip = self.next_rip;
-                        self.retired += index + 1;
+                        self.retired += 1;
                         return Ok(());
                     }
                 }
             }
         }
         self.rip = base + u64::from(block.end);
-        self.retired += u64::from(block.insns);
+        self.retired = last + 1;
         Ok(())
     }
 }
@@ -932,6 +977,20 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
         },
         Kind::Jcc(c) => op(K::Jcc, 0, 0, c as u8, u.w, u.imm()),
         Kind::Jmp => op(K::Jmp, 0, 0, 0, u.w, u.imm()),
+        // The 64-bit stack forms (the stack-address size is 64 in 64-bit mode).
+        Kind::Push | Kind::Pop if u.aux == 8 => match reg(u.dst) {
+            Some((d, 64)) => {
+                let kind = if u.kind == Kind::Push {
+                    K::Push
+                } else {
+                    K::Pop
+                };
+                op(kind, d, 0, 0, 64, (insn as u64) << 32)
+            }
+            _ => Slow,
+        },
+        Kind::Call if u.aux == 8 && u.w == 64 => op(K::Call, 0, 0, 0, 64, u.imm()),
+        Kind::Ret if u.aux == 8 && u.w != 1 => op(K::Ret, 0, 0, 0, 64, 0),
         _ => Slow,
     }
 }
@@ -1157,6 +1216,94 @@ mod tests {
             a.counters.blocks_run, 2,
             "the store into the page ended the first block"
         );
+    }
+
+    /// Runs `code` with blocks and with single steps after `setup`, with exceptions delivered
+    /// to a HLT, and checks that both end the same way: registers, RIP, RFLAGS, instructions
+    /// retired, memory, and every MMIO access with its value and virtual time. Returns the
+    /// machine that ran blocks.
+    fn agree(code: &[u8], setup: impl Fn(&mut Cpu)) -> Cpu {
+        let run = |blocks: bool| {
+            let (mut cpu, mut bus) = long_env(code);
+            bus.load(HANDLER, &[0xf4]);
+            for vector in 0..32 {
+                crate::test_utils::set_gate64(&mut bus, vector, HANDLER, false, 0, 0);
+            }
+            cpu.use_blocks = blocks;
+            cpu.gpr[4] = crate::test_utils::STACK_TOP - 0x100;
+            setup(&mut cpu);
+            let stop = cpu.run(&mut bus, 1000);
+            (stop, cpu, bus)
+        };
+        let ((stop_a, a, bus_a), (stop_b, b, bus_b)) = (run(true), run(false));
+        assert_eq!(stop_a, stop_b);
+        assert_eq!((a.gpr, a.rip, a.rflags()), (b.gpr, b.rip, b.rflags()));
+        assert_eq!(a.retired, b.retired);
+        assert!(bus_a.ram == bus_b.ram, "memory differs");
+        assert_eq!(bus_a.mmio_writes, bus_b.mmio_writes);
+        assert_eq!(
+            bus_a.mmio_times, bus_b.mmio_times,
+            "a device saw another time"
+        );
+        assert_eq!(b.counters.blocks_run, 0);
+        a
+    }
+
+    /// PUSH, POP, CALL and RET lowered to ops behave as single steps: a call into a function
+    /// that swaps two registers through the stack, a stack and a store in MMIO (the device
+    /// sees each access at its instruction's time), POP RSP, and a RET to a non-canonical
+    /// address (#GP with RSP not popped).
+    #[test]
+    fn stack_ops_agree_with_single_steps() {
+        const MMIO: u64 = 0x3000_0000;
+        #[rustfmt::skip]
+        let call = [
+            0x90,                           // nop
+            0x48, 0x83, 0xc0, 0x01,         // add rax, 1
+            0xe8, 0x06, 0x00, 0x00, 0x00,   // call f
+            0x48, 0x89, 0x06,               // mov [rsi], rax
+            0xf4,                           // hlt
+            0x90, 0x90,
+            0x53,                           // f: push rbx
+            0x41, 0x55,                     // push r13
+            0x48, 0x83, 0xc0, 0x01,         // add rax, 1
+            0x5b,                           // pop rbx
+            0x41, 0x5d,                     // pop r13
+            0xc3,                           // ret
+        ];
+        let swap = |rsi: u64, rsp: u64| {
+            move |cpu: &mut Cpu| {
+                (cpu.gpr[3], cpu.gpr[13], cpu.gpr[6]) = (0x1111, 0x2222, rsi);
+                cpu.gpr[4] = rsp;
+            }
+        };
+        let stack = crate::test_utils::STACK_TOP - 0x100;
+        let a = agree(&call, swap(0x10_8000, stack));
+        assert_eq!(
+            (a.gpr[0], a.gpr[3], a.gpr[13], a.gpr[4]),
+            (2, 0x2222, 0x1111, stack)
+        );
+        assert!(a.counters.blocks_run >= 3);
+        agree(&call, swap(MMIO, stack));
+        agree(&call, swap(0x10_8000, MMIO + 0x100));
+        #[rustfmt::skip]
+        let pop_rsp = [
+            0x90,                   // nop
+            0x56,                   // push rsi
+            0x5c,                   // pop rsp
+            0xf4,                   // hlt
+        ];
+        let a = agree(&pop_rsp, |cpu| cpu.gpr[6] = 0x10_9000);
+        assert_eq!(a.gpr[4], 0x10_9000);
+        #[rustfmt::skip]
+        let bad_ret = [
+            0x90,                                                       // nop
+            0x48, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0x80,                      // mov rax, 1 << 63
+            0x50,                                                       // push rax
+            0xc3,                                                       // ret: #GP
+        ];
+        let a = agree(&bad_ret, |_| {});
+        assert_eq!(a.rip, HANDLER + 1);
     }
 
     /// Every fused `MOV d, s; op d, …` form, a second source naming `d` included, computes

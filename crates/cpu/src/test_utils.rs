@@ -32,6 +32,8 @@ pub struct TestBus {
     pub ram: Vec<u8>,
     pub port_writes: Vec<(u16, u32)>,
     pub mmio_writes: Vec<(u64, u64)>,
+    /// The virtual time of every MMIO read and write, in order.
+    pub mmio_times: Vec<u64>,
     pub irqs: VecDeque<u8>,
     pub stop: bool,
     /// What MOV to CR8 wrote (no priorities are applied to `irqs`).
@@ -44,6 +46,7 @@ impl TestBus {
             ram: vec![0; RAM],
             port_writes: Vec::new(),
             mmio_writes: Vec::new(),
+            mmio_times: Vec::new(),
             irqs: VecDeque::new(),
             stop: false,
             cr8: 0,
@@ -75,10 +78,12 @@ impl Bus for TestBus {
         let off = (frame.raw() as usize).checked_mul(4096)?;
         (off < self.ram.len()).then_some(off)
     }
-    fn mmio_read(&mut self, _addr: Hpa, _size: AccessSize, _now: VirtualTime) -> u64 {
+    fn mmio_read(&mut self, _addr: Hpa, _size: AccessSize, now: VirtualTime) -> u64 {
+        self.mmio_times.push(now.ticks());
         u64::MAX
     }
-    fn mmio_write(&mut self, addr: Hpa, _size: AccessSize, value: u64, _now: VirtualTime) {
+    fn mmio_write(&mut self, addr: Hpa, _size: AccessSize, value: u64, now: VirtualTime) {
+        self.mmio_times.push(now.ticks());
         self.mmio_writes.push((addr.raw(), value));
     }
     fn io_in(&mut self, port: u16, _size: AccessSize, _now: VirtualTime) -> u32 {

@@ -308,7 +308,8 @@ pub(crate) struct Uop {
     pub len: u8,
     /// Operand width in bits (or the branch-target width).
     pub w: u8,
-    aux: u8,
+    /// What the kind says (a source width, bytes pushed or popped).
+    pub aux: u8,
     pub dst: Opnd,
     pub src: Opnd,
     /// The immediate or the branch displacement, sign-extended when used (a wider one is not
