@@ -128,6 +128,11 @@ pub(crate) enum K {
     Load,
     /// `MOV [mem], s` (32 or 64 bits): the address as `Load`'s, with the base in `d`.
     Store,
+    /// `op d, [mem]` for an ALU operation (32 or 64 bits, flags recorded): `Load` with the
+    /// operation in `imm` bits 57 to 60 (`AluOp as u8`).
+    LoadAlu,
+    /// `MOVZX d, s` from a high-byte register (AH, CH, DH, BH): `s` = the full register.
+    MovzxHigh,
     /// `PUSH d` (64 bits): `imm` = instruction index << 32.
     Push,
     /// `POP d` (64 bits): `imm` = instruction index << 32.
@@ -534,7 +539,8 @@ impl Cpu {
                     g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & op.mask();
                 }
                 K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
-                K::Load | K::Store | K::Push | K::Pop => {
+                K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
+                K::Load | K::LoadAlu | K::Store | K::Push | K::Pop => {
                     let rip = base | u64::from(op.off);
                     let fall = rip.wrapping_add(u64::from(op.len));
                     self.rip = rip;
@@ -542,30 +548,41 @@ impl Cpu {
                     self.retired = start + ((op.imm >> 32) & 0xff);
                     let rsp = g[Gpr::Rsp as usize];
                     let r = match op.kind {
-                        K::Load | K::Store => {
-                            let base_reg = if op.kind == K::Load { s } else { d };
+                        K::Load | K::LoadAlu | K::Store => {
+                            let base_reg = if op.kind == K::Store { d } else { s };
                             let mut a = op.imm as u32 as i32 as i64 as u64;
-                            if op.imm >> 56 != 0 {
+                            if (op.imm >> 56) & 1 != 0 {
                                 a = a.wrapping_add(rip);
                             }
                             let a = add_address(op, g, base_reg, a);
                             let seg = SEGS[((op.imm >> 48) & 7) as usize];
                             let size = op.width() as usize / 8;
-                            if op.kind == K::Load {
-                                self.read_seg(bus, seg, a, size).map(|v| self.gpr[d] = v)
-                            } else {
-                                let v = g[s] & op.mask();
-                                self.write_seg(bus, seg, a, size, v)
+                            match op.kind {
+                                K::Load => {
+                                    self.block_read(bus, seg, a, size).map(|v| self.gpr[d] = v)
+                                }
+                                K::LoadAlu => self.block_read(bus, seg, a, size).map(|v| {
+                                    let alu = ALU_OPS[((op.imm >> 57) & 15) as usize];
+                                    let a = self.gpr[d] & op.mask();
+                                    let r = self.alu_compute(alu, op.width(), a, v);
+                                    if !matches!(alu, AluOp::Cmp | AluOp::Test) {
+                                        self.gpr[d] = r;
+                                    }
+                                }),
+                                _ => {
+                                    let v = g[s] & op.mask();
+                                    self.block_write(bus, seg, a, size, v)
+                                }
                             }
                         }
                         K::Push => {
                             let sp = rsp.wrapping_sub(8);
                             let v = g[d];
-                            self.write_seg(bus, Seg::Ss, sp, 8, v)
+                            self.block_write(bus, Seg::Ss, sp, 8, v)
                                 .map(|()| self.gpr[Gpr::Rsp as usize] = sp)
                         }
                         // POP RSP loads the value read (the increment is overwritten).
-                        _ => self.read_seg(bus, Seg::Ss, rsp, 8).map(|v| {
+                        _ => self.block_read(bus, Seg::Ss, rsp, 8).map(|v| {
                             self.gpr[Gpr::Rsp as usize] = rsp.wrapping_add(8);
                             self.gpr[d] = v;
                         }),
@@ -619,10 +636,10 @@ impl Cpu {
                         let target = rip.wrapping_add(op.imm);
                         self.branch(target)?;
                         let sp = rsp.wrapping_sub(8);
-                        self.write_seg(bus, Seg::Ss, sp, 8, fall)?;
+                        self.block_write(bus, Seg::Ss, sp, 8, fall)?;
                         (target, sp)
                     } else {
-                        let target = self.read_seg(bus, Seg::Ss, rsp, 8)?;
+                        let target = self.block_read(bus, Seg::Ss, rsp, 8)?;
                         self.branch(target)?;
                         (target, rsp.wrapping_add(8))
                     };
@@ -662,6 +679,36 @@ impl Cpu {
         self.rip = base + u64::from(block.end);
         self.retired = last + 1;
         Ok(())
+    }
+}
+
+impl Cpu {
+    /// A read by an op: in 64-bit mode (every block's), through the data pages when the page
+    /// is cached there, inline; else the full path of [`Cpu::read_seg`].
+    #[inline(always)]
+    fn block_read<B: Bus>(&mut self, bus: &mut B, seg: Seg, off: u64, size: usize) -> Ex<u64> {
+        if !matches!(seg, Seg::Fs | Seg::Gs)
+            && let Some(v) = self.read_fast(bus, off, size)
+        {
+            return Ok(v);
+        }
+        self.read_seg(bus, seg, off, size)
+    }
+
+    /// A write by an op, as [`Cpu::block_read`].
+    #[inline(always)]
+    fn block_write<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        seg: Seg,
+        off: u64,
+        size: usize,
+        value: u64,
+    ) -> Ex<()> {
+        if !matches!(seg, Seg::Fs | Seg::Gs) && self.write_fast(bus, off, size, value) {
+            return Ok(());
+        }
+        self.write_seg(bus, seg, off, size, value)
     }
 }
 
@@ -728,6 +775,19 @@ fn fuse(ops: &mut Vec<Op>, start: usize) {
     }
     ops.truncate(out);
 }
+
+/// The ALU operations by number (`AluOp as u8`).
+const ALU_OPS: [AluOp; 9] = [
+    AluOp::Add,
+    AluOp::Or,
+    AluOp::Adc,
+    AluOp::Sbb,
+    AluOp::And,
+    AluOp::Sub,
+    AluOp::Xor,
+    AluOp::Cmp,
+    AluOp::Test,
+];
 
 /// The segment registers by number (`Seg as u8`).
 const SEGS: [Seg; 8] = [
@@ -921,13 +981,11 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
             let (Some((d, w)), Opnd::Reg(s)) = (reg(u.dst), u.src) else {
                 return Slow;
             };
-            if s.is_high_byte() {
-                return Slow;
-            }
-            let kind = if u.kind == Kind::Movzx {
-                K::Movzx
-            } else {
-                K::Movsx
+            let kind = match (u.kind, s.is_high_byte()) {
+                (Kind::Movzx, true) => K::MovzxHigh,
+                (_, true) => return Slow,
+                (Kind::Movzx, false) => K::Movzx,
+                _ => K::Movsx,
             };
             op(kind, d, s.idx() as u8, s.width() as u8, w, 0)
         }
@@ -941,10 +999,11 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
             let (s, x) = address(base_reg, index, scale);
             op(K::Lea, d, s, x, w, disp as i64 as u64)
         }
-        Kind::Mov => {
-            let (kind, r, w) = match (u.dst, u.src, reg(u.dst), reg(u.src)) {
-                (_, Opnd::Mem, Some((d, w)), _) => (K::Load, d, w),
-                (Opnd::Mem, _, _, Some((s, w))) => (K::Store, s, w),
+        Kind::Mov | Kind::Alu(_) => {
+            let (kind, r, w, alu) = match (u.kind, u.dst, u.src, reg(u.dst), reg(u.src)) {
+                (Kind::Mov, _, Opnd::Mem, Some((d, w)), _) => (K::Load, d, w, 0),
+                (Kind::Mov, Opnd::Mem, _, _, Some((s, w))) => (K::Store, s, w, 0),
+                (Kind::Alu(a), _, Opnd::Mem, Some((d, w)), _) => (K::LoadAlu, d, w, a as u64),
                 _ => return Slow,
             };
             let Some((base_reg, index, scale, disp)) = u.mem.plain_64_or_rip(true) else {
@@ -955,9 +1014,10 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
             let imm = u64::from(disp as u32)
                 | ((insn as u64) << 32)
                 | ((u.mem.seg as u64) << 48)
-                | (u64::from(rip) << 56);
+                | (u64::from(rip) << 56)
+                | (alu << 57);
             // Load: d = destination, s = base; Store: d = base, s = source.
-            let (d, s) = if kind == K::Load { (r, b) } else { (b, r) };
+            let (d, s) = if kind == K::Store { (b, r) } else { (r, b) };
             op(kind, d, s, x, w, imm)
         }
         Kind::Cmov(c) => {

@@ -234,21 +234,25 @@ impl Cpu {
     /// A read of `size` bytes at linear `lin` through the data pages, if cached and within
     /// one page (counted as a TLB hit).
     #[inline(always)]
-    fn read_fast<B: Bus>(&mut self, bus: &B, lin: u64, size: usize) -> Option<u64> {
+    pub(crate) fn read_fast<B: Bus>(&mut self, bus: &B, lin: u64, size: usize) -> Option<u64> {
         if (lin & 0xfff) as usize + size > 4096 {
             return None;
         }
         let off = self.dpages.find(lin, false, self.data_key())?;
         let bytes = bus.ram().get(off..off + size)?;
         self.counters.tlb_hits += 1;
-        let mut b = [0u8; 8];
-        b[..size].copy_from_slice(bytes);
-        Some(u64::from_le_bytes(b))
+        Some(read_le(bytes))
     }
 
     /// A write through the data pages, as [`Cpu::read_fast`]; `false` if not cached.
     #[inline(always)]
-    fn write_fast<B: Bus>(&mut self, bus: &mut B, lin: u64, size: usize, value: u64) -> bool {
+    pub(crate) fn write_fast<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        lin: u64,
+        size: usize,
+        value: u64,
+    ) -> bool {
         if (lin & 0xfff) as usize + size > 4096 {
             return false;
         }
@@ -258,7 +262,7 @@ impl Cpu {
         let Some(bytes) = bus.ram_mut().get_mut(off..off + size) else {
             return false;
         };
-        bytes.copy_from_slice(&value.to_le_bytes()[..size]);
+        write_le(bytes, value);
         self.counters.tlb_hits += 1;
         self.icache.note_write(off);
         true
@@ -595,11 +599,7 @@ impl Cpu {
             Phys::Ram(off) => {
                 let ram = bus.ram();
                 match ram.get(off..off + size) {
-                    Some(bytes) => {
-                        let mut b = [0u8; 8];
-                        b[..size].copy_from_slice(bytes);
-                        u64::from_le_bytes(b)
-                    }
+                    Some(bytes) => read_le(bytes),
                     None => mask_bytes(u64::MAX, size),
                 }
             }
@@ -617,7 +617,7 @@ impl Cpu {
         match p {
             Phys::Ram(off) => {
                 if let Some(bytes) = bus.ram_mut().get_mut(off..off + size) {
-                    bytes.copy_from_slice(&value.to_le_bytes()[..size]);
+                    write_le(bytes, value);
                 }
                 self.icache.note_write(off);
             }
@@ -752,6 +752,37 @@ impl Cpu {
             self.translate(bus, next, Access::Write, false)?;
         }
         Ok(lin)
+    }
+}
+
+/// `bytes` (at most 8) as a little-endian value. The usual sizes are copies of a known
+/// length, which compile to one load instead of a call to `memcpy`.
+#[inline(always)]
+fn read_le(bytes: &[u8]) -> u64 {
+    match *bytes {
+        [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+        [a, b] => u64::from(u16::from_le_bytes([a, b])),
+        _ => bytes
+            .iter()
+            .take(8)
+            .rev()
+            .fold(0, |v, &b| (v << 8) | u64::from(b)),
+    }
+}
+
+/// Stores the low `bytes.len()` (at most 8) bytes of `v` into `bytes`, as [`read_le`] reads.
+#[inline(always)]
+fn write_le(bytes: &mut [u8], v: u64) {
+    match bytes.len() {
+        8 => bytes.copy_from_slice(&v.to_le_bytes()),
+        4 => bytes.copy_from_slice(&(v as u32).to_le_bytes()),
+        2 => bytes.copy_from_slice(&(v as u16).to_le_bytes()),
+        _ => {
+            for (i, b) in bytes.iter_mut().take(8).enumerate() {
+                *b = (v >> (8 * i)) as u8;
+            }
+        }
     }
 }
 
