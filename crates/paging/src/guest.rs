@@ -50,6 +50,7 @@ pub enum Unsupported {
 
 impl PagingContext {
     /// The context given by CR0, CR4, IA32_EFER and RFLAGS.
+    #[inline]
     pub fn from_registers(
         cr0: u64,
         cr4: u64,

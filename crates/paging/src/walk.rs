@@ -189,6 +189,7 @@ impl<P: Copy> Path<P> {
         }
     }
 
+    #[inline]
     fn push(&mut self, step: Step<P>) {
         // The walk pushes once per level and never more than MAX_LEVELS levels exist; a full
         // path is left as it is rather than indexed out of bounds.
@@ -282,13 +283,62 @@ struct Update<S> {
     flags: u64,
 }
 
+/// The flag updates a walk noted, one place per entry of its path (top level first).
+#[derive(Clone, Copy, Debug)]
+struct Updates<S>([Option<Update<S>>; MAX_LEVELS]);
+
+impl<S: Copy> Updates<S> {
+    #[inline]
+    fn new() -> Self {
+        Self([None; MAX_LEVELS])
+    }
+
+    /// Notes that the entry at `index` of the path, read through `slot`, lacks the flags
+    /// `missing` (nothing to write if none, or if the entry came from a register).
+    #[inline]
+    fn note(&mut self, index: usize, slot: Option<S>, missing: u64) {
+        if let (true, Some(slot), Some(update)) = (missing != 0, slot, self.0.get_mut(index)) {
+            *update = Some(Update {
+                slot,
+                flags: missing,
+            });
+        }
+    }
+
+    /// Checks that every update may be written.
+    #[inline]
+    fn check<A: Address, T>(&self, tables: &mut T) -> Result<(), T::Error>
+    where
+        T: TableMemory<A, Slot = S>,
+    {
+        for update in self.0.iter().flatten() {
+            tables.check_write(update.slot)?;
+        }
+        Ok(())
+    }
+
+    /// Checks and then sets the flags, top level first (each by read-modify-write of the
+    /// entry's current value).
+    #[inline]
+    fn commit<A: Address, T>(&self, tables: &mut T, width: EntryWidth) -> Result<(), T::Error>
+    where
+        T: TableMemory<A, Slot = S>,
+    {
+        self.check(tables)?;
+        for update in self.0.iter().flatten() {
+            tables.set_flags(update.slot, width, update.flags)?;
+        }
+        Ok(())
+    }
+}
+
 /// A walk that found a permitted translation, with its accessed/dirty flag updates not yet
 /// written. [`Walked::commit`] writes them; a two-dimensional walk first translates the final
 /// address, so that a failure there leaves the guest's flags untouched.
 #[derive(Clone, Copy, Debug)]
 pub struct Walked<F: PagingFormat, S> {
     translation: TranslationOf<F>,
-    updates: [Option<Update<S>>; MAX_LEVELS],
+    updates: Updates<S>,
 }
 
 impl<F: PagingFormat, S: Copy> Walked<F, S> {
@@ -300,26 +350,22 @@ impl<F: PagingFormat, S: Copy> Walked<F, S> {
 
     /// Checks that every pending flag update may be written (an EPT-write check in a
     /// two-dimensional walk).
+    #[inline]
     pub fn check_updates<T>(&self, tables: &mut T) -> Result<(), T::Error>
     where
         T: TableMemory<F::Output, Slot = S>,
     {
-        for update in self.updates.iter().flatten() {
-            tables.check_write(update.slot)?;
-        }
-        Ok(())
+        self.updates.check(tables)
     }
 
     /// Checks and then sets the flags, top level first (each by read-modify-write of the
     /// entry's current value), and returns the translation.
+    #[inline]
     pub fn commit<T>(self, tables: &mut T) -> Result<TranslationOf<F>, T::Error>
     where
         T: TableMemory<F::Output, Slot = S>,
     {
-        self.check_updates(tables)?;
-        for update in self.updates.iter().flatten() {
-            tables.set_flags(update.slot, F::WIDTH, update.flags)?;
-        }
+        self.updates.commit(tables, F::WIDTH)?;
         Ok(self.translation)
     }
 }
@@ -328,6 +374,7 @@ impl<F: PagingFormat, S: Copy> Walked<F, S> {
 ///
 /// Entries are read through `tables`. On success the returned [`Walked`] holds the translation
 /// and the accessed/dirty flag updates the access requires; nothing has been written yet.
+#[inline]
 pub fn walk<F, T>(
     format: &F,
     tables: &mut T,
@@ -338,9 +385,33 @@ where
     F: PagingFormat,
     T: TableMemory<F::Output>,
 {
+    let mut updates = Updates::new();
+    let translation = walk_noting(format, tables, input, access, &mut updates)?;
+    Ok(Walked {
+        translation,
+        updates,
+    })
+}
+
+/// The walk: returns the translation and notes in `updates` the accessed/dirty flags the
+/// access sets where they are still clear (A in every entry with an address, not the PAE PDPTE
+/// registers; D in the leaf on a write). The translation is returned on its own so that
+/// [`translate`] can hand it on without moving it.
+#[inline]
+fn walk_noting<F, T>(
+    format: &F,
+    tables: &mut T,
+    input: F::Input,
+    access: F::Access,
+    updates: &mut Updates<T::Slot>,
+) -> Result<TranslationOf<F>, WalkError<F::Fault, T::Error>>
+where
+    F: PagingFormat,
+    T: TableMemory<F::Output>,
+{
     let mut level = format.top_level();
     let mut path = Path::new();
-    let mut slots: [Option<T::Slot>; MAX_LEVELS] = [None; MAX_LEVELS];
+    let table_flags = format.flags_to_set(access, false);
     let mut rights = F::Rights::ALL;
 
     let (mut entry, mut addr, mut slot) = match format.root(input) {
@@ -355,9 +426,7 @@ where
     };
 
     loop {
-        if let Some(s) = slots.get_mut(path.steps().len()) {
-            *s = slot;
-        }
+        let index = path.steps().len();
         path.push(Step { level, addr, entry });
         match format.decode(level, entry) {
             Decoded::NotPresent { rights: r } => {
@@ -372,6 +441,7 @@ where
                 if level <= 1 || path.steps().len() >= MAX_LEVELS {
                     return Err(WalkError::Fault(format.reserved(access, level)));
                 }
+                updates.note(index, slot, table_flags & !entry);
                 level -= 1;
                 let at = format.entry_addr(table, input, level);
                 let (next, next_slot) = tables
@@ -390,35 +460,18 @@ where
                 format
                     .check(access, rights, level)
                     .map_err(WalkError::Fault)?;
-                // The flags this access sets, where they are still clear: A in every entry
-                // with an address (not the PAE PDPTE registers), D in the leaf on a write.
-                let last = path.steps().len() - 1;
-                let mut updates = [None; MAX_LEVELS];
-                let pending = updates.iter_mut().zip(path.steps()).zip(slots);
-                for (i, ((update, step), slot)) in pending.enumerate() {
-                    let missing = format.flags_to_set(access, i == last) & !step.entry;
-                    if let (true, Some(slot)) = (missing != 0, slot) {
-                        *update = Some(Update {
-                            slot,
-                            flags: missing,
-                        });
-                    }
-                }
-                let leaf_value = entry | format.flags_to_set(access, true);
+                let leaf_flags = format.flags_to_set(access, true);
+                updates.note(index, slot, leaf_flags & !entry);
                 let offset = input.to_raw() & size.offset_mask();
-                let translation = Translation {
+                return Ok(Translation {
                     addr: F::Output::from_raw(page.to_raw() | offset),
                     page,
                     size,
                     level,
                     rights,
                     attrs: format.attrs(entry, size),
-                    dirty: format.is_dirty(leaf_value),
+                    dirty: format.is_dirty(entry | leaf_flags),
                     path,
-                };
-                return Ok(Walked {
-                    translation,
-                    updates,
                 });
             }
         }
@@ -427,6 +480,7 @@ where
 
 /// Translates `input` for `access` through tables in plain memory, setting accessed and dirty
 /// flags if the access succeeds: the one-dimensional walk.
+#[inline]
 pub fn translate<F, M>(
     format: &F,
     memory: &mut M,
@@ -438,6 +492,14 @@ where
     M: Memory<F::Output> + ?Sized,
 {
     let mut tables = Direct(memory);
-    let walked = walk(format, &mut tables, input, access)?;
-    walked.commit(&mut tables).map_err(WalkError::Table)
+    let mut updates = Updates::new();
+    // The result goes back as it came (no copy of the translation): only the updates are
+    // written in between.
+    let result = walk_noting(format, &mut tables, input, access, &mut updates);
+    if result.is_ok() {
+        updates
+            .commit(&mut tables, F::WIDTH)
+            .map_err(WalkError::Table)?;
+    }
+    result
 }
