@@ -446,11 +446,17 @@ impl Cpu {
         user: bool,
         implicit: bool,
     ) -> Ex<(Entry, bool)> {
+        // Of RFLAGS only AC affects translation: no need to evaluate the lazy status flags.
+        let ac = if self.flags.get(rflags::AC) {
+            rflags::AC
+        } else {
+            0
+        };
         let ctx = PagingContext::from_registers(
             self.cr0,
             self.cr4,
             self.efer,
-            self.flags.bits(),
+            ac,
             MAXPHYADDR as u8,
             true,
         )
