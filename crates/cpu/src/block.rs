@@ -541,11 +541,8 @@ impl Cpu {
                 K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
                 K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
                 K::Load | K::LoadAlu | K::Store | K::Push | K::Pop => {
-                    let rip = base | u64::from(op.off);
-                    let fall = rip.wrapping_add(u64::from(op.len));
-                    self.rip = rip;
-                    self.next_rip = fall;
-                    self.retired = start + ((op.imm >> 32) & 0xff);
+                    let (rip, fall) = self.enter_op(op, base, start + ((op.imm >> 32) & 0xff));
+                    let g = &self.gpr;
                     let rsp = g[Gpr::Rsp as usize];
                     let r = match op.kind {
                         K::Load | K::LoadAlu | K::Store => {
@@ -559,9 +556,9 @@ impl Cpu {
                             let size = op.width() as usize / 8;
                             match op.kind {
                                 K::Load => {
-                                    self.block_read(bus, seg, a, size).map(|v| self.gpr[d] = v)
+                                    self.read_seg(bus, seg, a, size).map(|v| self.gpr[d] = v)
                                 }
-                                K::LoadAlu => self.block_read(bus, seg, a, size).map(|v| {
+                                K::LoadAlu => self.read_seg(bus, seg, a, size).map(|v| {
                                     let alu = ALU_OPS[((op.imm >> 57) & 15) as usize];
                                     let a = self.gpr[d] & op.mask();
                                     let r = self.alu_compute(alu, op.width(), a, v);
@@ -571,18 +568,18 @@ impl Cpu {
                                 }),
                                 _ => {
                                     let v = g[s] & op.mask();
-                                    self.block_write(bus, seg, a, size, v)
+                                    self.write_seg(bus, seg, a, size, v)
                                 }
                             }
                         }
                         K::Push => {
                             let sp = rsp.wrapping_sub(8);
                             let v = g[d];
-                            self.block_write(bus, Seg::Ss, sp, 8, v)
+                            self.write_seg(bus, Seg::Ss, sp, 8, v)
                                 .map(|()| self.gpr[Gpr::Rsp as usize] = sp)
                         }
                         // POP RSP loads the value read (the increment is overwritten).
-                        _ => self.block_read(bus, Seg::Ss, rsp, 8).map(|v| {
+                        _ => self.read_seg(bus, Seg::Ss, rsp, 8).map(|v| {
                             self.gpr[Gpr::Rsp as usize] = rsp.wrapping_add(8);
                             self.gpr[d] = v;
                         }),
@@ -626,20 +623,16 @@ impl Cpu {
                     return Ok(());
                 }
                 K::Call | K::Ret => {
-                    let rip = base | u64::from(op.off);
-                    let fall = rip.wrapping_add(u64::from(op.len));
-                    self.rip = rip;
-                    self.next_rip = fall;
-                    self.retired = last;
+                    let (rip, fall) = self.enter_op(op, base, last);
                     let rsp = self.gpr[Gpr::Rsp as usize];
                     let (target, sp) = if op.kind == K::Call {
                         let target = rip.wrapping_add(op.imm);
                         self.branch(target)?;
                         let sp = rsp.wrapping_sub(8);
-                        self.block_write(bus, Seg::Ss, sp, 8, fall)?;
+                        self.write_seg(bus, Seg::Ss, sp, 8, fall)?;
                         (target, sp)
                     } else {
-                        let target = self.block_read(bus, Seg::Ss, rsp, 8)?;
+                        let target = self.read_seg(bus, Seg::Ss, rsp, 8)?;
                         self.branch(target)?;
                         (target, rsp.wrapping_add(8))
                     };
@@ -649,11 +642,7 @@ impl Cpu {
                     return Ok(());
                 }
                 K::Uop | K::Generic => {
-                    let rip = base | u64::from(op.off);
-                    let fall = rip.wrapping_add(u64::from(op.len));
-                    self.rip = rip;
-                    self.next_rip = fall;
-                    self.retired = start + (op.imm >> 32);
+                    let (_, fall) = self.enter_op(op, base, start + (op.imm >> 32));
                     let k = op.imm as u32 as usize;
                     let blocks = &self.icache.blocks;
                     let r = if op.kind == K::Uop {
@@ -683,32 +672,18 @@ impl Cpu {
 }
 
 impl Cpu {
-    /// A read by an op: in 64-bit mode (every block's), through the data pages when the page
-    /// is cached there, inline; else the full path of [`Cpu::read_seg`].
+    /// Makes `op`'s instruction, in the page at `base`, the current one before something that
+    /// may fault, touch a device or leave the block: RIP, the next RIP and the instructions
+    /// retired before it (`retired`), as a single step would see them. Returns RIP and the
+    /// next RIP.
     #[inline(always)]
-    fn block_read<B: Bus>(&mut self, bus: &mut B, seg: Seg, off: u64, size: usize) -> Ex<u64> {
-        if !matches!(seg, Seg::Fs | Seg::Gs)
-            && let Some(v) = self.read_fast(bus, off, size)
-        {
-            return Ok(v);
-        }
-        self.read_seg(bus, seg, off, size)
-    }
-
-    /// A write by an op, as [`Cpu::block_read`].
-    #[inline(always)]
-    fn block_write<B: Bus>(
-        &mut self,
-        bus: &mut B,
-        seg: Seg,
-        off: u64,
-        size: usize,
-        value: u64,
-    ) -> Ex<()> {
-        if !matches!(seg, Seg::Fs | Seg::Gs) && self.write_fast(bus, off, size, value) {
-            return Ok(());
-        }
-        self.write_seg(bus, seg, off, size, value)
+    fn enter_op(&mut self, op: &Op, base: u64, retired: u64) -> (u64, u64) {
+        let rip = base | u64::from(op.off);
+        let fall = rip.wrapping_add(u64::from(op.len));
+        self.rip = rip;
+        self.next_rip = fall;
+        self.retired = retired;
+        (rip, fall)
     }
 }
 

@@ -234,7 +234,7 @@ impl Cpu {
     /// A read of `size` bytes at linear `lin` through the data pages, if cached and within
     /// one page (counted as a TLB hit).
     #[inline(always)]
-    pub(crate) fn read_fast<B: Bus>(&mut self, bus: &B, lin: u64, size: usize) -> Option<u64> {
+    fn read_fast<B: Bus>(&mut self, bus: &B, lin: u64, size: usize) -> Option<u64> {
         if (lin & 0xfff) as usize + size > 4096 {
             return None;
         }
@@ -246,13 +246,7 @@ impl Cpu {
 
     /// A write through the data pages, as [`Cpu::read_fast`]; `false` if not cached.
     #[inline(always)]
-    pub(crate) fn write_fast<B: Bus>(
-        &mut self,
-        bus: &mut B,
-        lin: u64,
-        size: usize,
-        value: u64,
-    ) -> bool {
+    fn write_fast<B: Bus>(&mut self, bus: &mut B, lin: u64, size: usize, value: u64) -> bool {
         if (lin & 0xfff) as usize + size > 4096 {
             return false;
         }
@@ -700,8 +694,9 @@ impl Cpu {
         }
     }
 
-    /// Reads through a segment (checks, then paging).
-    #[inline]
+    /// Reads through a segment (checks, then paging). Inline at every caller: the data pages'
+    /// hit, then calls of the full path.
+    #[inline(always)]
     pub(crate) fn read_seg<B: Bus>(
         &mut self,
         bus: &mut B,
@@ -721,8 +716,8 @@ impl Cpu {
         self.read_lin(bus, lin, size, false)
     }
 
-    /// Writes through a segment (checks, then paging).
-    #[inline]
+    /// Writes through a segment (checks, then paging), as [`Cpu::read_seg`].
+    #[inline(always)]
     pub(crate) fn write_seg<B: Bus>(
         &mut self,
         bus: &mut B,
