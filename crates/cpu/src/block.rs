@@ -29,6 +29,7 @@ use crate::Cpu;
 use crate::bus::Bus;
 use crate::fault::Ex;
 use crate::flags::{FlagOp, mask};
+use crate::mmu::{read_le, write_le};
 use crate::ops::arith::AluOp;
 use crate::regs::Gpr;
 use crate::state::Seg;
@@ -124,7 +125,8 @@ pub(crate) enum K {
     AndINf3,
     AddINf3,
     /// `MOV d, [mem]` (32 or 64 bits): the address as LEA's (`s`, `x`), `imm` = displacement
-    /// (32 bits) | instruction index << 32 | segment << 48 | RIP-relative << 56.
+    /// (32 bits) | instruction index << 32 | segment << 48 | RIP-relative << 56 | the segment
+    /// is FS or GS (it has a base) << 61.
     Load,
     /// `MOV [mem], s` (32 or 64 bits): the address as `Load`'s, with the base in `d`.
     Store,
@@ -397,6 +399,9 @@ impl Cpu {
         // device, a fault and an early exit see them as single steps would.
         let start = self.retired;
         let last = start + u64::from(block.insns) - 1;
+        // Loads and stores look up the data pages without their key (`find_synced`): it is
+        // checked here, and again after anything that might change it.
+        self.dpages.sync(self.data_key());
         for op in ops {
             let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
             let g = &mut self.gpr;
@@ -541,56 +546,45 @@ impl Cpu {
                 K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
                 K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
                 K::Load | K::LoadAlu | K::Store | K::Push | K::Pop => {
-                    let (rip, fall) = self.enter_op(op, base, start + ((op.imm >> 32) & 0xff));
-                    let g = &self.gpr;
-                    let rsp = g[Gpr::Rsp as usize];
-                    let r = match op.kind {
-                        K::Load | K::LoadAlu | K::Store => {
-                            let base_reg = if op.kind == K::Store { d } else { s };
-                            let mut a = op.imm as u32 as i32 as i64 as u64;
-                            if (op.imm >> 56) & 1 != 0 {
-                                a = a.wrapping_add(rip);
-                            }
-                            let a = add_address(op, g, base_reg, a);
-                            let seg = SEGS[((op.imm >> 48) & 7) as usize];
-                            let size = op.width() as usize / 8;
-                            match op.kind {
-                                K::Load => {
-                                    self.read_seg(bus, seg, a, size).map(|v| self.gpr[d] = v)
-                                }
-                                K::LoadAlu => self.read_seg(bus, seg, a, size).map(|v| {
-                                    let alu = ALU_OPS[((op.imm >> 57) & 15) as usize];
-                                    let a = self.gpr[d] & op.mask();
-                                    let r = self.alu_compute(alu, op.width(), a, v);
-                                    if !matches!(alu, AluOp::Cmp | AluOp::Test) {
-                                        self.gpr[d] = r;
-                                    }
-                                }),
-                                _ => {
-                                    let v = g[s] & op.mask();
-                                    self.write_seg(bus, seg, a, size, v)
-                                }
-                            }
-                        }
-                        K::Push => {
-                            let sp = rsp.wrapping_sub(8);
-                            let v = g[d];
-                            self.write_seg(bus, Seg::Ss, sp, 8, v)
-                                .map(|()| self.gpr[Gpr::Rsp as usize] = sp)
-                        }
-                        // POP RSP loads the value read (the increment is overwritten).
-                        _ => self.read_seg(bus, Seg::Ss, rsp, 8).map(|v| {
-                            self.gpr[Gpr::Rsp as usize] = rsp.wrapping_add(8);
-                            self.gpr[d] = v;
-                        }),
-                    };
-                    r?;
-                    let wrote = matches!(op.kind, K::Store | K::Push);
-                    if self.touched_device
-                        || (wrote && self.icache.generation(page) != Some(block.generation))
+                    let (ea, size) = effective_address(op, g, base);
+                    let write = matches!(op.kind, K::Store | K::Push);
+                    // The data-page hit, inline: RAM within one page, so no fault, no device
+                    // and no need to make the instruction current. In 64-bit mode the offset
+                    // is the linear address but for FS and GS, which take the full path.
+                    if (op.imm >> 61) & 1 == 0
+                        && let Some(off) = self.dpages.find_synced(ea, size, write)
                     {
-                        self.rip = fall;
-                        self.retired += 1;
+                        if write {
+                            let v = if op.kind == K::Push {
+                                g[d]
+                            } else {
+                                g[s] & op.mask()
+                            };
+                            if let Some(bytes) = bus.ram_mut().get_mut(off..off + size) {
+                                write_le(bytes, v);
+                                self.counters.tlb_hits += 1;
+                                if op.kind == K::Push {
+                                    self.gpr[Gpr::Rsp as usize] = ea;
+                                }
+                                // Code written (any page, this block's included): the next
+                                // instruction is decoded afresh.
+                                if self.icache.note_write(off) {
+                                    let idx = (op.imm >> 32) & 0xff;
+                                    let (_, fall) = self.enter_op(op, base, start + idx);
+                                    self.rip = fall;
+                                    self.retired += 1;
+                                    return Ok(());
+                                }
+                                continue;
+                            }
+                        } else if let Some(bytes) = bus.ram().get(off..off + size) {
+                            let v = read_le(bytes);
+                            self.counters.tlb_hits += 1;
+                            self.finish_read(op, v);
+                            continue;
+                        }
+                    }
+                    if self.mem_op_slow(bus, op, base, start, ea, size, page, block)? {
                         return Ok(());
                     }
                 }
@@ -622,44 +616,9 @@ impl Cpu {
                     self.retired = last + 1;
                     return Ok(());
                 }
-                K::Call | K::Ret => {
-                    let (rip, fall) = self.enter_op(op, base, last);
-                    let rsp = self.gpr[Gpr::Rsp as usize];
-                    let (target, sp) = if op.kind == K::Call {
-                        let target = rip.wrapping_add(op.imm);
-                        self.branch(target)?;
-                        let sp = rsp.wrapping_sub(8);
-                        self.write_seg(bus, Seg::Ss, sp, 8, fall)?;
-                        (target, sp)
-                    } else {
-                        let target = self.read_seg(bus, Seg::Ss, rsp, 8)?;
-                        self.branch(target)?;
-                        (target, rsp.wrapping_add(8))
-                    };
-                    self.gpr[Gpr::Rsp as usize] = sp;
-                    self.rip = target;
-                    self.retired = last + 1;
-                    return Ok(());
-                }
+                K::Call | K::Ret => return self.call_ret_op(bus, op, base, last),
                 K::Uop | K::Generic => {
-                    let (_, fall) = self.enter_op(op, base, start + (op.imm >> 32));
-                    let k = op.imm as u32 as usize;
-                    let blocks = &self.icache.blocks;
-                    let r = if op.kind == K::Uop {
-                        self.fetched = blocks.uops.get(k).copied().unwrap_or(Uop::GENERIC);
-                        self.exec_uop(bus, usize::MAX)
-                    } else {
-                        let ins = blocks.generic.get(k).copied().unwrap_or_default();
-                        self.decoded = ins;
-                        self.execute(bus, &ins)
-                    };
-                    r?;
-                    if self.next_rip != fall
-                        || self.touched_device
-                        || self.icache.generation(page) != Some(block.generation)
-                    {
-                        self.rip = self.next_rip;
-                        self.retired += 1;
+                    if self.slow_op(bus, op, base, start, page, block)? {
                         return Ok(());
                     }
                 }
@@ -684,6 +643,182 @@ impl Cpu {
         self.next_rip = fall;
         self.retired = retired;
         (rip, fall)
+    }
+}
+
+impl Cpu {
+    /// CALL rel or RET, the block's last instruction (instruction `last` of the count).
+    #[inline(never)]
+    fn call_ret_op<B: Bus>(&mut self, bus: &mut B, op: &Op, base: u64, last: u64) -> Ex<()> {
+        let (rip, fall) = self.enter_op(op, base, last);
+        let rsp = self.gpr[Gpr::Rsp as usize];
+        let (target, sp) = if op.kind == K::Call {
+            let target = rip.wrapping_add(op.imm);
+            self.branch(target)?;
+            let sp = rsp.wrapping_sub(8);
+            match self.dpages.find_synced(sp, 8, true) {
+                Some(off) if self.write_ram_8(bus, off, fall) => {}
+                _ => self.write_seg(bus, Seg::Ss, sp, 8, fall)?,
+            }
+            (target, sp)
+        } else {
+            let cached = self.dpages.find_synced(rsp, 8, false);
+            let target = match cached.and_then(|off| bus.ram().get(off..off + 8)) {
+                Some(bytes) => {
+                    self.counters.tlb_hits += 1;
+                    read_le(bytes)
+                }
+                None => self.read_seg(bus, Seg::Ss, rsp, 8)?,
+            };
+            self.branch(target)?;
+            (target, rsp.wrapping_add(8))
+        };
+        self.gpr[Gpr::Rsp as usize] = sp;
+        self.rip = target;
+        self.retired = last + 1;
+        Ok(())
+    }
+
+    /// Writes `v` to the 8 bytes of RAM at `off`, found in the data pages, as their hit path
+    /// does (the decode cache is told); `false` if `off` is not in RAM.
+    #[inline(always)]
+    fn write_ram_8<B: Bus>(&mut self, bus: &mut B, off: usize, v: u64) -> bool {
+        let Some(bytes) = bus.ram_mut().get_mut(off..off + 8) else {
+            return false;
+        };
+        bytes.copy_from_slice(&v.to_le_bytes());
+        self.counters.tlb_hits += 1;
+        self.icache.note_write(off);
+        true
+    }
+
+    /// A `Uop` or generic op: its instruction is made current and runs through its handler;
+    /// the block ends after it (`true`) if it branched, touched a device or wrote the block's
+    /// own page.
+    #[inline(never)]
+    fn slow_op<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        op: &Op,
+        base: u64,
+        start: u64,
+        page: usize,
+        block: &Block,
+    ) -> Ex<bool> {
+        let (_, fall) = self.enter_op(op, base, start + (op.imm >> 32));
+        let k = op.imm as u32 as usize;
+        let blocks = &self.icache.blocks;
+        if op.kind == K::Uop {
+            self.fetched = blocks.uops.get(k).copied().unwrap_or(Uop::GENERIC);
+            self.exec_uop(bus, usize::MAX)?;
+        } else {
+            let ins = blocks.generic.get(k).copied().unwrap_or_default();
+            self.decoded = ins;
+            self.execute(bus, &ins)?;
+        }
+        self.dpages.sync(self.data_key());
+        if self.next_rip != fall
+            || self.touched_device
+            || self.icache.generation(page) != Some(block.generation)
+        {
+            self.rip = self.next_rip;
+            self.retired += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The register side of a memory op that read `v`: a load, an ALU operation with a
+    /// memory source, or a POP.
+    #[inline(always)]
+    fn finish_read(&mut self, op: &Op, v: u64) {
+        let d = usize::from(op.d & 15);
+        match op.kind {
+            K::LoadAlu => {
+                let alu = ALU_OPS[((op.imm >> 57) & 15) as usize];
+                let a = self.gpr[d] & op.mask();
+                let r = self.alu_compute(alu, op.width(), a, v);
+                if !matches!(alu, AluOp::Cmp | AluOp::Test) {
+                    self.gpr[d] = r;
+                }
+            }
+            // POP RSP loads the value read (the increment is overwritten).
+            K::Pop => {
+                let rsp = &mut self.gpr[Gpr::Rsp as usize];
+                *rsp = rsp.wrapping_add(8);
+                self.gpr[d] = v;
+            }
+            _ => self.gpr[d] = v,
+        }
+    }
+
+    /// A memory op that missed the data pages: its instruction is made current, the access
+    /// goes through segmentation and the TLB (and may fault, walk or reach a device), and the
+    /// block ends after it (`true`) if it touched a device or wrote the block's own page.
+    /// `ea` is the effective address (the offset in `seg`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn mem_op_slow<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        op: &Op,
+        base: u64,
+        start: u64,
+        ea: u64,
+        size: usize,
+        page: usize,
+        block: &Block,
+    ) -> Ex<bool> {
+        let (_, fall) = self.enter_op(op, base, start + ((op.imm >> 32) & 0xff));
+        let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
+        let seg = match op.kind {
+            K::Push | K::Pop => Seg::Ss,
+            _ => SEGS[((op.imm >> 48) & 7) as usize],
+        };
+        let wrote = matches!(op.kind, K::Store | K::Push);
+        if wrote {
+            let v = if op.kind == K::Push {
+                self.gpr[d]
+            } else {
+                self.gpr[s] & op.mask()
+            };
+            self.write_seg(bus, seg, ea, size, v)?;
+            if op.kind == K::Push {
+                self.gpr[Gpr::Rsp as usize] = ea;
+            }
+        } else {
+            let v = self.read_seg(bus, seg, ea, size)?;
+            self.finish_read(op, v);
+        }
+        // A TLB fill may have been made under a new key.
+        self.dpages.sync(self.data_key());
+        if self.touched_device || (wrote && self.icache.generation(page) != Some(block.generation))
+        {
+            self.rip = fall;
+            self.retired += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// The effective address (the offset in its segment) and size of a memory op (`Load`,
+/// `LoadAlu`, `Store`, `Push`, `Pop`) in the page at `base`.
+#[inline(always)]
+fn effective_address(op: &Op, g: &[u64; 16], base: u64) -> (u64, usize) {
+    let rsp = g[Gpr::Rsp as usize];
+    match op.kind {
+        K::Push => (rsp.wrapping_sub(8), 8),
+        K::Pop => (rsp, 8),
+        _ => {
+            let base_reg = if op.kind == K::Store { op.d } else { op.s };
+            let mut a = op.imm as u32 as i32 as i64 as u64;
+            if (op.imm >> 56) & 1 != 0 {
+                a = a.wrapping_add(base | u64::from(op.off));
+            }
+            let ea = add_address(op, g, usize::from(base_reg & 15), a);
+            (ea, if op.sh == 0 { 8 } else { 4 })
+        }
     }
 }
 
@@ -990,7 +1125,8 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 | ((insn as u64) << 32)
                 | ((u.mem.seg as u64) << 48)
                 | (u64::from(rip) << 56)
-                | (alu << 57);
+                | (alu << 57)
+                | (u64::from(matches!(u.mem.seg, Seg::Fs | Seg::Gs)) << 61);
             // Load: d = destination, s = base; Store: d = base, s = source.
             let (d, s) = if kind == K::Store { (b, r) } else { (r, b) };
             op(kind, d, s, x, w, imm)
@@ -1092,6 +1228,7 @@ mod tests {
             gpr in proptest::array::uniform16(register()),
             flags in any::<u64>(),
             budget in prop_oneof![Just(10_000u64), 1u64..30],
+            supervisor in any::<bool>(),
         ) {
             let mut code: Vec<u8> = parts
                 .iter()
@@ -1102,6 +1239,10 @@ mod tests {
             code.extend([0x70 | cc, 0x01, 0xf4, 0xf4]);
             let run = |blocks: bool| {
                 let (mut cpu, mut bus) = long_env(&code);
+                // Supervisor pages: CPL 0 accesses go through the data pages.
+                if supervisor {
+                    crate::test_utils::supervisor_pages(&mut bus);
+                }
                 // Exceptions are delivered to a HLT, so that a fault inside a block is seen
                 // with its frame, its error code and CR2.
                 bus.load(HANDLER, &[0xf4]);
@@ -1255,11 +1396,21 @@ mod tests {
 
     /// Runs `code` with blocks and with single steps after `setup`, with exceptions delivered
     /// to a HLT, and checks that both end the same way: registers, RIP, RFLAGS, instructions
-    /// retired, memory, and every MMIO access with its value and virtual time. Returns the
-    /// machine that ran blocks.
+    /// retired, memory, and every MMIO access with its value and virtual time. It does so on
+    /// user pages and on supervisor pages (where loads and stores hit the data pages), and
+    /// returns the machine that ran blocks on supervisor pages.
     fn agree(code: &[u8], setup: impl Fn(&mut Cpu)) -> Cpu {
+        agree_on(code, &setup, false);
+        agree_on(code, &setup, true)
+    }
+
+    /// [`agree`] on user pages (no access uses the data pages) or supervisor pages.
+    fn agree_on(code: &[u8], setup: &impl Fn(&mut Cpu), supervisor: bool) -> Cpu {
         let run = |blocks: bool| {
             let (mut cpu, mut bus) = long_env(code);
+            if supervisor {
+                crate::test_utils::supervisor_pages(&mut bus);
+            }
             bus.load(HANDLER, &[0xf4]);
             for vector in 0..32 {
                 crate::test_utils::set_gate64(&mut bus, vector, HANDLER, false, 0, 0);
@@ -1339,6 +1490,80 @@ mod tests {
         ];
         let a = agree(&bad_ret, |_| {});
         assert_eq!(a.rip, HANDLER + 1);
+    }
+
+    /// The data-page hit of a block's loads and stores stops where single steps would see
+    /// something else: an FS or GS operand is not its offset's linear address, and a store that
+    /// rewrites the next instruction ends the block, so the new instruction runs.
+    #[test]
+    fn block_data_accesses_respect_segment_bases_and_code_writes() {
+        #[rustfmt::skip]
+        let bases = [
+            0x90,                               // nop
+            0x48, 0x89, 0x13,                   // mov [rbx], rdx: caches the page of rbx
+            0x64, 0x48, 0x89, 0x33,             // mov fs:[rbx], rsi
+            0x64, 0x48, 0x8b, 0x03,             // mov rax, fs:[rbx]
+            0x65, 0x48, 0x89, 0x43, 0x08,       // mov gs:[rbx + 8], rax
+            0x48, 0x8b, 0x0b,                   // mov rcx, [rbx]
+            0xf4,                               // hlt
+        ];
+        let a = agree(&bases, |cpu| {
+            (cpu.gpr[2], cpu.gpr[3], cpu.gpr[6]) = (0x1111, 0x10_8000, 0x2222);
+            cpu.seg[Seg::Fs as usize].base = 0x1000;
+            cpu.seg[Seg::Gs as usize].base = 0x2000;
+        });
+        assert_eq!((a.gpr[0], a.gpr[1]), (0x2222, 0x1111));
+        #[rustfmt::skip]
+        let rewrite = [
+            0x90,                                       // nop
+            0x48, 0x8b, 0x05, 0x17, 0x00, 0x00, 0x00,   // mov rax, [rip + 0x17]: the new code
+            0x48, 0x89, 0x05, 0x18, 0x00, 0x00, 0x00,   // mov [rip + 0x18], rax: makes the
+                                                        // code page's data page writable
+            0x48, 0x89, 0x05, 0x00, 0x00, 0x00, 0x00,   // mov [rip], rax: over the next 8
+            0x48, 0xff, 0xc7, 0x90, 0x90, 0x90, 0x90, 0x90, // inc rdi (becomes inc rsi)
+            0xf4,                                       // hlt
+            0x48, 0xff, 0xc6, 0x90, 0x90, 0x90, 0x90, 0x90, // the new code: inc rsi
+            0, 0, 0, 0, 0, 0, 0, 0,                     // scratch
+        ];
+        let a = agree(&rewrite, |_| {});
+        assert_eq!(
+            (a.gpr[6], a.gpr[7]),
+            (1, 0),
+            "the rewritten instruction ran"
+        );
+    }
+
+    /// A block's loads look the data pages up without their key, which each block checks as
+    /// it starts: a MOV to CR3 between two blocks (it is not burst-safe) drops what the first
+    /// cached, so the second reads through the new tables.
+    #[test]
+    fn a_cr3_write_between_blocks_drops_the_data_pages() {
+        #[rustfmt::skip]
+        let code = [
+            0x90,                   // nop
+            0x48, 0x8b, 0x03,       // mov rax, [rbx]
+            0x0f, 0x22, 0xd9,       // mov cr3, rcx
+            0x90,                   // nop: fetched through the new tables
+            0x90,                   // nop
+            0x48, 0x8b, 0x13,       // mov rdx, [rbx]
+            0xf4,                   // hlt
+        ];
+        let (mut cpu, mut bus) = long_env(&code);
+        crate::test_utils::supervisor_pages(&mut bus);
+        // Tables like the identity map's but for 4 MiB, which map 6 MiB.
+        let (pml4, pdpt, pd) = (0x2_0000u64, 0x2_1000u64, 0x2_2000u64);
+        bus.write_u64(pml4, pdpt | 3);
+        bus.write_u64(pdpt, pd | 3);
+        for i in 0..512u64 {
+            let frame = if i == 2 { 3 } else { i };
+            bus.write_u64(pd + 8 * i, (frame << 21) | 0x83);
+        }
+        bus.write_u64(0x40_0000, 0xaaaa);
+        bus.write_u64(0x60_0000, 0xbbbb);
+        (cpu.gpr[1], cpu.gpr[3]) = (pml4, 0x40_0000);
+        assert_eq!(cpu.run(&mut bus, 100), Ok(crate::StopReason::Halted));
+        assert_eq!((cpu.gpr[0], cpu.gpr[2]), (0xaaaa, 0xbbbb));
+        assert_eq!(cpu.counters.blocks_run, 2);
     }
 
     /// Every fused `MOV d, s; op d, …` form, a second source naming `d` included, computes

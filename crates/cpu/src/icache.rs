@@ -139,16 +139,19 @@ impl ICache {
         }
     }
 
-    /// A write to RAM at `off`: the page's decoded instructions are stale.
+    /// A write to RAM at `off`: the page's decoded instructions are stale. Returns whether
+    /// the page held any.
     #[inline]
-    pub fn note_write(&mut self, off: usize) {
+    pub fn note_write(&mut self, off: usize) -> bool {
         let page = off >> 12;
         if let Some(code) = self.has_code.get_mut(page)
             && *code
         {
             *code = false;
             self.generation[page] = self.generation[page].wrapping_add(1);
+            return true;
         }
+        false
     }
 }
 

@@ -212,7 +212,7 @@ impl Cpu {
 
     /// The key the data pages are valid under (`tlb::DataPages`).
     #[inline(always)]
-    fn data_key(&self) -> (u64, u64, u64, u8) {
+    pub(crate) fn data_key(&self) -> (u64, u64, u64, u8) {
         (self.tlb.generation(), self.cr3, self.cr0, self.cpl)
     }
 
@@ -466,6 +466,30 @@ impl Cpu {
         let ept = self.ept01()?;
         let pcid = self.pcid();
         let long = self.efer & efer::LMA != 0;
+        // The common miss, answered without the walker's bookkeeping: 4-level paging without
+        // EPT, tables in RAM, every accessed flag (and a write's dirty flag) already set and
+        // the access permitted. Anything else, faults included, walks below.
+        if long && ept.is_none() {
+            let f = Paging4::new(Gpa::new(self.cr3 & cr3::ADDR_MASK), ctx);
+            let ram = |a: Gpa| {
+                let off = bus.ram_offset(Hfn::new(a.raw() >> 12))? + (a.raw() & 0xfff) as usize;
+                Some(u64::from_le_bytes(
+                    bus.ram().get(off..off + 8)?.try_into().ok()?,
+                ))
+            };
+            if let Some(q) = f.quick_translate(Gva::new(lin), pa, ram) {
+                let frame = (q.page.raw() | (lin & q.size.offset_mask())) >> 12;
+                let found = Found {
+                    frame,
+                    page_shift: q.size.shift() as u8,
+                    rights: q.rights,
+                    attrs: q.attrs,
+                    dirty: q.dirty,
+                    ept: None,
+                };
+                return Ok((self.tlb_entry(bus, &found, pcid), true));
+            }
+        }
         let pdptes = if !long && self.cr4 & cr4::PAE != 0 {
             match self.pdptes {
                 Some(p) => Some(p),
@@ -511,6 +535,13 @@ impl Cpu {
                 return Err(e);
             }
         };
+        let cache = found.ept.is_none_or(|(r, _)| r.read);
+        Ok((self.tlb_entry(bus, &found, pcid), cache))
+    }
+
+    /// The TLB entry for a walk's result.
+    #[inline]
+    fn tlb_entry<B: Bus>(&self, bus: &B, found: &Found, pcid: u16) -> Entry {
         let rights = found.rights;
         let mut p = 0;
         if rights.user {
@@ -520,9 +551,9 @@ impl Cpu {
             p |= perm::WRITE;
         }
         // EPT refusing execution or a write without walking makes the access walk again.
-        let (ept_exec, ept_clean_write, cache) = match found.ept {
-            None => (true, true, true),
-            Some((r, dirty)) => (r.execute, r.write && dirty, r.read),
+        let (ept_exec, ept_clean_write) = match found.ept {
+            None => (true, true),
+            Some((r, dirty)) => (r.execute, r.write && dirty),
         };
         if rights.execute && ept_exec {
             p |= perm::EXEC;
@@ -531,7 +562,7 @@ impl Cpu {
             p |= perm::DIRTY;
         }
         let frame = found.frame;
-        let entry = Entry {
+        Entry {
             vpn1: 0,
             frame,
             ram: bus.ram_offset(Hfn::new(frame)).unwrap_or(usize::MAX),
@@ -539,8 +570,7 @@ impl Cpu {
             global: found.attrs.global,
             page_shift: found.page_shift,
             perm: p,
-        };
-        Ok((entry, cache))
+        }
     }
 
     fn unsupported_paging(&self) -> Exc {
@@ -759,7 +789,7 @@ impl Cpu {
 /// `bytes` (at most 8) as a little-endian value. The usual sizes are copies of a known
 /// length, which compile to one load instead of a call to `memcpy`.
 #[inline(always)]
-fn read_le(bytes: &[u8]) -> u64 {
+pub(crate) fn read_le(bytes: &[u8]) -> u64 {
     match *bytes {
         [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
         [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
@@ -774,7 +804,7 @@ fn read_le(bytes: &[u8]) -> u64 {
 
 /// Stores the low `bytes.len()` (at most 8) bytes of `v` into `bytes`, as [`read_le`] reads.
 #[inline(always)]
-fn write_le(bytes: &mut [u8], v: u64) {
+pub(crate) fn write_le(bytes: &mut [u8], v: u64) {
     match bytes.len() {
         8 => bytes.copy_from_slice(&v.to_le_bytes()),
         4 => bytes.copy_from_slice(&(v as u32).to_le_bytes()),

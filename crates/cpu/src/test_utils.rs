@@ -129,6 +129,16 @@ pub fn identity_map(bus: &mut TestBus) -> u64 {
     PML4
 }
 
+/// Makes the pages of [`identity_map`] supervisor pages (U/S = 0), so that accesses at CPL 0
+/// may use the data pages (`tlb::DataPages` holds no supervisor access to a user page).
+pub fn supervisor_pages(bus: &mut TestBus) {
+    bus.write_u64(PML4, 0x2000 | 3);
+    bus.write_u64(0x2000, 0x3000 | 3);
+    for i in 0..512u64 {
+        bus.write_u64(0x3000 + 8 * i, (i << 21) | 0x83);
+    }
+}
+
 /// A CPU in 64-bit mode, CPL 0, flat segments, identity paging, RSP = [`STACK_TOP`],
 /// RIP = [`CODE`].
 pub fn long_mode(bus: &mut TestBus) -> Cpu {

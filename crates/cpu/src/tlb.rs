@@ -196,12 +196,32 @@ impl DataPages {
             .then(|| e.ram + (lin & 0xfff) as usize)
     }
 
-    /// Caches the page of `lin` at RAM offset `ram` (its page) under `key`.
-    pub fn fill(&mut self, lin: u64, ram: usize, writable: bool, key: (u64, u64, u64, u8)) {
+    /// Makes `key` the key the entries are valid under, dropping them all if it is another.
+    /// Blocks call this when they start and after every instruction that might change the
+    /// key, so that their loads and stores can use [`DataPages::find_synced`].
+    #[inline(always)]
+    pub fn sync(&mut self, key: (u64, u64, u64, u8)) {
         if self.key != key {
             self.key = key;
             self.epoch = self.epoch.wrapping_add(1);
         }
+    }
+
+    /// The RAM offset of an access of `size` bytes at linear `lin` for a read (or a write),
+    /// if it stays within one cached page; valid only while the key is the one last passed to
+    /// [`DataPages::sync`], which the caller vouches for.
+    #[inline(always)]
+    pub fn find_synced(&self, lin: u64, size: usize, write: bool) -> Option<usize> {
+        let page1 = (lin >> 12) + 1;
+        let e = &self.entries[(page1 as usize) & (DATA_PAGES - 1)];
+        let within = (lin & 0xfff) as usize + size <= 4096;
+        (e.page1 == page1 && e.epoch == self.epoch && (e.writable || !write) && within)
+            .then(|| e.ram + (lin & 0xfff) as usize)
+    }
+
+    /// Caches the page of `lin` at RAM offset `ram` (its page) under `key`.
+    pub fn fill(&mut self, lin: u64, ram: usize, writable: bool, key: (u64, u64, u64, u8)) {
+        self.sync(key);
         let page1 = (lin >> 12) + 1;
         self.entries[(page1 as usize) & (DATA_PAGES - 1)] = DataPage {
             page1,

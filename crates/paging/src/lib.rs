@@ -145,7 +145,7 @@ pub use guest::{
     Privilege, Unsupported,
 };
 pub use legacy::Paging32;
-pub use long::{LongMode, Paging4, Paging5};
+pub use long::{LongMode, Paging4, Paging5, QuickTranslation};
 pub use memory::{Address, Direct, EntryWidth, Memory, MemoryError, TableMemory};
 pub use mode::{GuestPaging, NoGuestPaging, PagingMode};
 pub use nested::{EptSlot, EptStage, EptTables, NestedFault, NestedTranslation, translate_nested};

@@ -14,9 +14,9 @@ use core::marker::PhantomData;
 use x86::Gva;
 use x86::paging::pte;
 
-use crate::guest::{Access, PageAttrs, PageFault, PageRights, PagingContext};
+use crate::guest::{Access, AccessKind, PageAttrs, PageFault, PageRights, PagingContext};
 use crate::memory::{Address, EntryWidth};
-use crate::walk::{Decoded, Level, PageSize, PagingFormat, Root};
+use crate::walk::{Decoded, Level, PageSize, PagingFormat, Rights, Root};
 
 /// 4-level (`LEVELS == 4`) or 5-level (`LEVELS == 5`) paging with the top table at `root`,
 /// producing addresses of type `P`. Use the aliases [`Paging4`] and [`Paging5`].
@@ -58,6 +58,79 @@ impl<P: Address, const LEVELS: u8> LongMode<P, LEVELS> {
     #[inline]
     fn fetch_reported(&self) -> bool {
         self.ctx.smep || self.ctx.nxe
+    }
+}
+
+/// A translation found by [`LongMode::quick_translate`]: [`Translation`](crate::Translation)'s
+/// fields but the address of the byte, the level and the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuickTranslation<P> {
+    /// The first byte of the page.
+    pub page: P,
+    /// The size of the page.
+    pub size: PageSize,
+    /// The rights of the translation: the intersection over every entry used.
+    pub rights: PageRights,
+    /// Attributes of the leaf.
+    pub attrs: PageAttrs,
+    /// The leaf's dirty flag.
+    pub dirty: bool,
+}
+
+impl<P: Address, const LEVELS: u8> LongMode<P, LEVELS> {
+    /// The common TLB miss without the generic walker's bookkeeping: the translation of
+    /// `input` for `access` when every entry of the walk is present, has no reserved bit set
+    /// and already has its accessed flag (and for a write the leaf its dirty flag), and the
+    /// rights permit the access. [`translate`](crate::translate) would then read the same
+    /// entries, write nothing and return the same translation. In every other case, a fault
+    /// or a flag to set, this returns `None` and the caller walks with `translate`. `read`
+    /// reads the 8-byte entry at an address, `None` when that is not plain memory.
+    #[inline]
+    pub fn quick_translate(
+        &self,
+        input: Gva,
+        access: Access,
+        mut read: impl FnMut(P) -> Option<u64>,
+    ) -> Option<QuickTranslation<P>> {
+        let mut table = self.root;
+        let mut level = LEVELS;
+        let mut rights = PageRights::ALL;
+        loop {
+            let entry = read(self.entry_addr(table, input, level))?;
+            if entry & pte::ACCESSED == 0 {
+                return None;
+            }
+            match self.decode(level, entry) {
+                Decoded::Table {
+                    table: t,
+                    rights: r,
+                } if level > 1 => {
+                    rights = rights.intersect(r);
+                    table = t;
+                    level -= 1;
+                }
+                Decoded::Leaf {
+                    page,
+                    size,
+                    rights: r,
+                } => {
+                    rights = rights.intersect(r);
+                    let dirty = entry & pte::DIRTY != 0;
+                    let writes = matches!(access.kind, AccessKind::Write);
+                    if (writes && !dirty) || !rights.permit(&self.ctx, access) {
+                        return None;
+                    }
+                    return Some(QuickTranslation {
+                        page,
+                        size,
+                        rights,
+                        attrs: self.attrs(entry, size),
+                        dirty,
+                    });
+                }
+                _ => return None,
+            }
+        }
     }
 }
 
@@ -504,5 +577,100 @@ mod tests {
                 level: 5
             })
         );
+    }
+
+    mod quick {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The flags an entry of the test walk may carry: the rights, accessed and dirty, PS,
+        /// G, XD and a bit that is reserved below MAXPHYADDR 52.
+        fn flags() -> impl Strategy<Value = u64> {
+            let bit = |b: u64, p: f64| {
+                proptest::bool::weighted(p).prop_map(move |on| if on { b } else { 0 })
+            };
+            (
+                (
+                    bit(P, 0.95),
+                    bit(W, 0.8),
+                    bit(U, 0.8),
+                    bit(A, 0.9),
+                    bit(D, 0.8),
+                ),
+                (
+                    bit(PS, 0.1),
+                    bit(pte::GLOBAL, 0.3),
+                    bit(pte::XD, 0.2),
+                    bit(1 << 45, 0.03),
+                ),
+            )
+                .prop_map(|((p, w, u, a, d), (ps, g, xd, r))| p | w | u | a | d | ps | g | xd | r)
+        }
+
+        fn access() -> impl Strategy<Value = Access> {
+            let kinds = [AccessKind::Read, AccessKind::Write, AccessKind::Fetch];
+            let privileges = [Privilege::User, Privilege::Supervisor, Privilege::Implicit];
+            (0..3usize, 0..3usize).prop_map(move |(k, p)| Access::new(kinds[k], privileges[p]))
+        }
+
+        fn ctx() -> impl Strategy<Value = PagingContext> {
+            proptest::collection::vec(any::<bool>(), 8).prop_map(|b| PagingContext {
+                wp: b[0],
+                pse: false,
+                pge: b[1],
+                smep: b[2],
+                smap: b[3],
+                nxe: b[4],
+                ac: b[5],
+                maxphyaddr: if b[6] { 40 } else { 52 },
+                gb_pages: b[7],
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// `quick_translate` answers exactly when `translate` succeeds without writing a
+            /// flag, and then with the same translation.
+            #[test]
+            fn quick_translate_agrees_with_the_walk(
+                f4 in flags(), f3 in flags(), f2 in flags(), f1 in flags(),
+                misaligned in any::<bool>(),
+                ctx in ctx(),
+                access in access(),
+            ) {
+                let mut m = SparseMemory::new();
+                let slots = [entry(PML4, 4), entry(PDPT, 3), entry(PD, 2), entry(PT, 1)];
+                // Large pages at 1 GiB and 2 MiB, aligned or not.
+                let odd = if misaligned { 0x2000 } else { 0 };
+                let targets = [PDPT, 0x4000_0000 | odd, 0x4060_0000 | odd, PAGE];
+                let fallbacks = [PDPT, PD, PT, PAGE];
+                for (level, (&slot, f)) in slots.iter().zip([f4, f3, f2, f1]).enumerate() {
+                    let large = f & PS != 0 && level > 0;
+                    let target = if large { targets[level] } else { fallbacks[level] };
+                    m.set64(slot, target | f);
+                }
+                m.map(PAGE);
+                let before = slots.map(|a| m.get64(a));
+                let f = Paging4::new(Gpa::new(PML4), ctx);
+                let quick = f.quick_translate(Gva::new(VA), access, |a: Gpa| m.try_get64(a.raw()));
+                let walked = translate(&f, &mut m, Gva::new(VA), access);
+                let after = slots.map(|a| m.get64(a));
+                match (quick, walked) {
+                    (Some(q), Ok(t)) => {
+                        prop_assert_eq!(before, after, "the quick case writes nothing");
+                        prop_assert_eq!(q.page, t.page);
+                        prop_assert_eq!(q.size, t.size);
+                        prop_assert_eq!(q.rights, t.rights);
+                        prop_assert_eq!(q.attrs, t.attrs);
+                        prop_assert_eq!(q.dirty, t.dirty);
+                    }
+                    (Some(q), Err(e)) => prop_assert!(false, "quick {q:?} but the walk {e:?}"),
+                    (None, Ok(_)) => prop_assert_ne!(before, after, "a walk that wrote nothing"),
+                    (None, Err(_)) => {}
+                }
+            }
+        }
     }
 }

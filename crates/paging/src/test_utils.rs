@@ -44,6 +44,13 @@ impl SparseMemory {
         u64::from_le_bytes(b)
     }
 
+    /// The 8-byte entry at `addr`, `None` if its frame was never mapped.
+    pub fn try_get64(&self, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.get(addr, &mut b)?;
+        Some(u64::from_le_bytes(b))
+    }
+
     pub fn get32(&self, addr: u64) -> u32 {
         let mut b = [0u8; 4];
         self.get(addr, &mut b).unwrap();
