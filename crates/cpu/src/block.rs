@@ -372,9 +372,17 @@ impl Cpu {
     /// Runs `block`, whose first instruction is at RIP, and retires its instructions: all of
     /// them, or up to one that faults (RIP left at it, as a fault requires), leaves the block
     /// early (a taken branch of a generic instruction, a REP iteration), touched a device or
-    /// wrote the block's own page (RIP after it). `page` is the block's RAM page.
+    /// wrote the block's own page (RIP after it). `page` is the block's RAM page. A block
+    /// that branches back to its own start runs again at once while the next run fits before
+    /// `limit` (the burst's), as the burst would run it, without looking it up.
     #[inline(always)]
-    pub(crate) fn run_block<B: Bus>(&mut self, bus: &mut B, block: &Block, page: usize) -> Ex<()> {
+    pub(crate) fn run_block<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        block: &Block,
+        page: usize,
+        limit: u64,
+    ) -> Ex<()> {
         // The arena is taken out while the block runs, so that the loop walks a slice the
         // handlers cannot disturb; a flush meanwhile (nothing in a block flushes, but a
         // generic handler might one day) drops it when it is put back.
@@ -384,7 +392,7 @@ impl Cpu {
         let slice = ops
             .get(start..start + usize::from(block.ops))
             .unwrap_or(&[]);
-        let r = self.run_ops(bus, slice, block, page);
+        let r = self.run_ops(bus, slice, block, page, limit);
         if self.icache.blocks.flushes == flushes {
             self.icache.blocks.ops = ops;
         }
@@ -392,241 +400,264 @@ impl Cpu {
     }
 
     #[inline(always)]
-    fn run_ops<B: Bus>(&mut self, bus: &mut B, ops: &[Op], block: &Block, page: usize) -> Ex<()> {
-        let base = self.rip & !0xfff;
-        // Instructions retired before the block. An op that may touch memory or fault first
-        // sets RIP and the count to its own instruction's (virtual time included), so a
-        // device, a fault and an early exit see them as single steps would.
-        let start = self.retired;
-        let last = start + u64::from(block.insns) - 1;
-        // Loads and stores look up the data pages without their key (`find_synced`): it is
-        // checked here, and again after anything that might change it.
-        self.dpages.sync(self.data_key());
-        for op in ops {
-            let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
-            let g = &mut self.gpr;
-            match op.kind {
-                K::MovR => g[d] = g[s] & op.mask(),
-                K::MovI => g[d] = op.imm,
-                K::AddR | K::AddI => {
-                    let (a, b) = (g[d], if op.kind == K::AddR { g[s] } else { op.imm });
-                    let r = a.wrapping_add(b) & op.mask();
-                    self.flags.set_lazy(FlagOp::Add, op.width(), a, b, r, false);
-                    g[d] = r;
-                }
-                K::SubR | K::SubI | K::CmpR | K::CmpI => {
-                    let reg = matches!(op.kind, K::SubR | K::CmpR);
-                    let (a, b) = (g[d], if reg { g[s] } else { op.imm });
-                    let r = a.wrapping_sub(b) & op.mask();
-                    self.flags.set_lazy(FlagOp::Sub, op.width(), a, b, r, false);
-                    if matches!(op.kind, K::SubR | K::SubI) {
+    fn run_ops<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        ops: &[Op],
+        block: &Block,
+        page: usize,
+        limit: u64,
+    ) -> Ex<()> {
+        let entry = self.rip;
+        let base = entry & !0xfff;
+        let insns = u64::from(block.insns);
+        // The code page was translated under this generation (the burst's fetch page).
+        let tlb_generation = self.tlb.generation();
+        'again: loop {
+            // Instructions retired before the block. An op that may touch memory or fault first
+            // sets RIP and the count to its own instruction's (virtual time included), so a
+            // device, a fault and an early exit see them as single steps would.
+            let start = self.retired;
+            let last = start + insns - 1;
+            // Loads and stores look up the data pages without their key (`find_synced`): it is
+            // checked here, and again after anything that might change it.
+            self.dpages.sync(self.data_key());
+            for op in ops {
+                let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
+                let g = &mut self.gpr;
+                match op.kind {
+                    K::MovR => g[d] = g[s] & op.mask(),
+                    K::MovI => g[d] = op.imm,
+                    K::AddR | K::AddI => {
+                        let (a, b) = (g[d], if op.kind == K::AddR { g[s] } else { op.imm });
+                        let r = a.wrapping_add(b) & op.mask();
+                        self.flags.set_lazy(FlagOp::Add, op.width(), a, b, r, false);
                         g[d] = r;
                     }
-                }
-                K::AndR | K::OrR | K::XorR | K::TestR => {
-                    let (a, b) = (g[d], g[s]);
-                    let r = match op.kind {
-                        K::OrR => a | b,
-                        K::XorR => a ^ b,
-                        _ => a & b,
-                    } & op.mask();
-                    self.flags
-                        .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
-                    if op.kind != K::TestR {
-                        g[d] = r;
-                    }
-                }
-                K::AndI | K::OrI | K::XorI | K::TestI => {
-                    let (a, b) = (g[d], op.imm);
-                    let r = match op.kind {
-                        K::OrI => a | b,
-                        K::XorI => a ^ b,
-                        _ => a & b,
-                    } & op.mask();
-                    self.flags
-                        .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
-                    if op.kind != K::TestI {
-                        g[d] = r;
-                    }
-                }
-                K::AddRNf => g[d] = g[d].wrapping_add(g[s]) & op.mask(),
-                K::AddINf => g[d] = g[d].wrapping_add(op.imm) & op.mask(),
-                K::SubRNf => g[d] = g[d].wrapping_sub(g[s]) & op.mask(),
-                K::SubINf => g[d] = g[d].wrapping_sub(op.imm) & op.mask(),
-                K::AndRNf => g[d] &= g[s] & op.mask(),
-                K::AndINf => g[d] &= op.imm,
-                K::OrRNf => g[d] = (g[d] | g[s]) & op.mask(),
-                K::OrINf => g[d] = (g[d] | op.imm) & op.mask(),
-                K::XorRNf => g[d] = (g[d] ^ g[s]) & op.mask(),
-                K::XorINf => g[d] = (g[d] ^ op.imm) & op.mask(),
-                K::ShlNf3 => g[d] = (g[s] << op.x) & op.mask(),
-                K::ShrNf3 => g[d] = (g[s] & op.mask()) >> op.x,
-                K::RolNf3 | K::RorNf3 => {
-                    let (w, c) = (op.width(), u32::from(op.x));
-                    let a = g[s] & op.mask();
-                    let (l, r) = if op.kind == K::RolNf3 {
-                        (c, w - c)
-                    } else {
-                        (w - c, c)
-                    };
-                    g[d] = ((a << l) | (a >> r)) & op.mask();
-                }
-                K::XorRNf3 => g[d] = (g[s] ^ g[usize::from(op.x & 15)]) & op.mask(),
-                K::AddRNf3 => g[d] = g[s].wrapping_add(g[usize::from(op.x & 15)]) & op.mask(),
-                K::SubRNf3 => g[d] = g[s].wrapping_sub(g[usize::from(op.x & 15)]) & op.mask(),
-                K::AndINf3 => g[d] = g[s] & op.imm,
-                K::AddINf3 => g[d] = g[s].wrapping_add(op.imm) & op.mask(),
-                K::ShlNf => g[d] = (g[d] << op.x) & op.mask(),
-                K::ShrNf => g[d] = (g[d] & op.mask()) >> op.x,
-                K::SarNf => {
-                    let v = ((g[d] << op.sh) as i64) >> op.sh;
-                    g[d] = ((v >> op.x) as u64) & op.mask();
-                }
-                K::RolNf | K::RorNf => {
-                    // 0 < count < width.
-                    let (w, c) = (op.width(), u32::from(op.x));
-                    let a = g[d] & op.mask();
-                    let (l, r) = if op.kind == K::RolNf {
-                        (c, w - c)
-                    } else {
-                        (w - c, c)
-                    };
-                    g[d] = ((a << l) | (a >> r)) & op.mask();
-                }
-                K::Shl | K::Shr | K::Sar | K::Rol | K::Ror => {
-                    let mnemonic = match op.kind {
-                        K::Shl => M::Shl,
-                        K::Shr => M::Shr,
-                        K::Sar => M::Sar,
-                        K::Rol => M::Rol,
-                        _ => M::Ror,
-                    };
-                    let a = g[d] & op.mask();
-                    let r = self.shift_compute(mnemonic, op.width(), a, u64::from(op.x));
-                    self.gpr[d] = r;
-                }
-                K::Inc | K::Dec => {
-                    let (a, m) = (g[d] & op.mask(), op.mask());
-                    let cf = self.flags.cf();
-                    let (r, fop) = if op.kind == K::Inc {
-                        (a.wrapping_add(1) & m, FlagOp::Inc)
-                    } else {
-                        (a.wrapping_sub(1) & m, FlagOp::Dec)
-                    };
-                    self.flags.set_lazy(fop, op.width(), a, 1, r, cf);
-                    self.gpr[d] = r;
-                }
-                K::Neg => {
-                    let a = g[d] & op.mask();
-                    let r = 0u64.wrapping_sub(a) & op.mask();
-                    self.flags.set_lazy(FlagOp::Sub, op.width(), 0, a, r, false);
-                    g[d] = r;
-                }
-                K::IncNf => g[d] = g[d].wrapping_add(1) & op.mask(),
-                K::DecNf => g[d] = g[d].wrapping_sub(1) & op.mask(),
-                K::NegNf => g[d] = 0u64.wrapping_sub(g[d]) & op.mask(),
-                K::Not => g[d] = !g[d] & op.mask(),
-                K::Imul2 | K::Imul3 => {
-                    let m = op.mask();
-                    let (a, b) = if op.kind == K::Imul2 {
-                        (g[d] & m, g[s] & m)
-                    } else {
-                        (g[s] & m, op.imm)
-                    };
-                    let r = self.imul_trunc(op.width(), a, b);
-                    self.gpr[d] = r;
-                }
-                K::Imul2Nf => g[d] = g[d].wrapping_mul(g[s]) & op.mask(),
-                K::Imul3Nf => g[d] = g[s].wrapping_mul(op.imm) & op.mask(),
-                K::Movzx => g[d] = g[s] & mask(u32::from(op.x)),
-                K::Movsx => {
-                    let sh = 64 - u32::from(op.x);
-                    g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & op.mask();
-                }
-                K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
-                K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
-                K::Load | K::LoadAlu | K::Store | K::Push | K::Pop => {
-                    let (ea, size) = effective_address(op, g, base);
-                    let write = matches!(op.kind, K::Store | K::Push);
-                    // The data-page hit, inline: RAM within one page, so no fault, no device
-                    // and no need to make the instruction current. In 64-bit mode the offset
-                    // is the linear address but for FS and GS, which take the full path.
-                    if (op.imm >> 61) & 1 == 0
-                        && let Some(off) = self.dpages.find_synced(ea, size, write)
-                    {
-                        if write {
-                            let v = if op.kind == K::Push {
-                                g[d]
-                            } else {
-                                g[s] & op.mask()
-                            };
-                            if let Some(bytes) = bus.ram_mut().get_mut(off..off + size) {
-                                write_le(bytes, v);
-                                self.counters.tlb_hits += 1;
-                                if op.kind == K::Push {
-                                    self.gpr[Gpr::Rsp as usize] = ea;
-                                }
-                                // Code written (any page, this block's included): the next
-                                // instruction is decoded afresh.
-                                if self.icache.note_write(off) {
-                                    let idx = (op.imm >> 32) & 0xff;
-                                    let (_, fall) = self.enter_op(op, base, start + idx);
-                                    self.rip = fall;
-                                    self.retired += 1;
-                                    return Ok(());
-                                }
-                                continue;
-                            }
-                        } else if let Some(bytes) = bus.ram().get(off..off + size) {
-                            let v = read_le(bytes);
-                            self.counters.tlb_hits += 1;
-                            self.finish_read(op, v);
-                            continue;
+                    K::SubR | K::SubI | K::CmpR | K::CmpI => {
+                        let reg = matches!(op.kind, K::SubR | K::CmpR);
+                        let (a, b) = (g[d], if reg { g[s] } else { op.imm });
+                        let r = a.wrapping_sub(b) & op.mask();
+                        self.flags.set_lazy(FlagOp::Sub, op.width(), a, b, r, false);
+                        if matches!(op.kind, K::SubR | K::SubI) {
+                            g[d] = r;
                         }
                     }
-                    if self.mem_op_slow(bus, op, base, start, ea, size, page, block)? {
+                    K::AndR | K::OrR | K::XorR | K::TestR => {
+                        let (a, b) = (g[d], g[s]);
+                        let r = match op.kind {
+                            K::OrR => a | b,
+                            K::XorR => a ^ b,
+                            _ => a & b,
+                        } & op.mask();
+                        self.flags
+                            .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
+                        if op.kind != K::TestR {
+                            g[d] = r;
+                        }
+                    }
+                    K::AndI | K::OrI | K::XorI | K::TestI => {
+                        let (a, b) = (g[d], op.imm);
+                        let r = match op.kind {
+                            K::OrI => a | b,
+                            K::XorI => a ^ b,
+                            _ => a & b,
+                        } & op.mask();
+                        self.flags
+                            .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
+                        if op.kind != K::TestI {
+                            g[d] = r;
+                        }
+                    }
+                    K::AddRNf => g[d] = g[d].wrapping_add(g[s]) & op.mask(),
+                    K::AddINf => g[d] = g[d].wrapping_add(op.imm) & op.mask(),
+                    K::SubRNf => g[d] = g[d].wrapping_sub(g[s]) & op.mask(),
+                    K::SubINf => g[d] = g[d].wrapping_sub(op.imm) & op.mask(),
+                    K::AndRNf => g[d] &= g[s] & op.mask(),
+                    K::AndINf => g[d] &= op.imm,
+                    K::OrRNf => g[d] = (g[d] | g[s]) & op.mask(),
+                    K::OrINf => g[d] = (g[d] | op.imm) & op.mask(),
+                    K::XorRNf => g[d] = (g[d] ^ g[s]) & op.mask(),
+                    K::XorINf => g[d] = (g[d] ^ op.imm) & op.mask(),
+                    K::ShlNf3 => g[d] = (g[s] << op.x) & op.mask(),
+                    K::ShrNf3 => g[d] = (g[s] & op.mask()) >> op.x,
+                    K::RolNf3 | K::RorNf3 => {
+                        let (w, c) = (op.width(), u32::from(op.x));
+                        let a = g[s] & op.mask();
+                        let (l, r) = if op.kind == K::RolNf3 {
+                            (c, w - c)
+                        } else {
+                            (w - c, c)
+                        };
+                        g[d] = ((a << l) | (a >> r)) & op.mask();
+                    }
+                    K::XorRNf3 => g[d] = (g[s] ^ g[usize::from(op.x & 15)]) & op.mask(),
+                    K::AddRNf3 => g[d] = g[s].wrapping_add(g[usize::from(op.x & 15)]) & op.mask(),
+                    K::SubRNf3 => g[d] = g[s].wrapping_sub(g[usize::from(op.x & 15)]) & op.mask(),
+                    K::AndINf3 => g[d] = g[s] & op.imm,
+                    K::AddINf3 => g[d] = g[s].wrapping_add(op.imm) & op.mask(),
+                    K::ShlNf => g[d] = (g[d] << op.x) & op.mask(),
+                    K::ShrNf => g[d] = (g[d] & op.mask()) >> op.x,
+                    K::SarNf => {
+                        let v = ((g[d] << op.sh) as i64) >> op.sh;
+                        g[d] = ((v >> op.x) as u64) & op.mask();
+                    }
+                    K::RolNf | K::RorNf => {
+                        // 0 < count < width.
+                        let (w, c) = (op.width(), u32::from(op.x));
+                        let a = g[d] & op.mask();
+                        let (l, r) = if op.kind == K::RolNf {
+                            (c, w - c)
+                        } else {
+                            (w - c, c)
+                        };
+                        g[d] = ((a << l) | (a >> r)) & op.mask();
+                    }
+                    K::Shl | K::Shr | K::Sar | K::Rol | K::Ror => {
+                        let mnemonic = match op.kind {
+                            K::Shl => M::Shl,
+                            K::Shr => M::Shr,
+                            K::Sar => M::Sar,
+                            K::Rol => M::Rol,
+                            _ => M::Ror,
+                        };
+                        let a = g[d] & op.mask();
+                        let r = self.shift_compute(mnemonic, op.width(), a, u64::from(op.x));
+                        self.gpr[d] = r;
+                    }
+                    K::Inc | K::Dec => {
+                        let (a, m) = (g[d] & op.mask(), op.mask());
+                        let cf = self.flags.cf();
+                        let (r, fop) = if op.kind == K::Inc {
+                            (a.wrapping_add(1) & m, FlagOp::Inc)
+                        } else {
+                            (a.wrapping_sub(1) & m, FlagOp::Dec)
+                        };
+                        self.flags.set_lazy(fop, op.width(), a, 1, r, cf);
+                        self.gpr[d] = r;
+                    }
+                    K::Neg => {
+                        let a = g[d] & op.mask();
+                        let r = 0u64.wrapping_sub(a) & op.mask();
+                        self.flags.set_lazy(FlagOp::Sub, op.width(), 0, a, r, false);
+                        g[d] = r;
+                    }
+                    K::IncNf => g[d] = g[d].wrapping_add(1) & op.mask(),
+                    K::DecNf => g[d] = g[d].wrapping_sub(1) & op.mask(),
+                    K::NegNf => g[d] = 0u64.wrapping_sub(g[d]) & op.mask(),
+                    K::Not => g[d] = !g[d] & op.mask(),
+                    K::Imul2 | K::Imul3 => {
+                        let m = op.mask();
+                        let (a, b) = if op.kind == K::Imul2 {
+                            (g[d] & m, g[s] & m)
+                        } else {
+                            (g[s] & m, op.imm)
+                        };
+                        let r = self.imul_trunc(op.width(), a, b);
+                        self.gpr[d] = r;
+                    }
+                    K::Imul2Nf => g[d] = g[d].wrapping_mul(g[s]) & op.mask(),
+                    K::Imul3Nf => g[d] = g[s].wrapping_mul(op.imm) & op.mask(),
+                    K::Movzx => g[d] = g[s] & mask(u32::from(op.x)),
+                    K::Movsx => {
+                        let sh = 64 - u32::from(op.x);
+                        g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & op.mask();
+                    }
+                    K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
+                    K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
+                    K::Load | K::LoadAlu | K::Store | K::Push | K::Pop => {
+                        let (ea, size) = effective_address(op, g, base);
+                        let write = matches!(op.kind, K::Store | K::Push);
+                        // The data-page hit, inline: RAM within one page, so no fault, no device
+                        // and no need to make the instruction current. In 64-bit mode the offset
+                        // is the linear address but for FS and GS, which take the full path.
+                        if (op.imm >> 61) & 1 == 0
+                            && let Some(off) = self.dpages.find_synced(ea, size, write)
+                        {
+                            if write {
+                                let v = if op.kind == K::Push {
+                                    g[d]
+                                } else {
+                                    g[s] & op.mask()
+                                };
+                                if let Some(bytes) = bus.ram_mut().get_mut(off..off + size) {
+                                    write_le(bytes, v);
+                                    self.counters.tlb_hits += 1;
+                                    if op.kind == K::Push {
+                                        self.gpr[Gpr::Rsp as usize] = ea;
+                                    }
+                                    // Code written (any page, this block's included): the next
+                                    // instruction is decoded afresh.
+                                    if self.icache.note_write(off) {
+                                        let idx = (op.imm >> 32) & 0xff;
+                                        let (_, fall) = self.enter_op(op, base, start + idx);
+                                        self.rip = fall;
+                                        self.retired += 1;
+                                        return Ok(());
+                                    }
+                                    continue;
+                                }
+                            } else if let Some(bytes) = bus.ram().get(off..off + size) {
+                                let v = read_le(bytes);
+                                self.counters.tlb_hits += 1;
+                                self.finish_read(op, v);
+                                continue;
+                            }
+                        }
+                        if self.mem_op_slow(bus, op, base, start, ea, size, page, block)? {
+                            return Ok(());
+                        }
+                    }
+                    K::Cmov => {
+                        if self.cond(cc(op.x)) {
+                            self.gpr[d] = self.gpr[s] & op.mask();
+                        } else {
+                            // A 32-bit CMOV writes its destination even when false.
+                            self.gpr[d] &= op.mask();
+                        }
+                    }
+                    K::Setcc => {
+                        let v = u64::from(self.cond(cc(op.x)));
+                        self.gpr[d] = (self.gpr[d] & !0xff) | v;
+                    }
+                    K::Jcc | K::Jmp => {
+                        let rip = base | u64::from(op.off);
+                        let taken = op.kind == K::Jmp || self.cond(cc(op.x));
+                        let next = if taken {
+                            let target = rip.wrapping_add(op.imm) & op.mask();
+                            self.rip = rip;
+                            self.retired = last;
+                            self.branch(target)?;
+                            target
+                        } else {
+                            rip.wrapping_add(u64::from(op.len))
+                        };
+                        self.rip = next;
+                        self.retired = last + 1;
+                        // A loop within the block: nothing the burst checks between blocks has
+                        // changed (a device, a fault or a write to this page ended the block
+                        // before its branch), so it runs again if it fits.
+                        if next == entry
+                            && last + 1 + insns <= limit
+                            && self.tlb.generation() == tlb_generation
+                        {
+                            self.counters.blocks_run += 1;
+                            continue 'again;
+                        }
                         return Ok(());
                     }
-                }
-                K::Cmov => {
-                    if self.cond(cc(op.x)) {
-                        self.gpr[d] = self.gpr[s] & op.mask();
-                    } else {
-                        // A 32-bit CMOV writes its destination even when false.
-                        self.gpr[d] &= op.mask();
-                    }
-                }
-                K::Setcc => {
-                    let v = u64::from(self.cond(cc(op.x)));
-                    self.gpr[d] = (self.gpr[d] & !0xff) | v;
-                }
-                K::Jcc | K::Jmp => {
-                    let rip = base | u64::from(op.off);
-                    let taken = op.kind == K::Jmp || self.cond(cc(op.x));
-                    let next = if taken {
-                        let target = rip.wrapping_add(op.imm) & op.mask();
-                        self.rip = rip;
-                        self.retired = last;
-                        self.branch(target)?;
-                        target
-                    } else {
-                        rip.wrapping_add(u64::from(op.len))
-                    };
-                    self.rip = next;
-                    self.retired = last + 1;
-                    return Ok(());
-                }
-                K::Call | K::Ret => return self.call_ret_op(bus, op, base, last),
-                K::Uop | K::Generic => {
-                    if self.slow_op(bus, op, base, start, page, block)? {
-                        return Ok(());
+                    K::Call | K::Ret => return self.call_ret_op(bus, op, base, last),
+                    K::Uop | K::Generic => {
+                        if self.slow_op(bus, op, base, start, page, block)? {
+                            return Ok(());
+                        }
                     }
                 }
             }
+            self.rip = base + u64::from(block.end);
+            self.retired = last + 1;
+            return Ok(());
         }
-        self.rip = base + u64::from(block.end);
-        self.retired = last + 1;
-        Ok(())
     }
 }
 
@@ -1628,21 +1659,30 @@ mod tests {
             0x75, 0xeb,                     // jne l
             0xf4,                           // hlt
         ];
-        let run = |blocks: bool| {
+        let run = |blocks: bool, budget: u64| {
             let (mut cpu, mut bus) = long_env(&code);
             cpu.use_blocks = blocks;
             cpu.gpr[0] = 0x9e37_79b9_7f4a_7c15;
             cpu.gpr[1] = 1;
             cpu.gpr[6] = 0x2545_f491_4f6c_dd1d;
             cpu.gpr[7] = 1000;
-            assert_eq!(cpu.run(&mut bus, 100_000), Ok(crate::StopReason::Halted));
-            cpu
+            let stop = cpu.run(&mut bus, budget);
+            (stop, cpu)
         };
-        let (a, b) = (run(true), run(false));
+        let ((stop, a), (_, b)) = (run(true, 100_000), run(false, 100_000));
+        assert_eq!(stop, Ok(crate::StopReason::Halted));
         assert_eq!(a.gpr, b.gpr);
         assert_eq!(a.rflags(), b.rflags());
         assert_eq!(a.retired, b.retired);
         assert_eq!(a.counters.blocks_run, 1000);
         assert_eq!(b.counters.blocks_run, 0);
+        // The loop runs itself again without the burst: it still stops at the budget, on an
+        // instruction boundary inside an iteration or between two.
+        for budget in [1, 6, 7, 8, 50, 351, 5001] {
+            let ((stop_a, a), (stop_b, b)) = (run(true, budget), run(false, budget));
+            assert_eq!(stop_a, stop_b, "budget {budget}");
+            assert_eq!((a.gpr, a.rip, a.retired), (b.gpr, b.rip, b.retired));
+            assert_eq!(a.retired, budget);
+        }
     }
 }

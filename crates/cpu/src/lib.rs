@@ -550,7 +550,7 @@ impl Cpu {
                 if block.insns > 0 && self.retired + u64::from(block.insns) <= limit {
                     first = false;
                     self.counters.blocks_run += 1;
-                    let r = self.run_block(bus, &block, ram_page);
+                    let r = self.run_block(bus, &block, ram_page, limit);
                     if let Some(end) = self.burst_step_end(bus, r, limit) {
                         return end;
                     }
