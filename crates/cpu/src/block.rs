@@ -164,6 +164,8 @@ pub(crate) struct Op {
     len: u8,
     /// Offset of the instruction in its page.
     off: u16,
+    /// The immediate, displacement or target, as the kind says; for a register form without
+    /// one, the mask of the operand width ([`Op::rmask`]).
     imm: u64,
 }
 
@@ -174,6 +176,13 @@ impl Op {
     #[inline(always)]
     fn mask(&self) -> u64 {
         u64::MAX >> (self.sh & 63)
+    }
+
+    /// The mask of the operand width, for an op without an immediate: the lowering keeps it
+    /// in `imm` (one AND with memory instead of computing it from `sh`).
+    #[inline(always)]
+    fn rmask(&self) -> u64 {
+        self.imm
     }
 
     /// The operand width in bits.
@@ -426,7 +435,7 @@ impl Cpu {
                 let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
                 let g = &mut self.gpr;
                 match op.kind {
-                    K::MovR => g[d] = g[s] & op.mask(),
+                    K::MovR => g[d] = g[s] & op.rmask(),
                     K::MovI => g[d] = op.imm,
                     K::AddR | K::AddI => {
                         let (a, b) = (g[d], if op.kind == K::AddR { g[s] } else { op.imm });
@@ -469,35 +478,35 @@ impl Cpu {
                             g[d] = r;
                         }
                     }
-                    K::AddRNf => g[d] = g[d].wrapping_add(g[s]) & op.mask(),
+                    K::AddRNf => g[d] = g[d].wrapping_add(g[s]) & op.rmask(),
                     K::AddINf => g[d] = g[d].wrapping_add(op.imm) & op.mask(),
-                    K::SubRNf => g[d] = g[d].wrapping_sub(g[s]) & op.mask(),
+                    K::SubRNf => g[d] = g[d].wrapping_sub(g[s]) & op.rmask(),
                     K::SubINf => g[d] = g[d].wrapping_sub(op.imm) & op.mask(),
-                    K::AndRNf => g[d] &= g[s] & op.mask(),
+                    K::AndRNf => g[d] &= g[s] & op.rmask(),
                     K::AndINf => g[d] &= op.imm,
-                    K::OrRNf => g[d] = (g[d] | g[s]) & op.mask(),
+                    K::OrRNf => g[d] = (g[d] | g[s]) & op.rmask(),
                     K::OrINf => g[d] = (g[d] | op.imm) & op.mask(),
-                    K::XorRNf => g[d] = (g[d] ^ g[s]) & op.mask(),
+                    K::XorRNf => g[d] = (g[d] ^ g[s]) & op.rmask(),
                     K::XorINf => g[d] = (g[d] ^ op.imm) & op.mask(),
-                    K::ShlNf3 => g[d] = (g[s] << op.x) & op.mask(),
-                    K::ShrNf3 => g[d] = (g[s] & op.mask()) >> op.x,
+                    K::ShlNf3 => g[d] = (g[s] << op.x) & op.rmask(),
+                    K::ShrNf3 => g[d] = (g[s] & op.rmask()) >> op.x,
                     K::RolNf3 | K::RorNf3 => {
                         let (w, c) = (op.width(), u32::from(op.x));
-                        let a = g[s] & op.mask();
+                        let a = g[s] & op.rmask();
                         let (l, r) = if op.kind == K::RolNf3 {
                             (c, w - c)
                         } else {
                             (w - c, c)
                         };
-                        g[d] = ((a << l) | (a >> r)) & op.mask();
+                        g[d] = ((a << l) | (a >> r)) & op.rmask();
                     }
-                    K::XorRNf3 => g[d] = (g[s] ^ g[usize::from(op.x & 15)]) & op.mask(),
-                    K::AddRNf3 => g[d] = g[s].wrapping_add(g[usize::from(op.x & 15)]) & op.mask(),
-                    K::SubRNf3 => g[d] = g[s].wrapping_sub(g[usize::from(op.x & 15)]) & op.mask(),
+                    K::XorRNf3 => g[d] = (g[s] ^ g[usize::from(op.x & 15)]) & op.rmask(),
+                    K::AddRNf3 => g[d] = g[s].wrapping_add(g[usize::from(op.x & 15)]) & op.rmask(),
+                    K::SubRNf3 => g[d] = g[s].wrapping_sub(g[usize::from(op.x & 15)]) & op.rmask(),
                     K::AndINf3 => g[d] = g[s] & op.imm,
                     K::AddINf3 => g[d] = g[s].wrapping_add(op.imm) & op.mask(),
-                    K::ShlNf => g[d] = (g[d] << op.x) & op.mask(),
-                    K::ShrNf => g[d] = (g[d] & op.mask()) >> op.x,
+                    K::ShlNf => g[d] = (g[d] << op.x) & op.rmask(),
+                    K::ShrNf => g[d] = (g[d] & op.rmask()) >> op.x,
                     K::SarNf => {
                         let v = ((g[d] << op.sh) as i64) >> op.sh;
                         g[d] = ((v >> op.x) as u64) & op.mask();
@@ -505,13 +514,13 @@ impl Cpu {
                     K::RolNf | K::RorNf => {
                         // 0 < count < width.
                         let (w, c) = (op.width(), u32::from(op.x));
-                        let a = g[d] & op.mask();
+                        let a = g[d] & op.rmask();
                         let (l, r) = if op.kind == K::RolNf {
                             (c, w - c)
                         } else {
                             (w - c, c)
                         };
-                        g[d] = ((a << l) | (a >> r)) & op.mask();
+                        g[d] = ((a << l) | (a >> r)) & op.rmask();
                     }
                     K::Shl | K::Shr | K::Sar | K::Rol | K::Ror => {
                         let mnemonic = match op.kind {
@@ -542,10 +551,10 @@ impl Cpu {
                         self.flags.set_lazy(FlagOp::Sub, op.width(), 0, a, r, false);
                         g[d] = r;
                     }
-                    K::IncNf => g[d] = g[d].wrapping_add(1) & op.mask(),
-                    K::DecNf => g[d] = g[d].wrapping_sub(1) & op.mask(),
-                    K::NegNf => g[d] = 0u64.wrapping_sub(g[d]) & op.mask(),
-                    K::Not => g[d] = !g[d] & op.mask(),
+                    K::IncNf => g[d] = g[d].wrapping_add(1) & op.rmask(),
+                    K::DecNf => g[d] = g[d].wrapping_sub(1) & op.rmask(),
+                    K::NegNf => g[d] = 0u64.wrapping_sub(g[d]) & op.rmask(),
+                    K::Not => g[d] = !g[d] & op.rmask(),
                     K::Imul2 | K::Imul3 => {
                         let m = op.mask();
                         let (a, b) = if op.kind == K::Imul2 {
@@ -556,7 +565,7 @@ impl Cpu {
                         let r = self.imul_trunc(op.width(), a, b);
                         self.gpr[d] = r;
                     }
-                    K::Imul2Nf => g[d] = g[d].wrapping_mul(g[s]) & op.mask(),
+                    K::Imul2Nf => g[d] = g[d].wrapping_mul(g[s]) & op.rmask(),
                     K::Imul3Nf => g[d] = g[s].wrapping_mul(op.imm) & op.mask(),
                     K::Movzx => g[d] = g[s] & mask(u32::from(op.x)),
                     K::Movsx => {
@@ -1037,8 +1046,9 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 return Slow;
             };
             let m = mask(u32::from(w));
+            // A register form keeps its width's mask in `imm` (`Op::rmask`).
             let (s, imm, is_reg) = match u.src {
-                Opnd::Reg(r) => (r.idx() as u8, 0, true),
+                Opnd::Reg(r) => (r.idx() as u8, m, true),
                 _ => (0, u.imm() & m, false),
             };
             let kind = match u.kind {
@@ -1090,7 +1100,14 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 Sh::Ror => (K::Ror, K::RorNf),
                 Sh::Rcl | Sh::Rcr => return Slow,
             };
-            op(pick(live, with, without), d, 0, count, w, 0)
+            op(
+                pick(live, with, without),
+                d,
+                0,
+                count,
+                w,
+                mask(u32::from(w)),
+            )
         }
         Kind::Inc | Kind::Dec | Kind::Neg | Kind::Not => {
             let Some((d, w)) = reg(u.dst) else {
@@ -1102,7 +1119,7 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 Kind::Neg => pick(live, K::Neg, K::NegNf),
                 _ => K::Not,
             };
-            op(kind, d, 0, 0, w, 0)
+            op(kind, d, 0, 0, w, mask(u32::from(w)))
         }
         Kind::Imul2 | Kind::Imul3 => {
             let (Some((d, w)), Some((s, sw))) = (reg(u.dst), reg(u.src)) else {
@@ -1112,7 +1129,14 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 return Slow;
             }
             if u.kind == Kind::Imul2 {
-                op(pick(live, K::Imul2, K::Imul2Nf), d, s, 0, w, 0)
+                op(
+                    pick(live, K::Imul2, K::Imul2Nf),
+                    d,
+                    s,
+                    0,
+                    w,
+                    mask(u32::from(w)),
+                )
             } else {
                 let imm = u.imm() & mask(u32::from(w));
                 op(pick(live, K::Imul3, K::Imul3Nf), d, s, 0, w, imm)
