@@ -422,15 +422,16 @@ impl Cpu {
         let insns = u64::from(block.insns);
         // The code page was translated under this generation (the burst's fetch page).
         let tlb_generation = self.tlb.generation();
+        // Loads and stores look up the data pages without their key (`find_synced`): it is
+        // checked here, and again after anything that might change it (a `Uop`, generic or
+        // missed memory op), so a loop within the block needs no check of its own.
+        self.dpages.sync(self.data_key());
         'again: loop {
             // Instructions retired before the block. An op that may touch memory or fault first
             // sets RIP and the count to its own instruction's (virtual time included), so a
             // device, a fault and an early exit see them as single steps would.
             let start = self.retired;
             let last = start + insns - 1;
-            // Loads and stores look up the data pages without their key (`find_synced`): it is
-            // checked here, and again after anything that might change it.
-            self.dpages.sync(self.data_key());
             for op in ops {
                 let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
                 let g = &mut self.gpr;
@@ -575,7 +576,7 @@ impl Cpu {
                     K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
                     K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
                     K::Load | K::LoadAlu | K::Store | K::Push | K::Pop => {
-                        let (ea, size) = effective_address(op, g, base);
+                        let (ea, size) = effective_address(op, g, base, d, s);
                         let write = matches!(op.kind, K::Store | K::Push);
                         // The data-page hit, inline: RAM within one page, so no fault, no device
                         // and no need to make the instruction current. In 64-bit mode the offset
@@ -609,7 +610,7 @@ impl Cpu {
                             } else if let Some(bytes) = bus.ram().get(off..off + size) {
                                 let v = read_le(bytes);
                                 self.counters.tlb_hits += 1;
-                                self.finish_read(op, v);
+                                self.finish_read(op, d, v);
                                 continue;
                             }
                         }
@@ -771,8 +772,7 @@ impl Cpu {
     /// The register side of a memory op that read `v`: a load, an ALU operation with a
     /// memory source, or a POP.
     #[inline(always)]
-    fn finish_read(&mut self, op: &Op, v: u64) {
-        let d = usize::from(op.d & 15);
+    fn finish_read(&mut self, op: &Op, d: usize, v: u64) {
         match op.kind {
             K::LoadAlu => {
                 let alu = ALU_OPS[((op.imm >> 57) & 15) as usize];
@@ -828,7 +828,7 @@ impl Cpu {
             }
         } else {
             let v = self.read_seg(bus, seg, ea, size)?;
-            self.finish_read(op, v);
+            self.finish_read(op, d, v);
         }
         // A TLB fill may have been made under a new key.
         self.dpages.sync(self.data_key());
@@ -843,20 +843,20 @@ impl Cpu {
 }
 
 /// The effective address (the offset in its segment) and size of a memory op (`Load`,
-/// `LoadAlu`, `Store`, `Push`, `Pop`) in the page at `base`.
+/// `LoadAlu`, `Store`, `Push`, `Pop`) in the page at `base`; `d` and `s` are its registers.
 #[inline(always)]
-fn effective_address(op: &Op, g: &[u64; 16], base: u64) -> (u64, usize) {
+fn effective_address(op: &Op, g: &[u64; 16], base: u64, d: usize, s: usize) -> (u64, usize) {
     let rsp = g[Gpr::Rsp as usize];
     match op.kind {
         K::Push => (rsp.wrapping_sub(8), 8),
         K::Pop => (rsp, 8),
         _ => {
-            let base_reg = if op.kind == K::Store { op.d } else { op.s };
+            let base_reg = if op.kind == K::Store { d } else { s };
             let mut a = op.imm as u32 as i32 as i64 as u64;
             if (op.imm >> 56) & 1 != 0 {
                 a = a.wrapping_add(base | u64::from(op.off));
             }
-            let ea = add_address(op, g, usize::from(base_reg & 15), a);
+            let ea = add_address(op, g, base_reg, a);
             (ea, if op.sh == 0 { 8 } else { 4 })
         }
     }
