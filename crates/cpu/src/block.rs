@@ -133,6 +133,10 @@ pub(crate) enum K {
     /// `op d, [mem]` for an ALU operation (32 or 64 bits, flags recorded): `Load` with the
     /// operation in `imm` bits 57 to 60 (`AluOp as u8`).
     LoadAlu,
+    /// `MOV d, [s + disp]` and `MOV [d + disp], s`, 64 bits, through DS or SS (flat in 64-bit
+    /// mode), the commonest forms: `imm` = the displacement, `x` = instruction index | SS << 7.
+    LoadB,
+    StoreB,
     /// `MOVZX d, s` from a high-byte register (AH, CH, DH, BH): `s` = the full register.
     MovzxHigh,
     /// `PUSH d` (64 bits): `imm` = instruction index << 32.
@@ -575,6 +579,34 @@ impl Cpu {
                     }
                     K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
                     K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
+                    K::LoadB | K::StoreB => {
+                        let write = op.kind == K::StoreB;
+                        let ea = g[if write { d } else { s }].wrapping_add(op.imm);
+                        if let Some(off) = self.dpages.find_synced(ea, 8, write) {
+                            if write {
+                                let v = g[s];
+                                if let Some(bytes) = bus.ram_mut().get_mut(off..off + 8) {
+                                    bytes.copy_from_slice(&v.to_le_bytes());
+                                    self.counters.tlb_hits += 1;
+                                    if self.icache.note_write(off) {
+                                        let idx = u64::from(op.x & 0x3f);
+                                        let (_, fall) = self.enter_op(op, base, start + idx);
+                                        self.rip = fall;
+                                        self.retired += 1;
+                                        return Ok(());
+                                    }
+                                    continue;
+                                }
+                            } else if let Some(bytes) = bus.ram().get(off..off + 8) {
+                                g[d] = read_le(bytes);
+                                self.counters.tlb_hits += 1;
+                                continue;
+                            }
+                        }
+                        if self.mem_op_slow(bus, op, base, start, ea, 8, page, block)? {
+                            return Ok(());
+                        }
+                    }
                     K::Load | K::LoadAlu | K::Store | K::Push | K::Pop => {
                         let (ea, size) = effective_address(op, g, base, d, s);
                         let write = matches!(op.kind, K::Store | K::Push);
@@ -809,13 +841,15 @@ impl Cpu {
         page: usize,
         block: &Block,
     ) -> Ex<bool> {
-        let (_, fall) = self.enter_op(op, base, start + ((op.imm >> 32) & 0xff));
-        let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
-        let seg = match op.kind {
-            K::Push | K::Pop => Seg::Ss,
-            _ => SEGS[((op.imm >> 48) & 7) as usize],
+        let (idx, seg) = match op.kind {
+            K::Push | K::Pop => ((op.imm >> 32) & 0xff, Seg::Ss),
+            K::LoadB | K::StoreB if op.x & 0x80 != 0 => (u64::from(op.x & 0x3f), Seg::Ss),
+            K::LoadB | K::StoreB => (u64::from(op.x & 0x3f), Seg::Ds),
+            _ => ((op.imm >> 32) & 0xff, SEGS[((op.imm >> 48) & 7) as usize]),
         };
-        let wrote = matches!(op.kind, K::Store | K::Push);
+        let (_, fall) = self.enter_op(op, base, start + idx);
+        let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
+        let wrote = matches!(op.kind, K::Store | K::StoreB | K::Push);
         if wrote {
             let v = if op.kind == K::Push {
                 self.gpr[d]
@@ -1175,6 +1209,17 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 return Slow;
             };
             let rip = u.mem.rel == crate::uop::Rel::Rip;
+            if let (Some(b), None, false, 64, Seg::Ds | Seg::Ss, K::Load | K::Store) =
+                (base_reg, index, rip, w, u.mem.seg, kind)
+            {
+                let x = insn as u8 | (u8::from(u.mem.seg == Seg::Ss) << 7);
+                let (kind, d, s) = if kind == K::Store {
+                    (K::StoreB, b, r)
+                } else {
+                    (K::LoadB, r, b)
+                };
+                return op(kind, d, s, x, w, i64::from(disp) as u64);
+            }
             let (b, x) = address(base_reg, index, scale);
             let imm = u64::from(disp as u32)
                 | ((insn as u64) << 32)
@@ -1586,6 +1631,46 @@ mod tests {
             (1, 0),
             "the rewritten instruction ran"
         );
+    }
+
+    /// A 64-bit load or store through RBP or RSP addresses the stack segment: at a
+    /// non-canonical address it faults with #SS(0), through any other base with #GP(0) (SDM
+    /// Vol. 3A §6.15), in a block as in single steps.
+    #[test]
+    fn non_canonical_stack_operands_fault_with_ss() {
+        #[rustfmt::skip]
+        let code = [
+            0x90,                           // nop
+            0x48, 0x8b, 0x45, 0x08,         // mov rax, [rbp + 8]
+            0xf4,                           // hlt
+            0x90,                           // nop
+            0x48, 0x89, 0x43, 0x08,         // mov [rbx + 8], rax
+            0xf4,                           // hlt
+        ];
+        let run = |blocks: bool, start: u64| {
+            let (mut cpu, mut bus) = long_env(&code);
+            crate::test_utils::supervisor_pages(&mut bus);
+            bus.load(HANDLER, &[0xf4, 0xf4]);
+            crate::test_utils::set_gate64(&mut bus, crate::fault::vector::SS, HANDLER, false, 0, 0);
+            crate::test_utils::set_gate64(
+                &mut bus,
+                crate::fault::vector::GP,
+                HANDLER + 1,
+                false,
+                0,
+                0,
+            );
+            cpu.use_blocks = blocks;
+            cpu.rip = start;
+            (cpu.gpr[3], cpu.gpr[5]) = (1 << 63, 1 << 63);
+            cpu.run(&mut bus, 100).unwrap();
+            (cpu.rip, cpu.retired, cpu.counters.blocks_run)
+        };
+        for (start, handler) in [(CODE, HANDLER), (CODE + 6, HANDLER + 1)] {
+            let (rip, retired, blocks) = run(true, start);
+            assert_eq!((rip, retired), (handler + 1, run(false, start).1));
+            assert!(blocks >= 1);
+        }
     }
 
     /// A block's loads look the data pages up without their key, which each block checks as
