@@ -6,7 +6,9 @@
 //! few instructions, so the TLB design decides the figure). Each machine runs each kernel at two
 //! sizes, and the time per unit of work (iteration, round) is the slope between them, so that
 //! start-up costs (QEMU's process and firmware, nestvisor's machine construction) cancel out.
-//! Each size is timed `repeats` times and the fastest run kept. Before timing, both machines run
+//! The four timings (two machines, two sizes) are taken in `repeats` rounds, each round running
+//! all four, so that both machines sample the same stretches of a shared machine's load; the
+//! fastest of each is kept. Before timing, both machines run
 //! the kernel at the same size and must print identical output: a speed figure for a CPU that
 //! computes something else would be meaningless.
 //!
@@ -232,21 +234,6 @@ fn run_qemu(kernel: &Kernel, image: &Path, append: &str) -> Result<Timed, BenchE
     })
 }
 
-/// The fastest of `repeats` runs.
-fn fastest(
-    repeats: u32,
-    mut run: impl FnMut() -> Result<Timed, BenchError>,
-) -> Result<Timed, BenchError> {
-    let mut best = run()?;
-    for _ in 1..repeats {
-        let next = run()?;
-        if next.time < best.time {
-            best = next;
-        }
-    }
-    Ok(best)
-}
-
 /// Nanoseconds per unit between two sizes, or `None` if the slope is not positive.
 fn slope_ns(sizes: [u64; 2], small: &Timed, large: &Timed) -> Option<f64> {
     let units = sizes[1].saturating_sub(sizes[0]) as f64;
@@ -279,12 +266,25 @@ fn measure(kernel: &Kernel, image: &Path, options: Options) -> Result<Row, Bench
         });
     }
 
-    let [nv_small, nv_large] = [nv_sizes[0], nv_sizes[1]]
-        .map(|size| fastest(options.repeats, || run_nestvisor(kernel, &append(size))));
-    let (nv_small, nv_large) = (nv_small?, nv_large?);
-    let [q_small, q_large] = [qemu_sizes[0], qemu_sizes[1]]
-        .map(|size| fastest(options.repeats, || run_qemu(kernel, image, &append(size))));
-    let (q_small, q_large) = (q_small?, q_large?);
+    // Rounds of all four runs, interleaved, so that a burst of load on the shared machine
+    // slows both machines rather than one; the fastest of each run counts.
+    let round = || -> Result<[Timed; 4], BenchError> {
+        Ok([
+            run_nestvisor(kernel, &append(nv_sizes[0]))?,
+            run_qemu(kernel, image, &append(qemu_sizes[0]))?,
+            run_nestvisor(kernel, &append(nv_sizes[1]))?,
+            run_qemu(kernel, image, &append(qemu_sizes[1]))?,
+        ])
+    };
+    let mut best = round()?;
+    for _ in 1..options.repeats {
+        for (best, run) in best.iter_mut().zip(round()?) {
+            if run.time < best.time {
+                *best = run;
+            }
+        }
+    }
+    let [nv_small, q_small, nv_large, q_large] = best;
 
     let nestvisor_ns = slope_ns(nv_sizes, &nv_small, &nv_large);
     let qemu_ns = slope_ns(qemu_sizes, &q_small, &q_large);
