@@ -8,9 +8,9 @@
 //! start-up costs (QEMU's process and firmware, nestvisor's machine construction) cancel out.
 //! The four timings (two machines, two sizes) are taken in `repeats` rounds, each round running
 //! all four, so that both machines sample the same stretches of a shared machine's load; the
-//! fastest of each is kept. Before timing, both machines run
-//! the kernel at the same size and must print identical output: a speed figure for a CPU that
-//! computes something else would be meaningless.
+//! fastest of each is kept. Before timing, both machines run the kernel at the same size and
+//! must print identical output: a speed figure for a CPU that computes something else would be
+//! meaningless.
 //!
 //! Wall time is read here, in the harness, never inside the model: the model's own counters
 //! (instructions retired) are deterministic and reported beside it.
