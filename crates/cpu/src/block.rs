@@ -1269,7 +1269,7 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_utils::{CODE, long_env};
+    use crate::test_utils::{CODE, TestBus, long_env};
     use crate::uop::tests::{HOT, HOT_0F, PREFIXES};
     use proptest::prelude::*;
 
@@ -1338,18 +1338,9 @@ mod tests {
             // Jcc over one HLT: the condition decides where the run halts.
             code.extend([0x70 | cc, 0x01, 0xf4, 0xf4]);
             let run = |blocks: bool| {
-                let (mut cpu, mut bus) = long_env(&code);
-                // Supervisor pages: CPL 0 accesses go through the data pages.
-                if supervisor {
-                    crate::test_utils::supervisor_pages(&mut bus);
-                }
                 // Exceptions are delivered to a HLT, so that a fault inside a block is seen
                 // with its frame, its error code and CR2.
-                bus.load(HANDLER, &[0xf4]);
-                for vector in 0..32 {
-                    crate::test_utils::set_gate64(&mut bus, vector, HANDLER, false, 0, 0);
-                }
-                cpu.use_blocks = blocks;
+                let (mut cpu, mut bus) = machine(&code, supervisor, blocks);
                 cpu.gpr = gpr;
                 cpu.gpr[4] = crate::test_utils::STACK_TOP - 0x100;
                 cpu.set_rflags(flags & !(x86::reg::rflags::TF | x86::reg::rflags::IF));
@@ -1504,18 +1495,26 @@ mod tests {
         agree_on(code, &setup, true)
     }
 
+    /// A 64-bit machine running `code`, with blocks or single steps, on the test board's user
+    /// pages or on supervisor pages (where CPL 0 accesses use the data pages), and every
+    /// exception delivered to a HLT at [`HANDLER`].
+    fn machine(code: &[u8], supervisor: bool, blocks: bool) -> (Cpu, TestBus) {
+        let (mut cpu, mut bus) = long_env(code);
+        if supervisor {
+            crate::test_utils::supervisor_pages(&mut bus);
+        }
+        bus.load(HANDLER, &[0xf4]);
+        for vector in 0..32 {
+            crate::test_utils::set_gate64(&mut bus, vector, HANDLER, false, 0, 0);
+        }
+        cpu.use_blocks = blocks;
+        (cpu, bus)
+    }
+
     /// [`agree`] on user pages (no access uses the data pages) or supervisor pages.
     fn agree_on(code: &[u8], setup: &impl Fn(&mut Cpu), supervisor: bool) -> Cpu {
         let run = |blocks: bool| {
-            let (mut cpu, mut bus) = long_env(code);
-            if supervisor {
-                crate::test_utils::supervisor_pages(&mut bus);
-            }
-            bus.load(HANDLER, &[0xf4]);
-            for vector in 0..32 {
-                crate::test_utils::set_gate64(&mut bus, vector, HANDLER, false, 0, 0);
-            }
-            cpu.use_blocks = blocks;
+            let (mut cpu, mut bus) = machine(code, supervisor, blocks);
             cpu.gpr[4] = crate::test_utils::STACK_TOP - 0x100;
             setup(&mut cpu);
             let stop = cpu.run(&mut bus, 1000);
