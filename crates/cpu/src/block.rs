@@ -158,8 +158,10 @@ pub(crate) enum K {
 #[repr(C)]
 pub(crate) struct Op {
     kind: K,
-    d: u8,
-    s: u8,
+    /// The registers: typed, so that indexing the register file with them needs neither a
+    /// mask nor a bounds check.
+    d: Gpr,
+    s: Gpr,
     x: u8,
     /// 64 minus the operand width in bits (the width is 32 or 64, 8 for SETcc), or minus the
     /// branch-target width.
@@ -339,8 +341,8 @@ impl Cpu {
         for (i, (ins, uop)) in scratch.iter().enumerate() {
             let base = Op {
                 kind: K::Uop,
-                d: 0,
-                s: 0,
+                d: Gpr::Rax,
+                s: Gpr::Rax,
                 x: 0,
                 sh: 0,
                 len: ins.len() as u8,
@@ -437,7 +439,7 @@ impl Cpu {
             let start = self.retired;
             let last = start + insns - 1;
             for op in ops {
-                let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
+                let (d, s) = (op.d as usize, op.s as usize);
                 let g = &mut self.gpr;
                 match op.kind {
                     K::MovR => g[d] = g[s] & op.rmask(),
@@ -848,7 +850,7 @@ impl Cpu {
             _ => ((op.imm >> 32) & 0xff, SEGS[((op.imm >> 48) & 7) as usize]),
         };
         let (_, fall) = self.enter_op(op, base, start + idx);
-        let (d, s) = (usize::from(op.d & 15), usize::from(op.s & 15));
+        let (d, s) = (op.d as usize, op.s as usize);
         let wrote = matches!(op.kind, K::Store | K::StoreB | K::Push);
         if wrote {
             let v = if op.kind == K::Push {
@@ -939,9 +941,9 @@ fn fuse(ops: &mut Vec<Op>, start: usize) {
                 K::ShrNf => (K::ShrNf3, next.x),
                 K::RolNf => (K::RolNf3, next.x),
                 K::RorNf => (K::RorNf3, next.x),
-                K::XorRNf => (K::XorRNf3, second),
-                K::AddRNf => (K::AddRNf3, second),
-                K::SubRNf => (K::SubRNf3, second),
+                K::XorRNf => (K::XorRNf3, second as u8),
+                K::AddRNf => (K::AddRNf3, second as u8),
+                K::SubRNf => (K::SubRNf3, second as u8),
                 K::AndINf => (K::AndINf3, 0),
                 K::AddINf => (K::AddINf3, 0),
                 _ => return None,
@@ -1059,8 +1061,8 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
     let op = |kind: K, d: u8, s: u8, x: u8, w: u8, imm: u64| {
         Lowered::Op(Op {
             kind,
-            d,
-            s,
+            d: Gpr::from_index(d),
+            s: Gpr::from_index(s),
             x,
             sh: 64 - w,
             imm,

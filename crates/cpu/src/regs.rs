@@ -6,6 +6,7 @@ use iced_x86::Register;
 /// The sixteen general-purpose registers in encoding order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
+#[repr(u8)]
 pub enum Gpr {
     Rax = 0,
     Rcx,
@@ -23,6 +24,21 @@ pub enum Gpr {
     R13,
     R14,
     R15,
+}
+
+impl Gpr {
+    /// All sixteen, in encoding order.
+    pub const ALL: [Gpr; 16] = {
+        use Gpr::*;
+        [
+            Rax, Rcx, Rdx, Rbx, Rsp, Rbp, Rsi, Rdi, R8, R9, R10, R11, R12, R13, R14, R15,
+        ]
+    };
+
+    /// The register numbered `n` in the encoding (the low four bits count).
+    pub const fn from_index(n: u8) -> Gpr {
+        Self::ALL[(n & 15) as usize]
+    }
 }
 
 /// Where an iced register lives: register index, width in bits, and whether it is one of the
