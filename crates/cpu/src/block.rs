@@ -196,6 +196,28 @@ impl Op {
     fn width(&self) -> u32 {
         64 - u32::from(self.sh)
     }
+
+    /// A memory op's access size in bytes (its operand width: 32 or 64 bits).
+    #[inline(always)]
+    fn size(&self) -> usize {
+        if self.sh == 0 { 8 } else { 4 }
+    }
+
+    /// Whether a `Load`, `LoadAlu` or `Store` addresses a flat segment (not FS or GS), whose
+    /// offset is the linear address.
+    #[inline(always)]
+    fn flat(&self) -> bool {
+        (self.imm >> 61) & 1 == 0
+    }
+
+    /// A memory op's instruction index in its block.
+    #[inline(always)]
+    fn index(&self) -> u64 {
+        match self.kind {
+            K::LoadB | K::StoreB => u64::from(self.x & 0x3f),
+            _ => (self.imm >> 32) & 0xff,
+        }
+    }
 }
 
 /// A block in the table.
@@ -581,75 +603,78 @@ impl Cpu {
                     }
                     K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
                     K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
-                    K::LoadB | K::StoreB => {
-                        let write = op.kind == K::StoreB;
-                        let ea = g[if write { d } else { s }].wrapping_add(op.imm);
-                        if let Some(off) = self.dpages.find_synced(ea, 8, write) {
-                            if write {
-                                let v = g[s];
-                                if let Some(bytes) = bus.ram_mut().get_mut(off..off + 8) {
-                                    bytes.copy_from_slice(&v.to_le_bytes());
-                                    self.counters.tlb_hits += 1;
-                                    if self.icache.note_write(off) {
-                                        let idx = u64::from(op.x & 0x3f);
-                                        let (_, fall) = self.enter_op(op, base, start + idx);
-                                        self.rip = fall;
-                                        self.retired += 1;
-                                        return Ok(());
-                                    }
-                                    continue;
+                    // Loads and stores: the data-page hit runs inline (RAM within one page, so
+                    // no fault, no device and no need to make the instruction current); a miss
+                    // takes the full path. In 64-bit mode the offset is the linear address, but
+                    // for FS and GS, whose ops always miss (`Op::flat`).
+                    K::LoadB => {
+                        let ea = g[s].wrapping_add(op.imm);
+                        match self.load_hit(bus, ea, 8, true) {
+                            Some(v) => self.gpr[d] = v,
+                            None => {
+                                if self.mem_op_slow(bus, op, base, start, ea, 8, page, block)? {
+                                    return Ok(());
                                 }
-                            } else if let Some(bytes) = bus.ram().get(off..off + 8) {
-                                g[d] = read_le(bytes);
-                                self.counters.tlb_hits += 1;
-                                continue;
                             }
-                        }
-                        if self.mem_op_slow(bus, op, base, start, ea, 8, page, block)? {
-                            return Ok(());
                         }
                     }
-                    K::Load | K::LoadAlu | K::Store | K::Push | K::Pop => {
-                        let (ea, size) = effective_address(op, g, base, d, s);
-                        let write = matches!(op.kind, K::Store | K::Push);
-                        // The data-page hit, inline: RAM within one page, so no fault, no device
-                        // and no need to make the instruction current. In 64-bit mode the offset
-                        // is the linear address but for FS and GS, which take the full path.
-                        if (op.imm >> 61) & 1 == 0
-                            && let Some(off) = self.dpages.find_synced(ea, size, write)
-                        {
-                            if write {
-                                let v = if op.kind == K::Push {
-                                    g[d]
-                                } else {
-                                    g[s] & op.mask()
-                                };
-                                if let Some(bytes) = bus.ram_mut().get_mut(off..off + size) {
-                                    write_le(bytes, v);
-                                    self.counters.tlb_hits += 1;
-                                    if op.kind == K::Push {
-                                        self.gpr[Gpr::Rsp as usize] = ea;
-                                    }
-                                    // Code written (any page, this block's included): the next
-                                    // instruction is decoded afresh.
-                                    if self.icache.note_write(off) {
-                                        let idx = (op.imm >> 32) & 0xff;
-                                        let (_, fall) = self.enter_op(op, base, start + idx);
-                                        self.rip = fall;
-                                        self.retired += 1;
-                                        return Ok(());
-                                    }
-                                    continue;
+                    K::Load | K::LoadAlu => {
+                        let (ea, size) = (data_address(op, g, base, s), op.size());
+                        match self.load_hit(bus, ea, size, op.flat()) {
+                            Some(v) if op.kind == K::Load => self.gpr[d] = v,
+                            Some(v) => self.load_alu(op, d, v),
+                            None => {
+                                if self.mem_op_slow(bus, op, base, start, ea, size, page, block)? {
+                                    return Ok(());
                                 }
-                            } else if let Some(bytes) = bus.ram().get(off..off + size) {
-                                let v = read_le(bytes);
-                                self.counters.tlb_hits += 1;
-                                self.finish_read(op, d, v);
-                                continue;
                             }
                         }
-                        if self.mem_op_slow(bus, op, base, start, ea, size, page, block)? {
-                            return Ok(());
+                    }
+                    K::Pop => {
+                        let ea = g[Gpr::Rsp as usize];
+                        match self.load_hit(bus, ea, 8, true) {
+                            // POP RSP loads the value read (the increment is overwritten).
+                            Some(v) => {
+                                self.gpr[Gpr::Rsp as usize] = ea.wrapping_add(8);
+                                self.gpr[d] = v;
+                            }
+                            None => {
+                                if self.mem_op_slow(bus, op, base, start, ea, 8, page, block)? {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                    K::StoreB | K::Store | K::Push => {
+                        let (ea, size, v, flat) = match op.kind {
+                            K::StoreB => (g[d].wrapping_add(op.imm), 8, g[s], true),
+                            K::Push => (g[Gpr::Rsp as usize].wrapping_sub(8), 8, g[d], true),
+                            _ => (
+                                data_address(op, g, base, d),
+                                op.size(),
+                                g[s] & op.mask(),
+                                op.flat(),
+                            ),
+                        };
+                        match self.store_hit(bus, ea, size, v, flat) {
+                            Some(code) => {
+                                if op.kind == K::Push {
+                                    self.gpr[Gpr::Rsp as usize] = ea;
+                                }
+                                // Code written (any page, this block's included): the next
+                                // instruction is decoded afresh.
+                                if code {
+                                    let (_, fall) = self.enter_op(op, base, start + op.index());
+                                    self.rip = fall;
+                                    self.retired += 1;
+                                    return Ok(());
+                                }
+                            }
+                            None => {
+                                if self.mem_op_slow(bus, op, base, start, ea, size, page, block)? {
+                                    return Ok(());
+                                }
+                            }
                         }
                     }
                     K::Cmov => {
@@ -808,14 +833,7 @@ impl Cpu {
     #[inline(always)]
     fn finish_read(&mut self, op: &Op, d: usize, v: u64) {
         match op.kind {
-            K::LoadAlu => {
-                let alu = ALU_OPS[((op.imm >> 57) & 15) as usize];
-                let a = self.gpr[d] & op.mask();
-                let r = self.alu_compute(alu, op.width(), a, v);
-                if !matches!(alu, AluOp::Cmp | AluOp::Test) {
-                    self.gpr[d] = r;
-                }
-            }
+            K::LoadAlu => self.load_alu(op, d, v),
             // POP RSP loads the value read (the increment is overwritten).
             K::Pop => {
                 let rsp = &mut self.gpr[Gpr::Rsp as usize];
@@ -824,6 +842,50 @@ impl Cpu {
             }
             _ => self.gpr[d] = v,
         }
+    }
+
+    /// The ALU operation of a `LoadAlu` whose memory source read `v`.
+    #[inline(always)]
+    fn load_alu(&mut self, op: &Op, d: usize, v: u64) {
+        let alu = ALU_OPS[((op.imm >> 57) & 15) as usize];
+        let a = self.gpr[d] & op.mask();
+        let r = self.alu_compute(alu, op.width(), a, v);
+        if !matches!(alu, AluOp::Cmp | AluOp::Test) {
+            self.gpr[d] = r;
+        }
+    }
+
+    /// A read of `size` bytes at linear `lin` that hits the data pages (`flat`: the offset is
+    /// the linear address): the value, counted as a TLB hit.
+    #[inline(always)]
+    fn load_hit<B: Bus>(&mut self, bus: &B, lin: u64, size: usize, flat: bool) -> Option<u64> {
+        if !flat {
+            return None;
+        }
+        let off = self.dpages.find_synced(lin, size, false)?;
+        let v = read_le(bus.ram().get(off..off + size)?);
+        self.counters.tlb_hits += 1;
+        Some(v)
+    }
+
+    /// A write of `size` bytes at linear `lin` that hits the data pages, as
+    /// [`Cpu::load_hit`]: whether it wrote a page holding decoded code.
+    #[inline(always)]
+    fn store_hit<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        lin: u64,
+        size: usize,
+        v: u64,
+        flat: bool,
+    ) -> Option<bool> {
+        if !flat {
+            return None;
+        }
+        let off = self.dpages.find_synced(lin, size, true)?;
+        write_le(bus.ram_mut().get_mut(off..off + size)?, v);
+        self.counters.tlb_hits += 1;
+        Some(self.icache.note_write(off))
     }
 
     /// A memory op that missed the data pages: its instruction is made current, the access
@@ -843,13 +905,13 @@ impl Cpu {
         page: usize,
         block: &Block,
     ) -> Ex<bool> {
-        let (idx, seg) = match op.kind {
-            K::Push | K::Pop => ((op.imm >> 32) & 0xff, Seg::Ss),
-            K::LoadB | K::StoreB if op.x & 0x80 != 0 => (u64::from(op.x & 0x3f), Seg::Ss),
-            K::LoadB | K::StoreB => (u64::from(op.x & 0x3f), Seg::Ds),
-            _ => ((op.imm >> 32) & 0xff, SEGS[((op.imm >> 48) & 7) as usize]),
+        let seg = match op.kind {
+            K::Push | K::Pop => Seg::Ss,
+            K::LoadB | K::StoreB if op.x & 0x80 != 0 => Seg::Ss,
+            K::LoadB | K::StoreB => Seg::Ds,
+            _ => SEGS[((op.imm >> 48) & 7) as usize],
         };
-        let (_, fall) = self.enter_op(op, base, start + idx);
+        let (_, fall) = self.enter_op(op, base, start + op.index());
         let (d, s) = (op.d as usize, op.s as usize);
         let wrote = matches!(op.kind, K::Store | K::StoreB | K::Push);
         if wrote {
@@ -878,24 +940,15 @@ impl Cpu {
     }
 }
 
-/// The effective address (the offset in its segment) and size of a memory op (`Load`,
-/// `LoadAlu`, `Store`, `Push`, `Pop`) in the page at `base`; `d` and `s` are its registers.
+/// The effective address (the offset in its segment) of a `Load`, `LoadAlu` or `Store` in the
+/// page at `base`, whose base register is `b`.
 #[inline(always)]
-fn effective_address(op: &Op, g: &[u64; 16], base: u64, d: usize, s: usize) -> (u64, usize) {
-    let rsp = g[Gpr::Rsp as usize];
-    match op.kind {
-        K::Push => (rsp.wrapping_sub(8), 8),
-        K::Pop => (rsp, 8),
-        _ => {
-            let base_reg = if op.kind == K::Store { d } else { s };
-            let mut a = op.imm as u32 as i32 as i64 as u64;
-            if (op.imm >> 56) & 1 != 0 {
-                a = a.wrapping_add(base | u64::from(op.off));
-            }
-            let ea = add_address(op, g, base_reg, a);
-            (ea, if op.sh == 0 { 8 } else { 4 })
-        }
+fn data_address(op: &Op, g: &[u64; 16], base: u64, b: usize) -> u64 {
+    let mut a = op.imm as u32 as i32 as i64 as u64;
+    if (op.imm >> 56) & 1 != 0 {
+        a = a.wrapping_add(base | u64::from(op.off));
     }
+    add_address(op, g, b, a)
 }
 
 /// The base register and the `x` byte of LEA, `Load` and `Store` for an address.
