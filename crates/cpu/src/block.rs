@@ -29,8 +29,9 @@ use crate::Cpu;
 use crate::bus::Bus;
 use crate::fault::Ex;
 use crate::flags::{FlagOp, mask};
-use crate::mmu::{read_le, write_le};
+use crate::mmu::{Access, read_le, write_le};
 use crate::ops::arith::AluOp;
+use crate::ops::shift::shift_status;
 use crate::regs::Gpr;
 use crate::state::Seg;
 use crate::uop::{Kind, Opnd, Sh, Uop};
@@ -551,14 +552,11 @@ impl Cpu {
                         };
                         g[d] = ((a << l) | (a >> r)) & op.rmask();
                     }
-                    K::Shl | K::Shr | K::Sar | K::Rol | K::Ror => {
-                        let mnemonic = match op.kind {
-                            K::Shl => M::Shl,
-                            K::Shr => M::Shr,
-                            K::Sar => M::Sar,
-                            K::Rol => M::Rol,
-                            _ => M::Ror,
-                        };
+                    K::Shl => self.shift_live(op, d, M::Shl),
+                    K::Shr => self.shift_live(op, d, M::Shr),
+                    K::Sar => self.shift_live(op, d, M::Sar),
+                    K::Rol | K::Ror => {
+                        let mnemonic = if op.kind == K::Rol { M::Rol } else { M::Ror };
                         let a = g[d] & op.mask();
                         let r = self.shift_compute(mnemonic, op.width(), a, u64::from(op.x));
                         self.gpr[d] = r;
@@ -828,6 +826,17 @@ impl Cpu {
         Ok(false)
     }
 
+    /// SHL, SHR or SAR by an immediate (not 0) with its flags live: recorded lazily, as
+    /// `shift_compute` does.
+    #[inline(always)]
+    fn shift_live(&mut self, op: &Op, d: usize, mnemonic: M) {
+        let a = self.gpr[d] & op.mask();
+        let (r, cf, of) = shift_status(mnemonic, op.width(), a, u64::from(op.x));
+        self.flags
+            .set_lazy(FlagOp::Cfof, op.width(), 0, u64::from(of), r, cf);
+        self.gpr[d] = r;
+    }
+
     /// The register side of a memory op that read `v`: a load, an ALU operation with a
     /// memory source, or a POP.
     #[inline(always)]
@@ -914,18 +923,33 @@ impl Cpu {
         let (_, fall) = self.enter_op(op, base, start + op.index());
         let (d, s) = (op.d as usize, op.s as usize);
         let wrote = matches!(op.kind, K::Store | K::StoreB | K::Push);
+        // Within one page of a flat segment, the linear address is the offset and only
+        // paging can fault: straight to the TLB (and a walk). Otherwise the full path.
+        let flat = self.flat_linear(seg, ea, size);
         if wrote {
             let v = if op.kind == K::Push {
                 self.gpr[d]
             } else {
                 self.gpr[s] & op.mask()
             };
-            self.write_seg(bus, seg, ea, size, v)?;
+            match flat {
+                Some(lin) => {
+                    let p = self.translate(bus, lin, Access::Write, false)?;
+                    self.phys_write(bus, p, size, v);
+                }
+                None => self.write_seg(bus, seg, ea, size, v)?,
+            }
             if op.kind == K::Push {
                 self.gpr[Gpr::Rsp as usize] = ea;
             }
         } else {
-            let v = self.read_seg(bus, seg, ea, size)?;
+            let v = match flat {
+                Some(lin) => {
+                    let p = self.translate(bus, lin, Access::Read, false)?;
+                    self.phys_read(bus, p, size)
+                }
+                None => self.read_seg(bus, seg, ea, size)?,
+            };
             self.finish_read(op, d, v);
         }
         // A TLB fill may have been made under a new key.

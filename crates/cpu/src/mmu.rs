@@ -145,6 +145,20 @@ impl Cpu {
         Ok(lin)
     }
 
+    /// The linear address of an access of `size` bytes at offset `off` of `seg` in 64-bit
+    /// mode when none of [`Cpu::linear`]'s checks can fail and it stays within one page: a
+    /// segment other than FS and GS (base 0), canonical, and no alignment check. `None`: take
+    /// the full path.
+    #[inline(always)]
+    pub(crate) fn flat_linear(&self, seg: Seg, off: u64, size: usize) -> Option<u64> {
+        let ok = self.mode == Mode::Long64
+            && !matches!(seg, Seg::Fs | Seg::Gs)
+            && canonical(off)
+            && (off & 0xfff) as usize + size <= 4096
+            && !(self.cpl == 3 && self.cr0 & cr0::AM != 0);
+        ok.then_some(off)
+    }
+
     /// Alignment checking (SDM Vol. 3A §6.15 interrupt 17): a misaligned data access at CPL 3
     /// with CR0.AM = 1 and EFLAGS.AC = 1 raises #AC(0).
     #[inline]
@@ -195,7 +209,10 @@ impl Cpu {
             });
         }
         self.counters.tlb_misses += 1;
-        let (e, cache) = self.walk(bus, lin, access, user, implicit)?;
+        let (e, cache) = match self.quick_walk(bus, lin, access, user, implicit) {
+            Some(e) => (e, true),
+            None => self.walk(bus, lin, access, user, implicit)?,
+        };
         let off = lin & 0xfff;
         if cache {
             self.tlb.insert(lin, e);
@@ -432,6 +449,7 @@ impl Cpu {
     /// EPT the walk is two-dimensional (Vol. 3C §29.3) and may end in an EPT violation or
     /// misconfiguration exit. Returns the entry and whether the TLB may cache it (not when
     /// EPT refuses reads: an execute-only page must not satisfy a later read).
+    #[inline(never)]
     fn walk<B: Bus>(
         &mut self,
         bus: &mut B,
@@ -455,41 +473,10 @@ impl Cpu {
             true,
         )
         .map_err(|_| self.unsupported_paging())?;
-        let privilege = if user {
-            Privilege::User
-        } else if implicit {
-            Privilege::Implicit
-        } else {
-            Privilege::Supervisor
-        };
-        let pa = paging::Access::new(access_kind(access), privilege);
+        let pa = paging::Access::new(access_kind(access), privilege(user, implicit));
         let ept = self.ept01()?;
         let pcid = self.pcid();
         let long = self.efer & efer::LMA != 0;
-        // The common miss, answered without the walker's bookkeeping: 4-level paging without
-        // EPT, tables in RAM, every accessed flag (and a write's dirty flag) already set and
-        // the access permitted. Anything else, faults included, walks below.
-        if long && ept.is_none() {
-            let f = Paging4::new(Gpa::new(self.cr3 & cr3::ADDR_MASK), ctx);
-            let ram = |a: Gpa| {
-                let off = bus.ram_offset(Hfn::new(a.raw() >> 12))? + (a.raw() & 0xfff) as usize;
-                Some(u64::from_le_bytes(
-                    bus.ram().get(off..off + 8)?.try_into().ok()?,
-                ))
-            };
-            if let Some(q) = f.quick_translate(Gva::new(lin), pa, ram) {
-                let frame = (q.page.raw() | (lin & q.size.offset_mask())) >> 12;
-                let found = Found {
-                    frame,
-                    page_shift: q.size.shift() as u8,
-                    rights: q.rights,
-                    attrs: q.attrs,
-                    dirty: q.dirty,
-                    ept: None,
-                };
-                return Ok((self.tlb_entry(bus, &found, pcid), true));
-            }
-        }
         let pdptes = if !long && self.cr4 & cr4::PAE != 0 {
             match self.pdptes {
                 Some(p) => Some(p),
@@ -537,6 +524,57 @@ impl Cpu {
         };
         let cache = found.ept.is_none_or(|(r, _)| r.read);
         Ok((self.tlb_entry(bus, &found, pcid), cache))
+    }
+
+    /// The common miss, answered without the walker's bookkeeping
+    /// (`LongMode::quick_translate`): 4-level paging without EPT, tables in RAM, every
+    /// accessed flag (and a write's dirty flag) already set and the access permitted. `None`
+    /// in every other case, faults included: [`Cpu::walk`] then walks.
+    #[inline]
+    fn quick_walk<B: Bus>(
+        &self,
+        bus: &B,
+        lin: u64,
+        access: Access,
+        user: bool,
+        implicit: bool,
+    ) -> Option<Entry> {
+        if self.efer & efer::LMA == 0 || (self.vmx.non_root && self.vmx.ept.is_some()) {
+            return None;
+        }
+        let ac = if self.flags.get(rflags::AC) {
+            rflags::AC
+        } else {
+            0
+        };
+        let ctx = PagingContext::from_registers(
+            self.cr0,
+            self.cr4,
+            self.efer,
+            ac,
+            MAXPHYADDR as u8,
+            true,
+        )
+        .ok()?;
+        let pa = paging::Access::new(access_kind(access), privilege(user, implicit));
+        let f = Paging4::new(Gpa::new(self.cr3 & cr3::ADDR_MASK), ctx);
+        let ram = |a: Gpa| {
+            let off = bus.ram_offset(Hfn::new(a.raw() >> 12))? + (a.raw() & 0xfff) as usize;
+            Some(u64::from_le_bytes(
+                bus.ram().get(off..off + 8)?.try_into().ok()?,
+            ))
+        };
+        let q = f.quick_translate(Gva::new(lin), pa, ram)?;
+        let frame = (q.page.raw() | (lin & q.size.offset_mask())) >> 12;
+        let found = Found {
+            frame,
+            page_shift: q.size.shift() as u8,
+            rights: q.rights,
+            attrs: q.attrs,
+            dirty: q.dirty,
+            ept: None,
+        };
+        Some(self.tlb_entry(bus, &found, self.pcid()))
     }
 
     /// The TLB entry for a walk's result.
@@ -830,6 +868,18 @@ fn mask_bytes(v: u64, size: usize) -> u64 {
 #[inline]
 pub(crate) fn canonical(lin: u64) -> bool {
     ((lin << 16) as i64 >> 16) as u64 == lin
+}
+
+/// The privilege of an access, for the walker.
+#[inline]
+fn privilege(user: bool, implicit: bool) -> Privilege {
+    if user {
+        Privilege::User
+    } else if implicit {
+        Privilege::Implicit
+    } else {
+        Privilege::Supervisor
+    }
 }
 
 /// Kind of an access, for the walker.
