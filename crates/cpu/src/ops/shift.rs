@@ -159,6 +159,34 @@ impl Cpu {
     }
 }
 
+/// SHL/SAL, SHR or SAR of the `width`-bit value `a` by `count` (1 or more, already masked):
+/// the result, CF and OF. SF, ZF and PF follow from the result and AF is 0 (`FlagOp::Cfof`).
+#[inline(always)]
+pub(crate) fn shift_status(op: M, width: u32, a: u64, count: u64) -> (u64, bool, bool) {
+    let m = mask(width);
+    let s = sign(width);
+    let w = u64::from(width);
+    match op {
+        M::Shl | M::Sal => {
+            let r = if count < w { (a << count) & m } else { 0 };
+            let cf = count <= w && (a >> (w - count)) & 1 != 0;
+            (r, cf, (r & s != 0) ^ cf)
+        }
+        M::Shr => {
+            let r = if count < w { a >> count } else { 0 };
+            let cf = count <= w && (a >> (count - 1)) & 1 != 0;
+            (r, cf, ((r << 1) ^ r) & s != 0)
+        }
+        _ => {
+            let sa = ((a << (64 - w)) as i64) >> (64 - w);
+            let c = count.min(w);
+            let r = ((sa >> c.min(63)) as u64) & m;
+            let cf = (sa >> (c - 1).min(63)) & 1 != 0;
+            (r, cf, false)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::test_utils::{FlagCase, run_bytes64};
@@ -224,33 +252,5 @@ mod tests {
         });
         assert_eq!(cpu.gpr[0], 0xaa11_2233_4455_6677);
         assert_eq!(cpu.rflags() & (CF | SF | OF), SF | CF | OF);
-    }
-}
-
-/// SHL/SAL, SHR or SAR of the `width`-bit value `a` by `count` (1 or more, already masked):
-/// the result, CF and OF. SF, ZF and PF follow from the result and AF is 0 (`FlagOp::Cfof`).
-#[inline(always)]
-pub(crate) fn shift_status(op: M, width: u32, a: u64, count: u64) -> (u64, bool, bool) {
-    let m = mask(width);
-    let s = sign(width);
-    let w = u64::from(width);
-    match op {
-        M::Shl | M::Sal => {
-            let r = if count < w { (a << count) & m } else { 0 };
-            let cf = count <= w && (a >> (w - count)) & 1 != 0;
-            (r, cf, (r & s != 0) ^ cf)
-        }
-        M::Shr => {
-            let r = if count < w { a >> count } else { 0 };
-            let cf = count <= w && (a >> (count - 1)) & 1 != 0;
-            (r, cf, ((r << 1) ^ r) & s != 0)
-        }
-        _ => {
-            let sa = ((a << (64 - w)) as i64) >> (64 - w);
-            let c = count.min(w);
-            let r = ((sa >> c.min(63)) as u64) & m;
-            let cf = (sa >> (c - 1).min(63)) & 1 != 0;
-            (r, cf, false)
-        }
     }
 }
