@@ -476,6 +476,11 @@ impl Cpu {
         if self.icache.blocks.flushes == flushes {
             self.icache.blocks.ops = ops;
         }
+        // The common outcome as a constant: the caller's check of it then folds, rather than
+        // reload the whole result from where the loop left it.
+        if r.is_ok() {
+            return Ok(());
+        }
         r
     }
 
