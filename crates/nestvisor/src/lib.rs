@@ -132,7 +132,12 @@ pub mod bare {
     }
 
     /// Builds the machine, loads the image and runs it; COM1 writes to `console`.
-    pub fn run<S: ByteSink>(config: &BareConfig, console: S) -> Result<Outcome, BareError> {
+    ///
+    /// The console is a trait object so that every caller (`run --bare`, `bench cpu`) runs the
+    /// same compiled machine: the board, and the CPU's loop with it, is generic over its
+    /// console, and separate copies of that loop are compiled (and optimized) separately,
+    /// which made the benchmark measure different machine code than `run --bare` runs.
+    pub fn run(config: &BareConfig, console: &mut dyn ByteSink) -> Result<Outcome, BareError> {
         let image = read_image(&config.image)?;
         let mut module_data = Vec::with_capacity(config.modules.len());
         for m in &config.modules {

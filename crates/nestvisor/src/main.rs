@@ -182,7 +182,7 @@ fn run(args: RunArgs) -> ExitCode {
             args.stats.as_deref(),
         );
     }
-    match bare::run(&config, StdoutSink::default()) {
+    match bare::run(&config, &mut StdoutSink::default()) {
         Ok(outcome) => {
             if args.explain_vmentry {
                 explain_vmentry(&outcome);
