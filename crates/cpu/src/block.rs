@@ -1695,23 +1695,36 @@ mod tests {
                 .flatten()
                 .collect();
             code.extend([0x70 | cc, 0x01, 0xf4, 0xf4]);
-            let run = |blocks: bool| {
-                let (mut cpu, mut bus) = long_env(&code);
-                cpu.use_blocks = blocks;
-                cpu.gpr = gpr;
-                cpu.gpr[4] = crate::test_utils::STACK_TOP - 0x100;
-                cpu.set_rflags(flags & !(x86::reg::rflags::TF | x86::reg::rflags::IF));
-                let stop = cpu.run(&mut bus, 10_000);
-                (stop, cpu)
-            };
-            let (stop_a, a) = run(true);
-            let (stop_b, b) = run(false);
-            prop_assert_eq!(&stop_a, &stop_b);
-            prop_assert_eq!(a.gpr, b.gpr);
-            prop_assert_eq!(a.rip, b.rip);
-            prop_assert_eq!(a.rflags(), b.rflags());
-            prop_assert_eq!(a.retired, b.retired);
+            registers_agree(&code, gpr, crate::test_utils::STACK_TOP - 0x100, flags)?;
         }
+    }
+
+    /// Runs register-only `code` from `gpr` (RSP replaced by `rsp`) and the status and control
+    /// flags of `flags` (TF and IF clear), with blocks and with single steps, and checks that
+    /// both end alike; returns the machine that ran blocks.
+    fn registers_agree(
+        code: &[u8],
+        gpr: [u64; 16],
+        rsp: u64,
+        flags: u64,
+    ) -> Result<Cpu, TestCaseError> {
+        let run = |blocks: bool| {
+            let (mut cpu, mut bus) = long_env(code);
+            cpu.use_blocks = blocks;
+            cpu.gpr = gpr;
+            cpu.gpr[4] = rsp;
+            cpu.set_rflags(flags & !(x86::reg::rflags::TF | x86::reg::rflags::IF));
+            let stop = cpu.run(&mut bus, 10_000);
+            (stop, cpu)
+        };
+        let (stop_a, a) = run(true);
+        let (stop_b, b) = run(false);
+        prop_assert_eq!(&stop_a, &stop_b);
+        prop_assert_eq!(a.gpr, b.gpr);
+        prop_assert_eq!(a.rip, b.rip);
+        prop_assert_eq!(a.rflags(), b.rflags());
+        prop_assert_eq!(a.retired, b.retired);
+        Ok(a)
     }
 
     /// One instruction over registers `a` and `b` (0 to 3: RAX, RCX, RDX, RBX) for the
@@ -1755,27 +1768,14 @@ mod tests {
         fn forwarded_chains_agree_with_single_steps(
             parts in proptest::collection::vec((0usize..22, 0u8..4, 0u8..4, any::<u8>()), 1..24),
             gpr in any::<[u64; 16]>(),
+            flags in any::<u64>(),
         ) {
             let mut code: Vec<u8> = vec![0x90];
             for &(form, a, b, imm) in &parts {
                 code.extend(chain_insn(form, a, b, imm));
             }
             code.extend([0x74, 0x01, 0xf4, 0xf4]);
-            let run = |blocks: bool| {
-                let (mut cpu, mut bus) = long_env(&code);
-                cpu.use_blocks = blocks;
-                cpu.gpr = gpr;
-                cpu.gpr[4] = crate::test_utils::STACK_TOP - 0x400;
-                let stop = cpu.run(&mut bus, 10_000);
-                (stop, cpu)
-            };
-            let (stop_a, a) = run(true);
-            let (stop_b, b) = run(false);
-            prop_assert_eq!(&stop_a, &stop_b);
-            prop_assert_eq!(a.gpr, b.gpr);
-            prop_assert_eq!(a.rip, b.rip);
-            prop_assert_eq!(a.rflags(), b.rflags());
-            prop_assert_eq!(a.retired, b.retired);
+            let a = registers_agree(&code, gpr, crate::test_utils::STACK_TOP - 0x400, flags)?;
             prop_assert!(a.counters.blocks_run > 0);
         }
     }

@@ -458,21 +458,9 @@ impl Cpu {
         user: bool,
         implicit: bool,
     ) -> Ex<(Entry, bool)> {
-        // Of RFLAGS only AC affects translation: no need to evaluate the lazy status flags.
-        let ac = if self.flags.get(rflags::AC) {
-            rflags::AC
-        } else {
-            0
-        };
-        let ctx = PagingContext::from_registers(
-            self.cr0,
-            self.cr4,
-            self.efer,
-            ac,
-            MAXPHYADDR as u8,
-            true,
-        )
-        .map_err(|_| self.unsupported_paging())?;
+        let ctx = self
+            .paging_context()
+            .map_err(|_| self.unsupported_paging())?;
         let pa = paging::Access::new(access_kind(access), privilege(user, implicit));
         let ept = self.ept01()?;
         let pcid = self.pcid();
@@ -526,6 +514,19 @@ impl Cpu {
         Ok((self.tlb_entry(bus, &found, pcid), cache))
     }
 
+    /// The walker's view of the control registers; `Err` for a paging feature the walker
+    /// does not implement.
+    #[inline]
+    fn paging_context(&self) -> Result<PagingContext, paging::Unsupported> {
+        // Of RFLAGS only AC affects translation: no need to evaluate the lazy status flags.
+        let ac = if self.flags.get(rflags::AC) {
+            rflags::AC
+        } else {
+            0
+        };
+        PagingContext::from_registers(self.cr0, self.cr4, self.efer, ac, MAXPHYADDR as u8, true)
+    }
+
     /// The common miss, answered without the walker's bookkeeping
     /// (`LongMode::quick_translate`): 4-level paging without EPT, tables in RAM, every
     /// accessed flag (and a write's dirty flag) already set and the access permitted. `None`
@@ -542,20 +543,7 @@ impl Cpu {
         if self.efer & efer::LMA == 0 || (self.vmx.non_root && self.vmx.ept.is_some()) {
             return None;
         }
-        let ac = if self.flags.get(rflags::AC) {
-            rflags::AC
-        } else {
-            0
-        };
-        let ctx = PagingContext::from_registers(
-            self.cr0,
-            self.cr4,
-            self.efer,
-            ac,
-            MAXPHYADDR as u8,
-            true,
-        )
-        .ok()?;
+        let ctx = self.paging_context().ok()?;
         let pa = paging::Access::new(access_kind(access), privilege(user, implicit));
         let f = Paging4::new(Gpa::new(self.cr3 & cr3::ADDR_MASK), ctx);
         let ram = |a: Gpa| {
