@@ -1728,12 +1728,13 @@ mod tests {
     }
 
     /// One instruction over registers `a` and `b` (0 to 3: RAX, RCX, RDX, RBX) for the
-    /// forwarding tests: every form that `produces` or consumes `acc`, and forms that write a
-    /// register without producing (moves, a load, POP, XCHG, a flag-live shift).
+    /// forwarding tests: every form that `produces` or consumes `acc`, forms that write a
+    /// register without producing (moves, a load, POP, XCHG, a flag-live shift), and CMP and
+    /// TEST, which write none but decide whether the flags before them are live.
     fn chain_insn(form: usize, a: u8, b: u8, imm: u8) -> Vec<u8> {
         let rr = 0xc0 | (b << 3) | a; // ModRM: r/m = a (destination), reg = b
         let ra = 0xc0 | (a << 3) | b; // ModRM: reg = a (destination), r/m = b
-        match form % 22 {
+        match form % 24 {
             0 => vec![0x48, 0x01, rr],                                      // add a, b
             1 => vec![0x48, 0x29, rr],                                      // sub a, b
             2 => vec![0x48, 0x21, rr],                                      // and a, b
@@ -1755,7 +1756,9 @@ mod tests {
             18 => vec![0x58 | a],                                  // pop a
             19 => vec![0x48, 0x87, rr],                            // xchg a, b
             20 => vec![0x48, 0x83, if imm & 1 == 0 { 0xec } else { 0xc4 }, 8], // sub/add rsp, 8
-            _ => vec![0x48, 0x8d, 0x04 | (a << 3), (b << 3) | a],  // lea a, [a + b]
+            21 => vec![0x48, 0x8d, 0x04 | (a << 3), (b << 3) | a], // lea a, [a + b]
+            22 => vec![0x48, 0x39, rr],                            // cmp a, b
+            _ => vec![0x48, 0x85, rr],                             // test a, b
         }
     }
 
@@ -1766,7 +1769,7 @@ mod tests {
         /// leave its result in `acc`: blocks agree with single steps.
         #[test]
         fn forwarded_chains_agree_with_single_steps(
-            parts in proptest::collection::vec((0usize..22, 0u8..4, 0u8..4, any::<u8>()), 1..24),
+            parts in proptest::collection::vec((0usize..24, 0u8..4, 0u8..4, any::<u8>()), 1..24),
             gpr in any::<[u64; 16]>(),
             flags in any::<u64>(),
         ) {
