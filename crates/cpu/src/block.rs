@@ -532,6 +532,9 @@ impl Cpu {
                             g[d] = r;
                         }
                     }
+                    // The register and immediate forms stay two arms written out: one arm
+                    // choosing its source, or both calling a shared function, measured 15-25%
+                    // slower on the integer loop (docs/benchmarking.md).
                     K::AndR | K::OrR | K::XorR | K::TestR => {
                         let (a, b) = (g[d], g[s]);
                         let r = match op.kind {
