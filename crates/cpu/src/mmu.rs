@@ -252,10 +252,7 @@ impl Cpu {
     /// one page (counted as a TLB hit).
     #[inline(always)]
     fn read_fast<B: Bus>(&mut self, bus: &B, lin: u64, size: usize) -> Option<u64> {
-        if (lin & 0xfff) as usize + size > 4096 {
-            return None;
-        }
-        let off = self.dpages.find(lin, false, self.data_key())?;
+        let off = self.dpages.find(lin, size, false, self.data_key())?;
         let bytes = bus.ram().get(off..off + size)?;
         self.counters.tlb_hits += 1;
         Some(read_le(bytes))
@@ -264,10 +261,7 @@ impl Cpu {
     /// A write through the data pages, as [`Cpu::read_fast`]; `false` if not cached.
     #[inline(always)]
     fn write_fast<B: Bus>(&mut self, bus: &mut B, lin: u64, size: usize, value: u64) -> bool {
-        if (lin & 0xfff) as usize + size > 4096 {
-            return false;
-        }
-        let Some(off) = self.dpages.find(lin, true, self.data_key()) else {
+        let Some(off) = self.dpages.find(lin, size, true, self.data_key()) else {
             return false;
         };
         let Some(bytes) = bus.ram_mut().get_mut(off..off + size) else {

@@ -158,23 +158,33 @@ const EMPTY: Entry = Entry {
 /// invalidation and context change), CR3 (PCID switches without a flush), CR0 and the CPL:
 /// a fill under another key starts a new epoch, which drops every entry at once. So it
 /// caches nothing the TLB could not, and stops at the same invalidations.
+///
+/// As in QEMU's softmmu TLB, an entry holds a tag for reads and one for writes (the linear
+/// page with the epoch in its low 12 bits; 0 when not allowed) and an addend from linear
+/// address to RAM offset. A lookup compares the tag of the access's *last* byte with the
+/// entry of its first byte's page, so one comparison checks the page, the epoch, the right
+/// and that the access stays within the page.
 #[derive(Clone, Debug)]
 pub(crate) struct DataPages {
     entries: [DataPage; DATA_PAGES],
-    epoch: u32,
+    /// 1..=`EPOCH_MASK`: never 0, so that no tag is 0 and an empty entry matches nothing.
+    epoch: u64,
     key: (u64, u64, u64, u8),
 }
 
 const DATA_PAGES: usize = 64;
 
+/// The epoch lives in a tag's page-offset bits.
+const EPOCH_MASK: u64 = 0xfff;
+
 #[derive(Clone, Copy, Debug, Default)]
 struct DataPage {
-    /// Linear page number + 1 (0: empty).
-    page1: u64,
-    /// RAM offset of the page.
-    ram: usize,
-    epoch: u32,
-    writable: bool,
+    /// Linear page | epoch, for reads (0: empty).
+    read: u64,
+    /// The same for writes (0: not writable).
+    write: u64,
+    /// RAM offset of the page minus its linear address (wrapping).
+    addend: u64,
 }
 
 impl DataPages {
@@ -186,14 +196,20 @@ impl DataPages {
         }
     }
 
-    /// The RAM offset of linear `lin` for a read (or a write), if cached under `key`
-    /// (TLB generation, CR3, CR0, CPL).
+    /// The RAM offset of linear `lin` for a read (or a write) of `size` bytes within one
+    /// page, if cached under `key` (TLB generation, CR3, CR0, CPL).
     #[inline(always)]
-    pub fn find(&self, lin: u64, write: bool, key: (u64, u64, u64, u8)) -> Option<usize> {
-        let page1 = (lin >> 12) + 1;
-        let e = &self.entries[(page1 as usize) & (DATA_PAGES - 1)];
-        (e.page1 == page1 && e.epoch == self.epoch && (e.writable || !write) && self.key == key)
-            .then(|| e.ram + (lin & 0xfff) as usize)
+    pub fn find(
+        &self,
+        lin: u64,
+        size: usize,
+        write: bool,
+        key: (u64, u64, u64, u8),
+    ) -> Option<usize> {
+        if self.key != key {
+            return None;
+        }
+        self.find_synced(lin, size, write)
     }
 
     /// Makes `key` the key the entries are valid under, dropping them all if it is another.
@@ -203,31 +219,42 @@ impl DataPages {
     pub fn sync(&mut self, key: (u64, u64, u64, u8)) {
         if self.key != key {
             self.key = key;
-            self.epoch = self.epoch.wrapping_add(1);
+            self.next_epoch();
         }
     }
 
-    /// The RAM offset of an access of `size` bytes at linear `lin` for a read (or a write),
-    /// if it stays within one cached page; valid only while the key is the one last passed to
-    /// [`DataPages::sync`], which the caller vouches for.
+    /// A new epoch; when the epochs run out, the entries are cleared and they start again.
+    #[cold]
+    fn next_epoch(&mut self) {
+        self.epoch += 1;
+        if self.epoch > EPOCH_MASK {
+            self.entries = [DataPage::default(); DATA_PAGES];
+            self.epoch = 1;
+        }
+    }
+
+    /// The RAM offset of an access of `size` (1 to 8) bytes at linear `lin` for a read (or a
+    /// write), if it stays within one cached page; valid only while the key is the one last
+    /// passed to [`DataPages::sync`], which the caller vouches for.
     #[inline(always)]
     pub fn find_synced(&self, lin: u64, size: usize, write: bool) -> Option<usize> {
-        let page1 = (lin >> 12) + 1;
-        let e = &self.entries[(page1 as usize) & (DATA_PAGES - 1)];
-        let within = (lin & 0xfff) as usize + size <= 4096;
-        (e.page1 == page1 && e.epoch == self.epoch && (e.writable || !write) && within)
-            .then(|| e.ram + (lin & 0xfff) as usize)
+        let e = &self.entries[(lin >> 12) as usize & (DATA_PAGES - 1)];
+        // The last byte's page: another page than the first's (whose entry this is) never
+        // matches, since an entry's tag is its own page.
+        let tag = (lin.wrapping_add((size as u64).saturating_sub(1)) & !0xfff) | self.epoch;
+        let have = if write { e.write } else { e.read };
+        (have == tag).then(|| lin.wrapping_add(e.addend) as usize)
     }
 
     /// Caches the page of `lin` at RAM offset `ram` (its page) under `key`.
     pub fn fill(&mut self, lin: u64, ram: usize, writable: bool, key: (u64, u64, u64, u8)) {
         self.sync(key);
-        let page1 = (lin >> 12) + 1;
-        self.entries[(page1 as usize) & (DATA_PAGES - 1)] = DataPage {
-            page1,
-            ram,
-            epoch: self.epoch,
-            writable,
+        let page = lin & !0xfff;
+        let tag = page | self.epoch;
+        self.entries[(lin >> 12) as usize & (DATA_PAGES - 1)] = DataPage {
+            read: tag,
+            write: if writable { tag } else { 0 },
+            addend: (ram as u64).wrapping_sub(page),
         };
     }
 }
@@ -563,6 +590,48 @@ mod tests {
         assert_eq!(t.live(), 1);
         t.flush_all();
         assert_eq!(t.live(), 0);
+    }
+
+    #[test]
+    fn data_pages_answer_within_a_page_under_their_key_only() {
+        let key = (1, 0x1000, 0x8000_0001, 0);
+        let mut d = DataPages::new();
+        d.fill(0x7000_5123, 0x4_2000, false, key);
+        d.fill(0x7000_6000, 0x9_1000, true, key);
+        assert_eq!(d.find(0x7000_5ff8, 8, false, key), Some(0x4_2ff8));
+        assert_eq!(d.find(0x7000_5fff, 1, false, key), Some(0x4_2fff));
+        // The last byte on the next page, even one that is cached.
+        assert_eq!(d.find(0x7000_5ff9, 8, false, key), None);
+        assert_eq!(d.find(0x7000_5ffe, 4, false, key), None);
+        assert_eq!(d.find(0x7000_5000, 8, true, key), None, "not writable");
+        assert_eq!(d.find(0x7000_6010, 2, true, key), Some(0x9_1010));
+        // A page 64 pages on shares the slot; the page at the top of the address space
+        // wraps its last byte to page 0.
+        assert_eq!(d.find(0x7004_5000, 8, false, key), None);
+        assert_eq!(d.find(0xffff_ffff_ffff_fffc, 8, false, key), None);
+        assert_eq!(
+            d.find(0x7000_5000, 8, false, (2, 0x1000, 0x8000_0001, 0)),
+            None
+        );
+        d.sync((2, 0x1000, 0x8000_0001, 0));
+        assert_eq!(
+            d.find_synced(0x7000_5000, 8, false),
+            None,
+            "a new key drops all"
+        );
+        // Epochs wrap after 4095 keys; the entries are cleared then, not resurrected.
+        let mut d = DataPages::new();
+        d.fill(0x3000, 0x5000, true, (0, 0, 0, 0));
+        assert_eq!(d.epoch, 2);
+        for g in 1..EPOCH_MASK {
+            d.sync((g, 0, 0, 0));
+        }
+        assert_eq!(d.epoch, 1);
+        d.sync((EPOCH_MASK, 0, 0, 0));
+        assert_eq!(d.epoch, 2, "the epoch of the fill again");
+        assert_eq!(d.find_synced(0x3000, 8, false), None);
+        d.fill(0x3000, 0x5000, true, (EPOCH_MASK, 0, 0, 0));
+        assert_eq!(d.find_synced(0x3008, 8, true), Some(0x5008));
     }
 
     #[test]
