@@ -30,12 +30,15 @@
 //! since, a form that takes it from there. Every op still writes the register file, so nothing
 //! else changes.
 
+use std::cell::Cell;
+use std::marker::PhantomData;
+
 use iced_x86::Mnemonic as M;
 use iced_x86::{ConditionCode as CC, Decoder, DecoderOptions, FlowControl, Instruction};
 
 use crate::Cpu;
 use crate::bus::Bus;
-use crate::fault::Ex;
+use crate::fault::{Ex, Exc};
 use crate::flags::{FlagOp, mask};
 use crate::mmu::{Access, read_le, write_le};
 use crate::ops::arith::AluOp;
@@ -53,6 +56,24 @@ const TABLE: usize = 1 << 12;
 /// Ops, `Uop`s or generic instructions held before everything is dropped and rebuilt.
 const ARENA: usize = 1 << 18;
 
+/// Declares the op kinds, the list of them (`KINDS`, in discriminant order) and the table of
+/// their handlers (`Handlers::TABLE`), from one list.
+macro_rules! kinds {
+    ($(#[$meta:meta])* pub(crate) enum K { $($(#[$doc:meta])* $k:ident,)* }) => {
+        $(#[$meta])*
+        pub(crate) enum K { $($(#[$doc])* $k,)* }
+
+        /// Every kind, in discriminant order.
+        const KINDS: [K; [$(K::$k),*].len()] = [$(K::$k),*];
+
+        impl<B: Bus> Handlers<B> {
+            /// The handler of each kind, indexed by its discriminant.
+            const TABLE: [Handler<B>; KINDS.len()] = [$(Cpu::run_op::<B, { K::$k as u8 }>),*];
+        }
+    };
+}
+
+kinds! {
 /// What an [`Op`] does. `R`: the source is register `s`; `I`: the source is `imm`. `Nf`: the
 /// status flags are dead and not recorded. Widths are 32 or 64 bits (`Op::w`); a 32-bit result
 /// is zero-extended into the register (SDM Vol. 1 §3.4.1.1).
@@ -193,6 +214,67 @@ pub(crate) enum K {
     Uop,
     /// A burst-safe generic instruction, kept in the arena like `Uop`.
     Generic,
+}
+}
+
+/// The handler of an op kind: runs the first op of a slice and, through `Cpu::next_op`, the
+/// rest.
+type Handler<B> = fn(&mut Cpu, &mut B, &Pass, &[Op], u64) -> Flow;
+
+/// The handlers for a bus type (`Handlers::TABLE`, declared with the kinds).
+struct Handlers<B>(PhantomData<B>);
+
+/// How a pass through a block's ops ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// The pass ended: RIP and the count are those after the last instruction run, or, if an
+    /// op raised an exception (kept in `Pass::exc`), those of that instruction.
+    Done,
+    /// As `Done`, after the block's last instruction, a Jcc or JMP (`Cpu::run_ops` runs the
+    /// block again if it branched back to its start).
+    Branched,
+}
+
+/// What the handlers share during one pass through a block's ops.
+struct Pass<'a> {
+    block: &'a Block,
+    /// The block's RAM page.
+    page: usize,
+    /// The linear address of the block's page.
+    base: u64,
+    /// Instructions retired before the pass, and the number of the block's last one.
+    start: u64,
+    last: u64,
+    /// The exception that ended the pass, if one did.
+    exc: Cell<Option<Exc>>,
+}
+
+impl Pass<'_> {
+    /// Ends the pass with exception `e`.
+    #[cold]
+    fn fail(&self, e: Exc) -> Flow {
+        self.exc.set(Some(e));
+        Flow::Done
+    }
+
+    /// Ends the pass with the outcome of the op that ran last.
+    #[inline(always)]
+    fn done(&self, r: Ex<()>) -> Flow {
+        match r {
+            Ok(()) => Flow::Done,
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+/// `?` for a handler: the value, or the pass ends with the exception.
+macro_rules! tri {
+    ($pass:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return $pass.fail(e),
+        }
+    };
 }
 
 /// One lowered instruction: 16 bytes.
@@ -494,7 +576,6 @@ impl Cpu {
         limit: u64,
     ) -> Ex<()> {
         let entry = self.rip;
-        let base = entry & !0xfff;
         let insns = u64::from(block.insns);
         // The code page was translated under this generation (the burst's fetch page).
         let tlb_generation = self.tlb.generation();
@@ -502,303 +583,324 @@ impl Cpu {
         // checked here, and again after anything that might change it (a `Uop`, generic or
         // missed memory op), so a loop within the block needs no check of its own.
         self.dpages.sync(self.data_key());
-        // The result of the last op that `produces` one (`forward`).
-        let mut acc = 0u64;
-        'again: loop {
+        loop {
             // Instructions retired before the block. An op that may touch memory or fault first
             // sets RIP and the count to its own instruction's (virtual time included), so a
             // device, a fault and an early exit see them as single steps would.
             let start = self.retired;
-            let last = start + insns - 1;
-            for op in ops {
-                let (d, s) = (op.d as usize, op.s as usize);
-                let g = &mut self.gpr;
-                match op.kind {
-                    K::MovR => g[d] = g[s] & op.rmask(),
-                    K::MovRB => g[d] = acc & op.rmask(),
-                    K::MovI => g[d] = op.imm,
-                    K::AddR | K::AddI => {
-                        let (a, b) = (g[d], if op.kind == K::AddR { g[s] } else { op.imm });
-                        let r = a.wrapping_add(b) & op.mask();
-                        self.flags.set_lazy(FlagOp::Add, op.width(), a, b, r, false);
-                        g[d] = r;
-                    }
-                    K::SubR | K::SubI | K::CmpR | K::CmpI => {
-                        let reg = matches!(op.kind, K::SubR | K::CmpR);
-                        let (a, b) = (g[d], if reg { g[s] } else { op.imm });
-                        let r = a.wrapping_sub(b) & op.mask();
-                        self.flags.set_lazy(FlagOp::Sub, op.width(), a, b, r, false);
-                        if matches!(op.kind, K::SubR | K::SubI) {
-                            g[d] = r;
-                        }
-                    }
-                    // The register and immediate forms stay two arms written out: one arm
-                    // choosing its source, or both calling a shared function, measured 15-25%
-                    // slower on the integer loop (docs/benchmarking.md).
-                    K::AndR | K::OrR | K::XorR | K::TestR => {
-                        let (a, b) = (g[d], g[s]);
-                        let r = match op.kind {
-                            K::OrR => a | b,
-                            K::XorR => a ^ b,
-                            _ => a & b,
-                        } & op.mask();
-                        self.flags
-                            .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
-                        if op.kind != K::TestR {
-                            g[d] = r;
-                        }
-                    }
-                    K::AndI | K::OrI | K::XorI | K::TestI => {
-                        let (a, b) = (g[d], op.imm);
-                        let r = match op.kind {
-                            K::OrI => a | b,
-                            K::XorI => a ^ b,
-                            _ => a & b,
-                        } & op.mask();
-                        self.flags
-                            .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
-                        if op.kind != K::TestI {
-                            g[d] = r;
-                        }
-                    }
-                    // The flagless forms (`produces`): each leaves its result in `acc`.
-                    K::AddRNf => acc = put(g, d, g[d].wrapping_add(g[s]) & op.rmask()),
-                    K::AddRNfA => acc = put(g, d, acc.wrapping_add(g[s]) & op.rmask()),
-                    K::AddRNfB => acc = put(g, d, g[d].wrapping_add(acc) & op.rmask()),
-                    K::SubRNf => acc = put(g, d, g[d].wrapping_sub(g[s]) & op.rmask()),
-                    K::SubRNfA => acc = put(g, d, acc.wrapping_sub(g[s]) & op.rmask()),
-                    K::SubRNfB => acc = put(g, d, g[d].wrapping_sub(acc) & op.rmask()),
-                    K::AndRNf => acc = put(g, d, g[d] & g[s] & op.rmask()),
-                    K::AndRNfA => acc = put(g, d, acc & g[s] & op.rmask()),
-                    K::AndRNfB => acc = put(g, d, g[d] & acc & op.rmask()),
-                    K::OrRNf => acc = put(g, d, (g[d] | g[s]) & op.rmask()),
-                    K::OrRNfA => acc = put(g, d, (acc | g[s]) & op.rmask()),
-                    K::OrRNfB => acc = put(g, d, (g[d] | acc) & op.rmask()),
-                    K::XorRNf => acc = put(g, d, (g[d] ^ g[s]) & op.rmask()),
-                    K::XorRNfA => acc = put(g, d, (acc ^ g[s]) & op.rmask()),
-                    K::XorRNfB => acc = put(g, d, (g[d] ^ acc) & op.rmask()),
-                    K::Imul2Nf => acc = put(g, d, g[d].wrapping_mul(g[s]) & op.rmask()),
-                    K::Imul2NfA => acc = put(g, d, acc.wrapping_mul(g[s]) & op.rmask()),
-                    K::Imul2NfB => acc = put(g, d, g[d].wrapping_mul(acc) & op.rmask()),
-                    K::Imul3Nf => acc = put(g, d, g[s].wrapping_mul(op.imm) & op.mask()),
-                    K::AddINf => acc = put(g, d, g[d].wrapping_add(op.imm) & op.mask()),
-                    K::AddINfA => acc = put(g, d, acc.wrapping_add(op.imm) & op.mask()),
-                    K::SubINf => acc = put(g, d, g[d].wrapping_sub(op.imm) & op.mask()),
-                    K::SubINfA => acc = put(g, d, acc.wrapping_sub(op.imm) & op.mask()),
-                    K::AndINf => acc = put(g, d, g[d] & op.imm),
-                    K::AndINfA => acc = put(g, d, acc & op.imm),
-                    K::OrINf => acc = put(g, d, (g[d] | op.imm) & op.mask()),
-                    K::OrINfA => acc = put(g, d, (acc | op.imm) & op.mask()),
-                    K::XorINf => acc = put(g, d, (g[d] ^ op.imm) & op.mask()),
-                    K::XorINfA => acc = put(g, d, (acc ^ op.imm) & op.mask()),
-                    K::ShlNf => acc = put(g, d, (g[d] << op.x) & op.rmask()),
-                    K::ShlNfA => acc = put(g, d, (acc << op.x) & op.rmask()),
-                    K::ShrNf => acc = put(g, d, (g[d] & op.rmask()) >> op.x),
-                    K::ShrNfA => acc = put(g, d, (acc & op.rmask()) >> op.x),
-                    K::IncNf => acc = put(g, d, g[d].wrapping_add(1) & op.rmask()),
-                    K::IncNfA => acc = put(g, d, acc.wrapping_add(1) & op.rmask()),
-                    K::DecNf => acc = put(g, d, g[d].wrapping_sub(1) & op.rmask()),
-                    K::DecNfA => acc = put(g, d, acc.wrapping_sub(1) & op.rmask()),
-                    K::ShlNf3 => acc = put(g, d, (g[s] << op.x) & op.rmask()),
-                    K::ShlNf3A => acc = put(g, d, (acc << op.x) & op.rmask()),
-                    K::ShrNf3 => acc = put(g, d, (g[s] & op.rmask()) >> op.x),
-                    K::ShrNf3A => acc = put(g, d, (acc & op.rmask()) >> op.x),
-                    K::RolNf3 => acc = put(g, d, rol(op, g[s])),
-                    K::RolNf3A => acc = put(g, d, rol(op, acc)),
-                    K::RorNf3 => g[d] = ror(op, g[s]),
-                    K::XorRNf3 => acc = put(g, d, (g[s] ^ g[op.x as usize & 15]) & op.rmask()),
-                    K::XorRNf3A => acc = put(g, d, (acc ^ g[op.x as usize & 15]) & op.rmask()),
-                    K::AddRNf3 => {
-                        acc = put(g, d, g[s].wrapping_add(g[op.x as usize & 15]) & op.rmask());
-                    }
-                    K::AddRNf3A => {
-                        acc = put(g, d, acc.wrapping_add(g[op.x as usize & 15]) & op.rmask());
-                    }
-                    K::SubRNf3 => {
-                        acc = put(g, d, g[s].wrapping_sub(g[op.x as usize & 15]) & op.rmask());
-                    }
-                    K::SubRNf3A => {
-                        acc = put(g, d, acc.wrapping_sub(g[op.x as usize & 15]) & op.rmask());
-                    }
-                    K::AndINf3 => acc = put(g, d, g[s] & op.imm),
-                    K::AndINf3A => acc = put(g, d, acc & op.imm),
-                    K::AddINf3 => acc = put(g, d, g[s].wrapping_add(op.imm) & op.mask()),
-                    K::AddINf3A => acc = put(g, d, acc.wrapping_add(op.imm) & op.mask()),
-                    K::SarNf => {
-                        let v = ((g[d] << op.sh) as i64) >> op.sh;
-                        g[d] = ((v >> op.x) as u64) & op.mask();
-                    }
-                    K::RolNf => g[d] = rol(op, g[d]),
-                    K::RorNf => g[d] = ror(op, g[d]),
-                    K::Shl => self.shift_live(op, d, M::Shl),
-                    K::Shr => self.shift_live(op, d, M::Shr),
-                    K::Sar => self.shift_live(op, d, M::Sar),
-                    K::Rol | K::Ror => {
-                        let mnemonic = if op.kind == K::Rol { M::Rol } else { M::Ror };
-                        let a = g[d] & op.mask();
-                        let r = self.shift_compute(mnemonic, op.width(), a, u64::from(op.x));
-                        self.gpr[d] = r;
-                    }
-                    K::Inc | K::Dec => {
-                        let (a, m) = (g[d] & op.mask(), op.mask());
-                        let cf = self.flags.cf();
-                        let (r, fop) = if op.kind == K::Inc {
-                            (a.wrapping_add(1) & m, FlagOp::Inc)
-                        } else {
-                            (a.wrapping_sub(1) & m, FlagOp::Dec)
-                        };
-                        self.flags.set_lazy(fop, op.width(), a, 1, r, cf);
-                        self.gpr[d] = r;
-                    }
-                    K::Neg => {
-                        let a = g[d] & op.mask();
-                        let r = 0u64.wrapping_sub(a) & op.mask();
-                        self.flags.set_lazy(FlagOp::Sub, op.width(), 0, a, r, false);
-                        g[d] = r;
-                    }
-                    K::NegNf => g[d] = 0u64.wrapping_sub(g[d]) & op.rmask(),
-                    K::Not => g[d] = !g[d] & op.rmask(),
-                    K::Imul2 | K::Imul3 => {
-                        let m = op.mask();
-                        let (a, b) = if op.kind == K::Imul2 {
-                            (g[d] & m, g[s] & m)
-                        } else {
-                            (g[s] & m, op.imm)
-                        };
-                        let r = self.imul_trunc(op.width(), a, b);
-                        self.gpr[d] = r;
-                    }
-                    K::Movzx => g[d] = g[s] & mask(u32::from(op.x)),
-                    K::Movsx => {
-                        let sh = 64 - u32::from(op.x);
-                        g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & op.mask();
-                    }
-                    K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
-                    K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
-                    // Loads and stores: the data-page hit runs inline (RAM within one page, so
-                    // no fault, no device and no need to make the instruction current); a miss
-                    // takes the full path. In 64-bit mode the offset is the linear address, but
-                    // for FS and GS, whose ops always miss (`Op::flat`).
-                    K::LoadB => {
-                        let ea = g[s].wrapping_add(op.imm);
-                        match self.load_hit(bus, ea, 8, true) {
-                            Some(v) => self.gpr[d] = v,
-                            None => {
-                                if self.mem_op_slow(bus, op, base, start, ea, 8, page, block)? {
-                                    return Ok(());
-                                }
-                            }
-                        }
-                    }
-                    K::Load | K::LoadAlu => {
-                        let (ea, size) = (data_address(op, g, base, s), op.size());
-                        match self.load_hit(bus, ea, size, op.flat()) {
-                            Some(v) if op.kind == K::Load => self.gpr[d] = v,
-                            Some(v) => self.load_alu(op, d, v),
-                            None => {
-                                if self.mem_op_slow(bus, op, base, start, ea, size, page, block)? {
-                                    return Ok(());
-                                }
-                            }
-                        }
-                    }
-                    K::Pop => {
-                        let ea = g[Gpr::Rsp as usize];
-                        match self.load_hit(bus, ea, 8, true) {
-                            // POP RSP loads the value read (the increment is overwritten).
-                            Some(v) => {
-                                self.gpr[Gpr::Rsp as usize] = ea.wrapping_add(8);
-                                self.gpr[d] = v;
-                            }
-                            None => {
-                                if self.mem_op_slow(bus, op, base, start, ea, 8, page, block)? {
-                                    return Ok(());
-                                }
-                            }
-                        }
-                    }
-                    K::StoreB | K::Store | K::Push => {
-                        let (ea, size, v, flat) = match op.kind {
-                            K::StoreB => (g[d].wrapping_add(op.imm), 8, g[s], true),
-                            K::Push => (g[Gpr::Rsp as usize].wrapping_sub(8), 8, g[d], true),
-                            _ => (
-                                data_address(op, g, base, d),
-                                op.size(),
-                                g[s] & op.mask(),
-                                op.flat(),
-                            ),
-                        };
-                        match self.store_hit(bus, ea, size, v, flat) {
-                            Some(code) => {
-                                if op.kind == K::Push {
-                                    self.gpr[Gpr::Rsp as usize] = ea;
-                                }
-                                // Code written (any page, this block's included): the next
-                                // instruction is decoded afresh.
-                                if code {
-                                    let (_, fall) = self.enter_op(op, base, start + op.index());
-                                    self.rip = fall;
-                                    self.retired += 1;
-                                    return Ok(());
-                                }
-                            }
-                            None => {
-                                if self.mem_op_slow(bus, op, base, start, ea, size, page, block)? {
-                                    return Ok(());
-                                }
-                            }
-                        }
-                    }
-                    K::Cmov => {
-                        if self.cond(cc(op.x)) {
-                            self.gpr[d] = self.gpr[s] & op.mask();
-                        } else {
-                            // A 32-bit CMOV writes its destination even when false.
-                            self.gpr[d] &= op.mask();
-                        }
-                    }
-                    K::Setcc => {
-                        let v = u64::from(self.cond(cc(op.x)));
-                        self.gpr[d] = (self.gpr[d] & !0xff) | v;
-                    }
-                    K::Jcc | K::Jmp => {
-                        let rip = base | u64::from(op.off);
-                        let taken = op.kind == K::Jmp || self.cond(cc(op.x));
-                        let next = if taken {
-                            let target = rip.wrapping_add(op.imm) & op.mask();
-                            self.rip = rip;
-                            self.retired = last;
-                            self.branch(target)?;
-                            target
-                        } else {
-                            rip.wrapping_add(u64::from(op.len))
-                        };
-                        self.rip = next;
-                        self.retired = last + 1;
-                        // A loop within the block: nothing the burst checks between blocks has
-                        // changed (a device, a fault or a write to this page ended the block
-                        // before its branch), so it runs again if it fits.
-                        if next == entry
-                            && last + 1 + insns <= limit
-                            && self.tlb.generation() == tlb_generation
-                        {
-                            self.counters.blocks_run += 1;
-                            continue 'again;
-                        }
+            let pass = Pass {
+                block,
+                page,
+                base: entry & !0xfff,
+                start,
+                last: start + insns - 1,
+                exc: Cell::new(None),
+            };
+            // `acc` holds nothing yet: `forward` starts each block with it empty.
+            match self.next_op(bus, &pass, ops, 0) {
+                Flow::Done => return pass.exc.take().map_or(Ok(()), Err),
+                // A loop within the block: nothing the burst checks between blocks has
+                // changed (a device, a fault or a write to this page ended the block before
+                // its branch), so it runs again if it fits.
+                Flow::Branched => {
+                    if self.rip != entry
+                        || self.retired + insns > limit
+                        || self.tlb.generation() != tlb_generation
+                    {
                         return Ok(());
                     }
-                    K::Call | K::Ret => return self.call_ret_op(bus, op, base, last),
-                    K::Uop | K::Generic => {
-                        if self.slow_op(bus, op, base, start, page, block)? {
-                            return Ok(());
-                        }
-                    }
+                    self.counters.blocks_run += 1;
                 }
             }
-            self.rip = base + u64::from(block.end);
-            self.retired = last + 1;
-            return Ok(());
         }
+    }
+
+    /// Runs the first of `ops`, which runs the next in turn (a tail call: the jump to the next
+    /// handler is made from each handler, not from one dispatch site), or ends the pass after
+    /// the block's last op.
+    #[inline(always)]
+    fn next_op<B: Bus>(&mut self, bus: &mut B, pass: &Pass, ops: &[Op], acc: u64) -> Flow {
+        match ops.first() {
+            Some(op) => Handlers::<B>::TABLE[op.kind as usize](self, bus, pass, ops, acc),
+            None => {
+                self.rip = pass.base + u64::from(pass.block.end);
+                self.retired = pass.last + 1;
+                Flow::Done
+            }
+        }
+    }
+
+    /// The handler of the op kind numbered `KIND` (`Handlers::TABLE`): runs the first of
+    /// `ops`, whose kind it is, then the rest (`next_op`). `acc` is the result of the last op
+    /// that `produces` one (`forward`).
+    fn run_op<B: Bus, const KIND: u8>(
+        &mut self,
+        bus: &mut B,
+        pass: &Pass,
+        ops: &[Op],
+        mut acc: u64,
+    ) -> Flow {
+        let kind = const { KINDS[KIND as usize] };
+        let Some((op, rest)) = ops.split_first() else {
+            return self.next_op(bus, pass, ops, acc);
+        };
+        let Pass {
+            base, start, last, ..
+        } = *pass;
+        let (d, s) = (op.d as usize, op.s as usize);
+        let g = &mut self.gpr;
+        match kind {
+            K::MovR => g[d] = g[s] & op.rmask(),
+            K::MovRB => g[d] = acc & op.rmask(),
+            K::MovI => g[d] = op.imm,
+            K::AddR | K::AddI => {
+                let (a, b) = (g[d], if kind == K::AddR { g[s] } else { op.imm });
+                let r = a.wrapping_add(b) & op.mask();
+                self.flags.set_lazy(FlagOp::Add, op.width(), a, b, r, false);
+                g[d] = r;
+            }
+            K::SubR | K::SubI | K::CmpR | K::CmpI => {
+                let reg = matches!(kind, K::SubR | K::CmpR);
+                let (a, b) = (g[d], if reg { g[s] } else { op.imm });
+                let r = a.wrapping_sub(b) & op.mask();
+                self.flags.set_lazy(FlagOp::Sub, op.width(), a, b, r, false);
+                if matches!(kind, K::SubR | K::SubI) {
+                    g[d] = r;
+                }
+            }
+            // The register and immediate forms stay two arms written out: one arm
+            // choosing its source, or both calling a shared function, measured 15-25%
+            // slower on the integer loop (docs/benchmarking.md).
+            K::AndR | K::OrR | K::XorR | K::TestR => {
+                let (a, b) = (g[d], g[s]);
+                let r = match kind {
+                    K::OrR => a | b,
+                    K::XorR => a ^ b,
+                    _ => a & b,
+                } & op.mask();
+                self.flags
+                    .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
+                if kind != K::TestR {
+                    g[d] = r;
+                }
+            }
+            K::AndI | K::OrI | K::XorI | K::TestI => {
+                let (a, b) = (g[d], op.imm);
+                let r = match kind {
+                    K::OrI => a | b,
+                    K::XorI => a ^ b,
+                    _ => a & b,
+                } & op.mask();
+                self.flags
+                    .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
+                if kind != K::TestI {
+                    g[d] = r;
+                }
+            }
+            // The flagless forms (`produces`): each leaves its result in `acc`.
+            K::AddRNf => acc = put(g, d, g[d].wrapping_add(g[s]) & op.rmask()),
+            K::AddRNfA => acc = put(g, d, acc.wrapping_add(g[s]) & op.rmask()),
+            K::AddRNfB => acc = put(g, d, g[d].wrapping_add(acc) & op.rmask()),
+            K::SubRNf => acc = put(g, d, g[d].wrapping_sub(g[s]) & op.rmask()),
+            K::SubRNfA => acc = put(g, d, acc.wrapping_sub(g[s]) & op.rmask()),
+            K::SubRNfB => acc = put(g, d, g[d].wrapping_sub(acc) & op.rmask()),
+            K::AndRNf => acc = put(g, d, g[d] & g[s] & op.rmask()),
+            K::AndRNfA => acc = put(g, d, acc & g[s] & op.rmask()),
+            K::AndRNfB => acc = put(g, d, g[d] & acc & op.rmask()),
+            K::OrRNf => acc = put(g, d, (g[d] | g[s]) & op.rmask()),
+            K::OrRNfA => acc = put(g, d, (acc | g[s]) & op.rmask()),
+            K::OrRNfB => acc = put(g, d, (g[d] | acc) & op.rmask()),
+            K::XorRNf => acc = put(g, d, (g[d] ^ g[s]) & op.rmask()),
+            K::XorRNfA => acc = put(g, d, (acc ^ g[s]) & op.rmask()),
+            K::XorRNfB => acc = put(g, d, (g[d] ^ acc) & op.rmask()),
+            K::Imul2Nf => acc = put(g, d, g[d].wrapping_mul(g[s]) & op.rmask()),
+            K::Imul2NfA => acc = put(g, d, acc.wrapping_mul(g[s]) & op.rmask()),
+            K::Imul2NfB => acc = put(g, d, g[d].wrapping_mul(acc) & op.rmask()),
+            K::Imul3Nf => acc = put(g, d, g[s].wrapping_mul(op.imm) & op.mask()),
+            K::AddINf => acc = put(g, d, g[d].wrapping_add(op.imm) & op.mask()),
+            K::AddINfA => acc = put(g, d, acc.wrapping_add(op.imm) & op.mask()),
+            K::SubINf => acc = put(g, d, g[d].wrapping_sub(op.imm) & op.mask()),
+            K::SubINfA => acc = put(g, d, acc.wrapping_sub(op.imm) & op.mask()),
+            K::AndINf => acc = put(g, d, g[d] & op.imm),
+            K::AndINfA => acc = put(g, d, acc & op.imm),
+            K::OrINf => acc = put(g, d, (g[d] | op.imm) & op.mask()),
+            K::OrINfA => acc = put(g, d, (acc | op.imm) & op.mask()),
+            K::XorINf => acc = put(g, d, (g[d] ^ op.imm) & op.mask()),
+            K::XorINfA => acc = put(g, d, (acc ^ op.imm) & op.mask()),
+            K::ShlNf => acc = put(g, d, (g[d] << op.x) & op.rmask()),
+            K::ShlNfA => acc = put(g, d, (acc << op.x) & op.rmask()),
+            K::ShrNf => acc = put(g, d, (g[d] & op.rmask()) >> op.x),
+            K::ShrNfA => acc = put(g, d, (acc & op.rmask()) >> op.x),
+            K::IncNf => acc = put(g, d, g[d].wrapping_add(1) & op.rmask()),
+            K::IncNfA => acc = put(g, d, acc.wrapping_add(1) & op.rmask()),
+            K::DecNf => acc = put(g, d, g[d].wrapping_sub(1) & op.rmask()),
+            K::DecNfA => acc = put(g, d, acc.wrapping_sub(1) & op.rmask()),
+            K::ShlNf3 => acc = put(g, d, (g[s] << op.x) & op.rmask()),
+            K::ShlNf3A => acc = put(g, d, (acc << op.x) & op.rmask()),
+            K::ShrNf3 => acc = put(g, d, (g[s] & op.rmask()) >> op.x),
+            K::ShrNf3A => acc = put(g, d, (acc & op.rmask()) >> op.x),
+            K::RolNf3 => acc = put(g, d, rol(op, g[s])),
+            K::RolNf3A => acc = put(g, d, rol(op, acc)),
+            K::RorNf3 => g[d] = ror(op, g[s]),
+            K::XorRNf3 => acc = put(g, d, (g[s] ^ g[op.x as usize & 15]) & op.rmask()),
+            K::XorRNf3A => acc = put(g, d, (acc ^ g[op.x as usize & 15]) & op.rmask()),
+            K::AddRNf3 => {
+                acc = put(g, d, g[s].wrapping_add(g[op.x as usize & 15]) & op.rmask());
+            }
+            K::AddRNf3A => {
+                acc = put(g, d, acc.wrapping_add(g[op.x as usize & 15]) & op.rmask());
+            }
+            K::SubRNf3 => {
+                acc = put(g, d, g[s].wrapping_sub(g[op.x as usize & 15]) & op.rmask());
+            }
+            K::SubRNf3A => {
+                acc = put(g, d, acc.wrapping_sub(g[op.x as usize & 15]) & op.rmask());
+            }
+            K::AndINf3 => acc = put(g, d, g[s] & op.imm),
+            K::AndINf3A => acc = put(g, d, acc & op.imm),
+            K::AddINf3 => acc = put(g, d, g[s].wrapping_add(op.imm) & op.mask()),
+            K::AddINf3A => acc = put(g, d, acc.wrapping_add(op.imm) & op.mask()),
+            K::SarNf => {
+                let v = ((g[d] << op.sh) as i64) >> op.sh;
+                g[d] = ((v >> op.x) as u64) & op.mask();
+            }
+            K::RolNf => g[d] = rol(op, g[d]),
+            K::RorNf => g[d] = ror(op, g[d]),
+            K::Shl => self.shift_live(op, d, M::Shl),
+            K::Shr => self.shift_live(op, d, M::Shr),
+            K::Sar => self.shift_live(op, d, M::Sar),
+            K::Rol | K::Ror => {
+                let mnemonic = if kind == K::Rol { M::Rol } else { M::Ror };
+                let a = g[d] & op.mask();
+                let r = self.shift_compute(mnemonic, op.width(), a, u64::from(op.x));
+                self.gpr[d] = r;
+            }
+            K::Inc | K::Dec => {
+                let (a, m) = (g[d] & op.mask(), op.mask());
+                let cf = self.flags.cf();
+                let (r, fop) = if kind == K::Inc {
+                    (a.wrapping_add(1) & m, FlagOp::Inc)
+                } else {
+                    (a.wrapping_sub(1) & m, FlagOp::Dec)
+                };
+                self.flags.set_lazy(fop, op.width(), a, 1, r, cf);
+                self.gpr[d] = r;
+            }
+            K::Neg => {
+                let a = g[d] & op.mask();
+                let r = 0u64.wrapping_sub(a) & op.mask();
+                self.flags.set_lazy(FlagOp::Sub, op.width(), 0, a, r, false);
+                g[d] = r;
+            }
+            K::NegNf => g[d] = 0u64.wrapping_sub(g[d]) & op.rmask(),
+            K::Not => g[d] = !g[d] & op.rmask(),
+            K::Imul2 | K::Imul3 => {
+                let m = op.mask();
+                let (a, b) = if kind == K::Imul2 {
+                    (g[d] & m, g[s] & m)
+                } else {
+                    (g[s] & m, op.imm)
+                };
+                let r = self.imul_trunc(op.width(), a, b);
+                self.gpr[d] = r;
+            }
+            K::Movzx => g[d] = g[s] & mask(u32::from(op.x)),
+            K::Movsx => {
+                let sh = 64 - u32::from(op.x);
+                g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & op.mask();
+            }
+            K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
+            K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
+            // Loads and stores: the data-page hit runs inline (RAM within one page, so
+            // no fault, no device and no need to make the instruction current); a miss
+            // takes the full path. In 64-bit mode the offset is the linear address, but
+            // for FS and GS, whose ops always miss (`Op::flat`).
+            K::LoadB => {
+                let ea = g[s].wrapping_add(op.imm);
+                match self.load_hit(bus, ea, 8, true) {
+                    Some(v) => self.gpr[d] = v,
+                    None => return self.mem_miss(bus, pass, ops, acc, ea, 8),
+                }
+            }
+            K::Load | K::LoadAlu => {
+                let (ea, size) = (data_address(op, g, base, s), op.size());
+                match self.load_hit(bus, ea, size, op.flat()) {
+                    Some(v) if kind == K::Load => self.gpr[d] = v,
+                    Some(v) => self.load_alu(op, d, v),
+                    None => return self.mem_miss(bus, pass, ops, acc, ea, size),
+                }
+            }
+            K::Pop => {
+                let ea = g[Gpr::Rsp as usize];
+                match self.load_hit(bus, ea, 8, true) {
+                    // POP RSP loads the value read (the increment is overwritten).
+                    Some(v) => {
+                        self.gpr[Gpr::Rsp as usize] = ea.wrapping_add(8);
+                        self.gpr[d] = v;
+                    }
+                    None => return self.mem_miss(bus, pass, ops, acc, ea, 8),
+                }
+            }
+            K::StoreB | K::Store | K::Push => {
+                let (ea, size, v, flat) = match kind {
+                    K::StoreB => (g[d].wrapping_add(op.imm), 8, g[s], true),
+                    K::Push => (g[Gpr::Rsp as usize].wrapping_sub(8), 8, g[d], true),
+                    _ => (
+                        data_address(op, g, base, d),
+                        op.size(),
+                        g[s] & op.mask(),
+                        op.flat(),
+                    ),
+                };
+                match self.store_hit(bus, ea, size, v, flat) {
+                    Some(code) => {
+                        if kind == K::Push {
+                            self.gpr[Gpr::Rsp as usize] = ea;
+                        }
+                        // Code written (any page, this block's included): the next
+                        // instruction is decoded afresh.
+                        if code {
+                            let (_, fall) = self.enter_op(op, base, start + op.index());
+                            self.rip = fall;
+                            self.retired += 1;
+                            return Flow::Done;
+                        }
+                    }
+                    None => return self.mem_miss(bus, pass, ops, acc, ea, size),
+                }
+            }
+            K::Cmov => {
+                if self.cond(cc(op.x)) {
+                    self.gpr[d] = self.gpr[s] & op.mask();
+                } else {
+                    // A 32-bit CMOV writes its destination even when false.
+                    self.gpr[d] &= op.mask();
+                }
+            }
+            K::Setcc => {
+                let v = u64::from(self.cond(cc(op.x)));
+                self.gpr[d] = (self.gpr[d] & !0xff) | v;
+            }
+            K::Jcc | K::Jmp => {
+                let rip = base | u64::from(op.off);
+                let taken = kind == K::Jmp || self.cond(cc(op.x));
+                let next = if taken {
+                    let target = rip.wrapping_add(op.imm) & op.mask();
+                    self.rip = rip;
+                    self.retired = last;
+                    tri!(pass, self.branch(target));
+                    target
+                } else {
+                    rip.wrapping_add(u64::from(op.len))
+                };
+                self.rip = next;
+                self.retired = last + 1;
+                return Flow::Branched;
+            }
+            K::Call | K::Ret => return self.call_ret_op(bus, pass, op),
+            K::Uop | K::Generic => return self.slow_op(bus, pass, ops, acc),
+        }
+        self.next_op(bus, pass, rest, acc)
     }
 }
 
@@ -821,7 +923,12 @@ impl Cpu {
 impl Cpu {
     /// CALL rel or RET, the block's last instruction (instruction `last` of the count).
     #[inline(never)]
-    fn call_ret_op<B: Bus>(&mut self, bus: &mut B, op: &Op, base: u64, last: u64) -> Ex<()> {
+    fn call_ret_op<B: Bus>(&mut self, bus: &mut B, pass: &Pass, op: &Op) -> Flow {
+        pass.done(self.call_ret(bus, op, pass.base, pass.last))
+    }
+
+    #[inline(always)]
+    fn call_ret<B: Bus>(&mut self, bus: &mut B, op: &Op, base: u64, last: u64) -> Ex<()> {
         let (rip, fall) = self.enter_op(op, base, last);
         let rsp = self.gpr[Gpr::Rsp as usize];
         let (target, sp) = if op.kind == K::Call {
@@ -864,11 +971,25 @@ impl Cpu {
         true
     }
 
+    /// The handler of a `Uop` or generic op, the first of `ops` (out of line, so that it is
+    /// the only handler that needs a frame for it): the pass goes on unless the op ended it.
+    #[inline(never)]
+    fn slow_op<B: Bus>(&mut self, bus: &mut B, pass: &Pass, ops: &[Op], acc: u64) -> Flow {
+        let Some((op, rest)) = ops.split_first() else {
+            return self.next_op(bus, pass, ops, acc);
+        };
+        match self.run_slow_op(bus, op, pass.base, pass.start, pass.page, pass.block) {
+            Ok(false) => self.next_op(bus, pass, rest, acc),
+            Ok(true) => Flow::Done,
+            Err(e) => pass.fail(e),
+        }
+    }
+
     /// A `Uop` or generic op: its instruction is made current and runs through its handler;
     /// the block ends after it (`true`) if it branched, touched a device or wrote the block's
     /// own page.
-    #[inline(never)]
-    fn slow_op<B: Bus>(
+    #[inline(always)]
+    fn run_slow_op<B: Bus>(
         &mut self,
         bus: &mut B,
         op: &Op,
@@ -971,12 +1092,36 @@ impl Cpu {
         Some(self.icache.note_write(off))
     }
 
+    /// The miss of a memory op, the first of `ops`, of `size` bytes at effective address
+    /// `ea` (`mem_op_slow`), out of line and in tail position, so that the hit path of the
+    /// memory handlers needs no frame: the pass goes on unless the op ended it.
+    #[inline(never)]
+    fn mem_miss<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        pass: &Pass,
+        ops: &[Op],
+        acc: u64,
+        ea: u64,
+        size: usize,
+    ) -> Flow {
+        let Some((op, rest)) = ops.split_first() else {
+            return self.next_op(bus, pass, ops, acc);
+        };
+        let (base, start) = (pass.base, pass.start);
+        match self.mem_op_slow(bus, op, base, start, ea, size, pass.page, pass.block) {
+            Ok(false) => self.next_op(bus, pass, rest, acc),
+            Ok(true) => Flow::Done,
+            Err(e) => pass.fail(e),
+        }
+    }
+
     /// A memory op that missed the data pages: its instruction is made current, the access
     /// goes through segmentation and the TLB (and may fault, walk or reach a device), and the
     /// block ends after it (`true`) if it touched a device or wrote the block's own page.
     /// `ea` is the effective address (the offset in `seg`).
     #[allow(clippy::too_many_arguments)]
-    #[inline(never)]
+    #[inline(always)]
     fn mem_op_slow<B: Bus>(
         &mut self,
         bus: &mut B,
