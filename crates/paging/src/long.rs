@@ -16,7 +16,7 @@ use x86::paging::pte;
 
 use crate::guest::{Access, AccessKind, PageAttrs, PageFault, PageRights, PagingContext};
 use crate::memory::{Address, EntryWidth};
-use crate::walk::{Decoded, Level, PageSize, PagingFormat, Rights, Root};
+use crate::walk::{Decoded, Level, PageSize, PagingFormat, Root};
 
 /// 4-level (`LEVELS == 4`) or 5-level (`LEVELS == 5`) paging with the top table at `root`,
 /// producing addresses of type `P`. Use the aliases [`Paging4`] and [`Paging5`].
@@ -92,44 +92,52 @@ impl<P: Address, const LEVELS: u8> LongMode<P, LEVELS> {
         access: Access,
         mut read: impl FnMut(P) -> Option<u64>,
     ) -> Option<QuickTranslation<P>> {
-        let mut table = self.root;
+        // Reserved in every entry: bits 51:MAXPHYADDR, and XD without IA32_EFER.NXE.
+        let reserved = self.ctx.reserved_51_m() | if self.ctx.nxe { 0 } else { pte::XD };
+        let mut table = self.root.to_raw();
         let mut level = LEVELS;
-        let mut rights = PageRights::ALL;
+        // The rights are the intersection over the entries (`PageRights::intersect`): R/W and
+        // U/S of all of them, XD of any.
+        let (mut all, mut any) = (u64::MAX, 0);
         loop {
-            let entry = read(self.entry_addr(table, input, level))?;
-            if entry & pte::ACCESSED == 0 {
+            let index = (input.raw() >> (12 + 9 * (u32::from(level) - 1))) & 0x1ff;
+            let entry = read(P::from_raw(table | (index * 8)))?;
+            let needed = pte::PRESENT | pte::ACCESSED;
+            if entry & needed != needed || entry & reserved != 0 {
                 return None;
             }
-            match self.decode(level, entry) {
-                Decoded::Table {
-                    table: t,
-                    rights: r,
-                } if level > 1 => {
-                    rights = rights.intersect(r);
-                    table = t;
+            all &= entry;
+            any |= entry;
+            let size = match level {
+                1 => PageSize::Size4K,
+                _ if entry & pte::PAGE_SIZE == 0 => {
+                    table = entry & pte::ADDR_MASK;
                     level -= 1;
+                    continue;
                 }
-                Decoded::Leaf {
-                    page,
-                    size,
-                    rights: r,
-                } => {
-                    rights = rights.intersect(r);
-                    let dirty = entry & pte::DIRTY != 0;
-                    let writes = matches!(access.kind, AccessKind::Write);
-                    if (writes && !dirty) || !rights.permit(&self.ctx, access) {
-                        return None;
-                    }
-                    return Some(QuickTranslation {
-                        page,
-                        size,
-                        rights,
-                        attrs: self.attrs(entry, size),
-                        dirty,
-                    });
-                }
+                2 if entry & RESERVED_2M == 0 => PageSize::Size2M,
+                3 if self.ctx.gb_pages && entry & RESERVED_1G == 0 => PageSize::Size1G,
+                // PS in a PML5E or PML4E, a PDPTE without 1-GiB pages, or reserved bits of a
+                // large page.
                 _ => return None,
+            };
+            let rights = PageRights {
+                write: all & pte::WRITABLE != 0,
+                user: all & pte::USER != 0,
+                execute: !(self.ctx.nxe && any & pte::XD != 0),
+            };
+            let dirty = entry & pte::DIRTY != 0;
+            let writes = matches!(access.kind, AccessKind::Write);
+            if (writes && !dirty) || !rights.permit(&self.ctx, access) {
+                return None;
             }
+            return Some(QuickTranslation {
+                page: P::from_raw(entry & pte::ADDR_MASK & !size.offset_mask()),
+                size,
+                rights,
+                attrs: self.attrs(entry, size),
+                dirty,
+            });
         }
     }
 }
