@@ -267,16 +267,6 @@ impl Pass<'_> {
     }
 }
 
-/// `?` for a handler: the value, or the pass ends with the exception.
-macro_rules! tri {
-    ($pass:expr, $e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return $pass.fail(e),
-        }
-    };
-}
-
 /// One lowered instruction: 16 bytes.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
@@ -644,9 +634,7 @@ impl Cpu {
         let Some((op, rest)) = ops.split_first() else {
             return self.next_op(bus, pass, ops, acc);
         };
-        let Pass {
-            base, start, last, ..
-        } = *pass;
+        let Pass { base, start, .. } = *pass;
         let (d, s) = (op.d as usize, op.s as usize);
         let g = &mut self.gpr;
         match kind {
@@ -869,38 +857,78 @@ impl Cpu {
                     None => return self.mem_miss(bus, pass, ops, acc, ea, size),
                 }
             }
-            K::Cmov => {
-                if self.cond(cc(op.x)) {
-                    self.gpr[d] = self.gpr[s] & op.mask();
-                } else {
-                    // A 32-bit CMOV writes its destination even when false.
-                    self.gpr[d] &= op.mask();
-                }
-            }
-            K::Setcc => {
-                let v = u64::from(self.cond(cc(op.x)));
-                self.gpr[d] = (self.gpr[d] & !0xff) | v;
-            }
-            K::Jcc | K::Jmp => {
-                let rip = base | u64::from(op.off);
-                let taken = kind == K::Jmp || self.cond(cc(op.x));
-                let next = if taken {
-                    let target = rip.wrapping_add(op.imm) & op.mask();
-                    self.rip = rip;
-                    self.retired = last;
-                    tri!(pass, self.branch(target));
-                    target
-                } else {
-                    rip.wrapping_add(u64::from(op.len))
+            // The commonest conditions (E and NE) are evaluated here; the others out of line,
+            // in tail position, so that these handlers need no stack frame.
+            K::Cmov | K::Setcc | K::Jcc | K::Jmp => {
+                let c = match (kind, op.x) {
+                    (K::Jmp, _) => true,
+                    (_, CC_E) => self.flags.get(x86::reg::rflags::ZF),
+                    (_, CC_NE) => !self.flags.get(x86::reg::rflags::ZF),
+                    _ => return self.cond_op_slow(bus, pass, ops, acc),
                 };
-                self.rip = next;
-                self.retired = last + 1;
-                return Flow::Branched;
+                if let Some(flow) = self.cond_op(kind, op, pass, c) {
+                    return flow;
+                }
             }
             K::Call | K::Ret => return self.call_ret_op(bus, pass, op),
             K::Uop | K::Generic => return self.slow_op(bus, pass, ops, acc),
         }
         self.next_op(bus, pass, rest, acc)
+    }
+}
+
+impl Cpu {
+    /// CMOVcc, SETcc, Jcc or JMP, the first of `ops`, whose condition is not one
+    /// `Flags::zf_cond` gives: the pass goes on unless the op ended it.
+    #[inline(never)]
+    fn cond_op_slow<B: Bus>(&mut self, bus: &mut B, pass: &Pass, ops: &[Op], acc: u64) -> Flow {
+        let Some((op, rest)) = ops.split_first() else {
+            return self.next_op(bus, pass, ops, acc);
+        };
+        let c = op.kind == K::Jmp || self.cond(cc(op.x));
+        match self.cond_op(op.kind, op, pass, c) {
+            Some(flow) => flow,
+            None => self.next_op(bus, pass, rest, acc),
+        }
+    }
+
+    /// CMOVcc, SETcc, Jcc or JMP (`kind`) once its condition `c` is known: how the pass ends,
+    /// if the op ends it (a branch ends the block).
+    #[inline(always)]
+    fn cond_op(&mut self, kind: K, op: &Op, pass: &Pass, c: bool) -> Option<Flow> {
+        let (d, s) = (op.d as usize, op.s as usize);
+        match kind {
+            K::Cmov => {
+                if c {
+                    self.gpr[d] = self.gpr[s] & op.mask();
+                } else {
+                    // A 32-bit CMOV writes its destination even when false.
+                    self.gpr[d] &= op.mask();
+                }
+                None
+            }
+            K::Setcc => {
+                self.gpr[d] = (self.gpr[d] & !0xff) | u64::from(c);
+                None
+            }
+            _ => {
+                let rip = pass.base | u64::from(op.off);
+                let next = if c {
+                    let target = rip.wrapping_add(op.imm) & op.mask();
+                    self.rip = rip;
+                    self.retired = pass.last;
+                    if let Err(e) = self.branch(target) {
+                        return Some(pass.fail(e));
+                    }
+                    target
+                } else {
+                    rip.wrapping_add(u64::from(op.len))
+                };
+                self.rip = next;
+                self.retired = pass.last + 1;
+                Some(Flow::Branched)
+            }
+        }
     }
 }
 
@@ -1445,29 +1473,36 @@ const SEGS: [Seg; 8] = [
     Seg::Ds,
 ];
 
+/// The conditions by their number in an op's `x` (iced-x86's order).
+const CCS: [CC; 17] = [
+    CC::None,
+    CC::o,
+    CC::no,
+    CC::b,
+    CC::ae,
+    CC::e,
+    CC::ne,
+    CC::be,
+    CC::a,
+    CC::s,
+    CC::ns,
+    CC::p,
+    CC::np,
+    CC::l,
+    CC::ge,
+    CC::le,
+    CC::g,
+];
+
+/// The numbers of E and NE, which the handlers evaluate themselves.
+const CC_E: u8 = 5;
+const CC_NE: u8 = 6;
+const _: () = assert!(CC::e as u8 == CC_E && CC::ne as u8 == CC_NE);
+
 /// The condition stored in an op.
 #[inline(always)]
 fn cc(x: u8) -> CC {
-    const ALL: [CC; 17] = [
-        CC::None,
-        CC::o,
-        CC::no,
-        CC::b,
-        CC::ae,
-        CC::e,
-        CC::ne,
-        CC::be,
-        CC::a,
-        CC::s,
-        CC::ns,
-        CC::p,
-        CC::np,
-        CC::l,
-        CC::ge,
-        CC::le,
-        CC::g,
-    ];
-    ALL.get(usize::from(x)).copied().unwrap_or(CC::None)
+    CCS.get(usize::from(x)).copied().unwrap_or(CC::None)
 }
 
 /// What the liveness pass needs to know of an instruction.

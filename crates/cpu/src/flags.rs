@@ -141,6 +141,7 @@ impl Flags {
             ZF => self.res == 0,
             SF => self.res & sign(self.width) != 0,
             OF => self.of(),
+            PF => parity(self.res),
             _ => self.status() & flag != 0,
         }
     }
@@ -157,8 +158,9 @@ impl Flags {
         }
     }
 
-    /// The overflow flag.
-    #[inline]
+    /// The overflow flag. Inline, like the other flags a condition reads, so that evaluating
+    /// a condition makes no call.
+    #[inline(always)]
     fn of(&self) -> bool {
         let s = sign(self.width);
         let (a, b, r) = (self.a, self.b, self.res);
