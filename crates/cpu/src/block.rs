@@ -32,6 +32,7 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
+use std::rc::Rc;
 
 use iced_x86::Mnemonic as M;
 use iced_x86::{ConditionCode as CC, Decoder, DecoderOptions, FlowControl, Instruction};
@@ -354,7 +355,8 @@ pub(crate) struct Block {
 #[derive(Debug)]
 pub(crate) struct Blocks {
     table: Vec<Block>,
-    ops: Vec<Op>,
+    /// Shared with the block that runs (`run_block`), so that its handlers may borrow the CPU.
+    ops: Rc<Vec<Op>>,
     uops: Vec<Uop>,
     generic: Vec<Instruction>,
     /// Scratch for `build`.
@@ -374,7 +376,7 @@ impl Blocks {
     pub fn new() -> Self {
         Self {
             table: Vec::new(),
-            ops: Vec::new(),
+            ops: Rc::new(Vec::new()),
             uops: Vec::new(),
             generic: Vec::new(),
             scratch: Vec::new(),
@@ -387,7 +389,11 @@ impl Blocks {
     pub fn flush(&mut self) {
         self.flushes += 1;
         self.table.clear();
-        self.ops.clear();
+        // A block running now keeps the arena it runs from.
+        match Rc::get_mut(&mut self.ops) {
+            Some(ops) => ops.clear(),
+            None => self.ops = Rc::new(Vec::new()),
+        }
         self.uops.clear();
         self.generic.clear();
     }
@@ -472,7 +478,9 @@ impl Cpu {
                 Effect::Reads => true,
             };
         }
-        let start = blocks.ops.len();
+        // No block runs while one is built: the arena is not shared.
+        let ops = Rc::make_mut(&mut blocks.ops);
+        let start = ops.len();
         let mut pos = 0usize;
         for (i, (ins, uop)) in scratch.iter().enumerate() {
             let base = Op {
@@ -487,10 +495,10 @@ impl Cpu {
             };
             pos += ins.len();
             match lower(uop, live_after[i], base, i) {
-                Lowered::Op(op) => blocks.ops.push(op),
+                Lowered::Op(op) => ops.push(op),
                 Lowered::Nothing => {}
                 Lowered::Slow if uop.kind == Kind::Safe => {
-                    blocks.ops.push(Op {
+                    ops.push(Op {
                         kind: K::Generic,
                         imm: blocks.generic.len() as u64 | ((i as u64) << 32),
                         ..base
@@ -498,7 +506,7 @@ impl Cpu {
                     blocks.generic.push(*ins);
                 }
                 Lowered::Slow => {
-                    blocks.ops.push(Op {
+                    ops.push(Op {
                         imm: blocks.uops.len() as u64 | ((i as u64) << 32),
                         ..base
                     });
@@ -506,13 +514,13 @@ impl Cpu {
                 }
             }
         }
-        fuse(&mut blocks.ops, start);
-        forward(&mut blocks.ops, start);
+        fuse(ops, start);
+        forward(ops, start);
         let block = Block {
             key: off as u64 + 1,
             generation,
             start: start as u32,
-            ops: (blocks.ops.len() - start) as u16,
+            ops: (ops.len() - start) as u16,
             insns: scratch.len() as u16,
             end: ((off & 0xfff) + pos) as u16,
         };
@@ -535,19 +543,15 @@ impl Cpu {
         page: usize,
         limit: u64,
     ) -> Ex<()> {
-        // The arena is taken out while the block runs, so that the loop walks a slice the
-        // handlers cannot disturb; a flush meanwhile (nothing in a block flushes, but a
-        // generic handler might one day) drops it when it is put back.
-        let ops = std::mem::take(&mut self.icache.blocks.ops);
-        let flushes = self.icache.blocks.flushes;
+        // The block runs from its own reference to the arena, so that the handlers may borrow
+        // the CPU; a flush meanwhile (nothing in a block flushes, but a generic handler might
+        // one day) leaves it that arena.
+        let ops = Rc::clone(&self.icache.blocks.ops);
         let start = block.start as usize;
         let slice = ops
             .get(start..start + usize::from(block.ops))
             .unwrap_or(&[]);
         let r = self.run_ops(bus, slice, block, page, limit);
-        if self.icache.blocks.flushes == flushes {
-            self.icache.blocks.ops = ops;
-        }
         // The common outcome as a constant: the caller's check of it then folds, rather than
         // reload the whole result from where the loop left it.
         if r.is_ok() {
