@@ -197,6 +197,8 @@ pub(crate) enum K {
     /// `op d, [mem]` for an ALU operation (32 or 64 bits, flags recorded): `Load` with the
     /// operation in `imm` bits 57 to 60 (`AluOp as u8`).
     LoadAlu,
+    /// `LoadAlu` for ADD, SUB, AND, OR or XOR with dead flags.
+    LoadAluNf,
     /// `MOV d, [s + disp]` and `MOV [d + disp], s`, 64 bits, through DS or SS (flat in 64-bit
     /// mode), the commonest forms: `imm` = the displacement, `x` = instruction index | SS << 7.
     LoadB,
@@ -814,11 +816,14 @@ impl Cpu {
                     None => return self.mem_miss(bus, pass, ops, acc, ea, 8),
                 }
             }
-            K::Load | K::LoadAlu => {
+            K::Load | K::LoadAlu | K::LoadAluNf => {
                 let (ea, size) = (data_address(op, g, base, s), op.size());
                 match self.load_hit(bus, ea, size, op.flat()) {
-                    Some(v) if kind == K::Load => self.gpr[d] = v,
-                    Some(v) => self.load_alu(op, d, v),
+                    Some(v) => match kind {
+                        K::Load => self.gpr[d] = v,
+                        K::LoadAluNf => self.gpr[d] = alu_nf(op, self.gpr[d], v),
+                        _ => self.load_alu(op, d, v),
+                    },
                     None => return self.mem_miss(bus, pass, ops, acc, ea, size),
                 }
             }
@@ -1070,6 +1075,7 @@ impl Cpu {
     fn finish_read(&mut self, op: &Op, d: usize, v: u64) {
         match op.kind {
             K::LoadAlu => self.load_alu(op, d, v),
+            K::LoadAluNf => self.gpr[d] = alu_nf(op, self.gpr[d], v),
             // POP RSP loads the value read (the increment is overwritten).
             K::Pop => {
                 let rsp = &mut self.gpr[Gpr::Rsp as usize];
@@ -1213,6 +1219,19 @@ impl Cpu {
         }
         Ok(false)
     }
+}
+
+/// The result of a `LoadAluNf` with `a` the register's value and `v` the value read.
+#[inline(always)]
+fn alu_nf(op: &Op, a: u64, v: u64) -> u64 {
+    let r = match ALU_OPS[((op.imm >> 57) & 15) as usize] {
+        AluOp::Add => a.wrapping_add(v),
+        AluOp::Sub => a.wrapping_sub(v),
+        AluOp::And => a & v,
+        AluOp::Or => a | v,
+        _ => a ^ v,
+    };
+    r & op.mask()
 }
 
 /// Writes `v` to register `d` and returns it (for `acc`).
@@ -1701,7 +1720,18 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
             let (kind, r, w, alu) = match (u.kind, u.dst, u.src, reg(u.dst), reg(u.src)) {
                 (Kind::Mov, _, Opnd::Mem, Some((d, w)), _) => (K::Load, d, w, 0),
                 (Kind::Mov, Opnd::Mem, _, _, Some((s, w))) => (K::Store, s, w, 0),
-                (Kind::Alu(a), _, Opnd::Mem, Some((d, w)), _) => (K::LoadAlu, d, w, a as u64),
+                (Kind::Alu(a), _, Opnd::Mem, Some((d, w)), _) => {
+                    let plain = matches!(
+                        a,
+                        AluOp::Add | AluOp::Sub | AluOp::And | AluOp::Or | AluOp::Xor
+                    );
+                    let kind = if plain && !live {
+                        K::LoadAluNf
+                    } else {
+                        K::LoadAlu
+                    };
+                    (kind, d, w, a as u64)
+                }
                 _ => return Slow,
             };
             let Some((base_reg, index, scale, disp)) = u.mem.plain_64_or_rip(true) else {
