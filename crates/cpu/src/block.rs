@@ -238,21 +238,33 @@ enum Flow {
     Branched,
 }
 
-/// What the handlers share during one pass through a block's ops.
+/// What the handlers share during the passes of one run of a block through its ops.
 struct Pass<'a> {
     block: &'a Block,
     /// The block's RAM page.
     page: usize,
     /// The linear address of the block's page.
     base: u64,
-    /// Instructions retired before the pass, and the number of the block's last one.
-    start: u64,
-    last: u64,
+    /// Instructions retired before the current pass, and the number of the block's last one.
+    start: Cell<u64>,
+    last: Cell<u64>,
     /// The exception that ended the pass, if one did.
     exc: Cell<Option<Exc>>,
 }
 
 impl Pass<'_> {
+    /// Instructions retired before the current pass.
+    #[inline(always)]
+    fn start(&self) -> u64 {
+        self.start.get()
+    }
+
+    /// The number of the block's last instruction in the current pass.
+    #[inline(always)]
+    fn last(&self) -> u64 {
+        self.last.get()
+    }
+
     /// Ends the pass with exception `e`.
     #[cold]
     fn fail(&self, e: Exc) -> Flow {
@@ -579,19 +591,19 @@ impl Cpu {
         // checked here, and again after anything that might change it (a `Uop`, generic or
         // missed memory op), so a loop within the block needs no check of its own.
         self.dpages.sync(self.data_key());
+        // Instructions retired before the pass. An op that may touch memory or fault first
+        // sets RIP and the count to its own instruction's (virtual time included), so a
+        // device, a fault and an early exit see them as single steps would.
+        let start = self.retired;
+        let pass = Pass {
+            block,
+            page,
+            base: entry & !0xfff,
+            start: Cell::new(start),
+            last: Cell::new(start + insns - 1),
+            exc: Cell::new(None),
+        };
         loop {
-            // Instructions retired before the block. An op that may touch memory or fault first
-            // sets RIP and the count to its own instruction's (virtual time included), so a
-            // device, a fault and an early exit see them as single steps would.
-            let start = self.retired;
-            let pass = Pass {
-                block,
-                page,
-                base: entry & !0xfff,
-                start,
-                last: start + insns - 1,
-                exc: Cell::new(None),
-            };
             // `acc` holds nothing yet: `forward` starts each block with it empty.
             match self.next_op(bus, &pass, ops, 0) {
                 Flow::Done => return pass.exc.take().map_or(Ok(()), Err),
@@ -599,13 +611,16 @@ impl Cpu {
                 // changed (a device, a fault or a write to this page ended the block before
                 // its branch), so it runs again if it fits.
                 Flow::Branched => {
+                    let start = self.retired;
                     if self.rip != entry
-                        || self.retired + insns > limit
+                        || start + insns > limit
                         || self.tlb.generation() != tlb_generation
                     {
                         return Ok(());
                     }
                     self.counters.blocks_run += 1;
+                    pass.start.set(start);
+                    pass.last.set(start + insns - 1);
                 }
             }
         }
@@ -620,7 +635,7 @@ impl Cpu {
             Some(op) => Handlers::<B>::TABLE[op.kind as usize](self, bus, pass, ops, acc),
             None => {
                 self.rip = pass.base + u64::from(pass.block.end);
-                self.retired = pass.last + 1;
+                self.retired = pass.last() + 1;
                 Flow::Done
             }
         }
@@ -640,7 +655,7 @@ impl Cpu {
         let Some((op, rest)) = ops.split_first() else {
             return self.next_op(bus, pass, ops, acc);
         };
-        let Pass { base, start, .. } = *pass;
+        let (base, start) = (pass.base, pass.start());
         let (d, s) = (op.d as usize, op.s as usize);
         let g = &mut self.gpr;
         match kind {
@@ -925,7 +940,7 @@ impl Cpu {
                 let next = if c {
                     let target = rip.wrapping_add(op.imm) & op.mask();
                     self.rip = rip;
-                    self.retired = pass.last;
+                    self.retired = pass.last();
                     if let Err(e) = self.branch(target) {
                         return Some(pass.fail(e));
                     }
@@ -934,7 +949,7 @@ impl Cpu {
                     rip.wrapping_add(u64::from(op.len))
                 };
                 self.rip = next;
-                self.retired = pass.last + 1;
+                self.retired = pass.last() + 1;
                 Some(Flow::Branched)
             }
         }
@@ -961,7 +976,7 @@ impl Cpu {
     /// CALL rel or RET, the block's last instruction (instruction `last` of the count).
     #[inline(never)]
     fn call_ret_op<B: Bus>(&mut self, bus: &mut B, pass: &Pass, op: &Op) -> Flow {
-        pass.done(self.call_ret(bus, op, pass.base, pass.last))
+        pass.done(self.call_ret(bus, op, pass.base, pass.last()))
     }
 
     #[inline(always)]
@@ -1015,7 +1030,7 @@ impl Cpu {
         let Some((op, rest)) = ops.split_first() else {
             return self.next_op(bus, pass, ops, acc);
         };
-        match self.run_slow_op(bus, op, pass.base, pass.start, pass.page, pass.block) {
+        match self.run_slow_op(bus, op, pass.base, pass.start(), pass.page, pass.block) {
             Ok(false) => self.next_op(bus, pass, rest, acc),
             Ok(true) => Flow::Done,
             Err(e) => pass.fail(e),
@@ -1146,7 +1161,7 @@ impl Cpu {
         let Some((op, rest)) = ops.split_first() else {
             return self.next_op(bus, pass, ops, acc);
         };
-        let (base, start) = (pass.base, pass.start);
+        let (base, start) = (pass.base, pass.start());
         match self.mem_op_slow(bus, op, base, start, ea, size, pass.page, pass.block) {
             Ok(false) => self.next_op(bus, pass, rest, acc),
             Ok(true) => Flow::Done,
