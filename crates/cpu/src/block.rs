@@ -22,10 +22,22 @@
 //! RFLAGS counts as a reader, so RFLAGS is exact wherever an exception handler, a VM exit or
 //! the next block can see it (QEMU's TCG makes the same argument for its condition codes).
 //!
-//! A register-only loop is bound by latency, not by the number of host instructions: each op
-//! stores its result to the register file in memory and the next loads it back, a
+//! The ops run threaded. Each op kind has its own handler (`Cpu::run_op`, one instance per
+//! kind, listed in `Handlers::TABLE`), which runs its op and ends by jumping to the next op's
+//! handler (`Cpu::next_op`): a call in tail position, which the compiler makes a jump. So there
+//! is no central dispatch loop: each handler has its own indirect jump, whose target the branch
+//! predictor learns from that op kind's successors, and each handler keeps the CPU, the ops
+//! left and `acc` (below) in registers instead of sharing one huge function's registers with
+//! every other op. A handler that needs a call (a data-page miss, a `Uop` or generic
+//! instruction, a condition other than E and NE) makes it in a function of its own in tail
+//! position, so the hit paths need no stack frame. Where the compiler does not turn a tail
+//! call into a jump the handlers nest, at most one per op of the block; a block that branches
+//! back to its start returns to `Cpu::run_ops`, which starts the next pass.
+//!
+//! A register-only loop is bound by latency as much as by the number of host instructions:
+//! each op stores its result to the register file in memory and the next loads it back, a
 //! store-to-load forwarding on the chain of every dependent pair. So the flagless arithmetic
-//! ops also leave their result in a local of the dispatch loop (`acc`), and a forward pass
+//! ops also pass their result to the next handler in a register (`acc`), and a forward pass
 //! (`forward`) gives an op that reads that result, while its register has not been written
 //! since, a form that takes it from there. Every op still writes the register file, so nothing
 //! else changes.
@@ -939,10 +951,14 @@ impl Cpu {
                 let rip = pass.base | u64::from(op.off);
                 let next = if c {
                     let target = rip.wrapping_add(op.imm) & op.mask();
-                    self.rip = rip;
-                    self.retired = pass.last();
-                    if let Err(e) = self.branch(target) {
-                        return Some(pass.fail(e));
+                    // A 64-bit target in RIP's page is canonical, as RIP is: nothing to check
+                    // (blocks run in 64-bit mode).
+                    if op.sh != 0 || (target ^ rip) >> 12 != 0 {
+                        self.rip = rip;
+                        self.retired = pass.last();
+                        if let Err(e) = self.branch(target) {
+                            return Some(pass.fail(e));
+                        }
                     }
                     target
                 } else {
@@ -1403,7 +1419,7 @@ fn forward(ops: &mut [Op], start: usize) {
     }
 }
 
-/// Whether the dispatch loop leaves an op's result in `acc` (`forward`): the flagless
+/// Whether an op's handler leaves its result in `acc` (`forward`): the flagless
 /// arithmetic forms, the values a dependent chain is made of. Moves are not: they usually begin
 /// a chain from a value that is not the last result.
 fn produces(kind: K) -> bool {
