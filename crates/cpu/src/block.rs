@@ -893,13 +893,23 @@ impl Cpu {
                     None => return self.mem_miss(bus, pass, ops, acc, ea, size),
                 }
             }
-            // The commonest conditions (E and NE) are evaluated here; the others out of line,
-            // in tail position, so that these handlers need no stack frame.
+            // The commonest conditions (E and NE, and the unsigned ones after SUB or CMP) are
+            // evaluated here; the others out of line, in tail position, so that these handlers
+            // need no stack frame.
             K::Cmov | K::Setcc | K::Jcc | K::Jmp => {
                 let c = match (kind, op.x) {
                     (K::Jmp, _) => true,
                     (_, CC_E) => self.flags.get(x86::reg::rflags::ZF),
                     (_, CC_NE) => !self.flags.get(x86::reg::rflags::ZF),
+                    (_, CC_B | CC_AE | CC_BE | CC_A) => match self.flags.after_sub() {
+                        Some((cf, zf)) => match op.x {
+                            CC_B => cf,
+                            CC_AE => !cf,
+                            CC_BE => cf || zf,
+                            _ => !cf && !zf,
+                        },
+                        None => return self.cond_op_slow(bus, pass, ops, acc),
+                    },
                     _ => return self.cond_op_slow(bus, pass, ops, acc),
                 };
                 if let Some(flow) = self.cond_op(kind, op, pass, c) {
@@ -1548,10 +1558,22 @@ const CCS: [CC; 17] = [
     CC::g,
 ];
 
-/// The numbers of E and NE, which the handlers evaluate themselves.
+/// The numbers of the conditions the handlers evaluate themselves: E and NE, and after a
+/// SUB or CMP the unsigned comparisons.
+const CC_B: u8 = 3;
+const CC_AE: u8 = 4;
 const CC_E: u8 = 5;
 const CC_NE: u8 = 6;
-const _: () = assert!(CC::e as u8 == CC_E && CC::ne as u8 == CC_NE);
+const CC_BE: u8 = 7;
+const CC_A: u8 = 8;
+const _: () = assert!(
+    CC::b as u8 == CC_B
+        && CC::ae as u8 == CC_AE
+        && CC::e as u8 == CC_E
+        && CC::ne as u8 == CC_NE
+        && CC::be as u8 == CC_BE
+        && CC::a as u8 == CC_A
+);
 
 /// The condition stored in an op.
 #[inline(always)]

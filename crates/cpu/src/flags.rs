@@ -146,6 +146,13 @@ impl Flags {
         }
     }
 
+    /// CF and ZF after a SUB or CMP without a borrow in (the commonest unsigned comparison),
+    /// cheap to answer; `None` after anything else.
+    #[inline(always)]
+    pub fn after_sub(&self) -> Option<(bool, bool)> {
+        (self.op == FlagOp::Sub && !self.carry).then_some((self.a < self.b, self.res == 0))
+    }
+
     /// The carry flag.
     #[inline(always)]
     pub fn cf(&self) -> bool {
