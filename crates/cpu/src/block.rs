@@ -211,6 +211,9 @@ pub(crate) enum K {
     LoadAlu,
     /// `LoadAlu` for ADD, SUB, AND, OR or XOR with dead flags.
     LoadAluNf,
+    /// `MOVZX d, [mem]` from a byte or a word: `Load` with the size in bytes in `imm` bits 57
+    /// to 60.
+    LoadZx,
     /// `MOV d, [s + disp]` and `MOV [d + disp], s`, 64 bits, through DS or SS (flat in 64-bit
     /// mode), the commonest forms: `imm` = the displacement, `x` = instruction index | SS << 7.
     LoadB,
@@ -843,11 +846,16 @@ impl Cpu {
                     None => return self.mem_miss(bus, pass, ops, acc, ea, 8),
                 }
             }
-            K::Load | K::LoadAlu | K::LoadAluNf => {
-                let (ea, size) = (data_address(op, g, base, s), op.size());
+            K::Load | K::LoadAlu | K::LoadAluNf | K::LoadZx => {
+                let size = if kind == K::LoadZx {
+                    ((op.imm >> 57) & 15) as usize
+                } else {
+                    op.size()
+                };
+                let ea = data_address(op, g, base, s);
                 match self.load_hit(bus, ea, size, op.flat()) {
                     Some(v) => match kind {
-                        K::Load => self.gpr[d] = v,
+                        K::Load | K::LoadZx => self.gpr[d] = v,
                         K::LoadAluNf => self.gpr[d] = alu_nf(op, self.gpr[d], v),
                         _ => self.load_alu(op, d, v),
                     },
@@ -1614,6 +1622,48 @@ fn shift_count(u: &Uop) -> u8 {
     (u.imm() as u8) & if u.w == 64 { 0x3f } else { 0x1f }
 }
 
+/// A load or store (`kind`: `Load`, `Store`, `LoadAlu`, `LoadAluNf`, `LoadZx`) of register `r`
+/// at width `w` through `u`'s memory operand, with `extra` in `imm` bits 57 to 60 (the ALU
+/// operation, the size of a `LoadZx`); `Slow` if the address is not a plain one.
+fn lower_mem(u: &Uop, kind: K, r: u8, w: u8, extra: u64, base: Op, insn: usize) -> Lowered {
+    let op = |kind: K, d: u8, s: u8, x: u8, imm: u64| {
+        Lowered::Op(Op {
+            kind,
+            d: Gpr::from_index(d),
+            s: Gpr::from_index(s),
+            x,
+            sh: 64 - w,
+            imm,
+            ..base
+        })
+    };
+    let Some((base_reg, index, scale, disp)) = u.mem.plain_64_or_rip(true) else {
+        return Lowered::Slow;
+    };
+    let rip = u.mem.rel == crate::uop::Rel::Rip;
+    if let (Some(b), None, false, 64, Seg::Ds | Seg::Ss, K::Load | K::Store) =
+        (base_reg, index, rip, w, u.mem.seg, kind)
+    {
+        let x = insn as u8 | (u8::from(u.mem.seg == Seg::Ss) << 7);
+        let (kind, d, s) = if kind == K::Store {
+            (K::StoreB, b, r)
+        } else {
+            (K::LoadB, r, b)
+        };
+        return op(kind, d, s, x, i64::from(disp) as u64);
+    }
+    let (b, x) = address(base_reg, index, scale);
+    let imm = u64::from(disp as u32)
+        | ((insn as u64) << 32)
+        | ((u.mem.seg as u64) << 48)
+        | (u64::from(rip) << 56)
+        | (extra << 57)
+        | (u64::from(matches!(u.mem.seg, Seg::Fs | Seg::Gs)) << 61);
+    // Load: d = destination, s = base; Store: d = base, s = source.
+    let (d, s) = if kind == K::Store { (b, r) } else { (r, b) };
+    op(kind, d, s, x, imm)
+}
+
 /// An instruction lowered.
 enum Lowered {
     Op(Op),
@@ -1749,7 +1799,12 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
         }
         Kind::Movzx | Kind::Movsx => {
             let (Some((d, w)), Opnd::Reg(s)) = (reg(u.dst), u.src) else {
-                return Slow;
+                return match (u.kind, reg(u.dst), u.src) {
+                    (Kind::Movzx, Some((d, w)), Opnd::Mem) => {
+                        lower_mem(u, K::LoadZx, d, w, u64::from(u.aux / 8), base, insn)
+                    }
+                    _ => Slow,
+                };
             };
             let kind = match (u.kind, s.is_high_byte()) {
                 (Kind::Movzx, true) => K::MovzxHigh,
@@ -1769,6 +1824,32 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
             let (s, x) = address(base_reg, index, scale);
             op(K::Lea, d, s, x, w, disp as i64 as u64)
         }
+        // CMP and TEST of a byte or word register (not AH to BH) with a register or an
+        // immediate: they write only the flags, so the ops serve at the narrower width too.
+        Kind::Alu(a @ (AluOp::Cmp | AluOp::Test)) if matches!(u.dst, Opnd::Reg(d) if matches!(d.width(), 8 | 16) && !d.is_high_byte()) =>
+        {
+            let Opnd::Reg(d) = u.dst else {
+                return Slow;
+            };
+            let w = d.width() as u8;
+            let m = mask(u32::from(w));
+            let (with_reg, with_imm) = if a == AluOp::Cmp {
+                (K::CmpR, K::CmpI)
+            } else {
+                (K::TestR, K::TestI)
+            };
+            match u.src {
+                Opnd::Reg(s) if s.width() == d.width() && !s.is_high_byte() => {
+                    if !live {
+                        return Nothing;
+                    }
+                    op(with_reg, d.idx() as u8, s.idx() as u8, 0, w, m)
+                }
+                Opnd::Imm if !live => Nothing,
+                Opnd::Imm => op(with_imm, d.idx() as u8, 0, 0, w, u.imm() & m),
+                _ => Slow,
+            }
+        }
         Kind::Mov | Kind::Alu(_) => {
             let (kind, r, w, alu) = match (u.kind, u.dst, u.src, reg(u.dst), reg(u.src)) {
                 (Kind::Mov, _, Opnd::Mem, Some((d, w)), _) => (K::Load, d, w, 0),
@@ -1787,31 +1868,7 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 }
                 _ => return Slow,
             };
-            let Some((base_reg, index, scale, disp)) = u.mem.plain_64_or_rip(true) else {
-                return Slow;
-            };
-            let rip = u.mem.rel == crate::uop::Rel::Rip;
-            if let (Some(b), None, false, 64, Seg::Ds | Seg::Ss, K::Load | K::Store) =
-                (base_reg, index, rip, w, u.mem.seg, kind)
-            {
-                let x = insn as u8 | (u8::from(u.mem.seg == Seg::Ss) << 7);
-                let (kind, d, s) = if kind == K::Store {
-                    (K::StoreB, b, r)
-                } else {
-                    (K::LoadB, r, b)
-                };
-                return op(kind, d, s, x, w, i64::from(disp) as u64);
-            }
-            let (b, x) = address(base_reg, index, scale);
-            let imm = u64::from(disp as u32)
-                | ((insn as u64) << 32)
-                | ((u.mem.seg as u64) << 48)
-                | (u64::from(rip) << 56)
-                | (alu << 57)
-                | (u64::from(matches!(u.mem.seg, Seg::Fs | Seg::Gs)) << 61);
-            // Load: d = destination, s = base; Store: d = base, s = source.
-            let (d, s) = if kind == K::Store { (b, r) } else { (r, b) };
-            op(kind, d, s, x, w, imm)
+            lower_mem(u, kind, r, w, alu, base, insn)
         }
         Kind::Cmov(c) => {
             let (Some((d, w)), Some((s, sw))) = (reg(u.dst), reg(u.src)) else {

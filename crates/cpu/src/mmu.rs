@@ -814,6 +814,7 @@ pub(crate) fn read_le(bytes: &[u8]) -> u64 {
         [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
         [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
         [a, b] => u64::from(u16::from_le_bytes([a, b])),
+        [a] => u64::from(a),
         _ => bytes
             .iter()
             .take(8)
