@@ -29,8 +29,8 @@
 //! predictor learns from that op kind's successors, and each handler keeps the CPU, the ops
 //! left and `acc` (below) in registers instead of sharing one huge function's registers with
 //! every other op. A handler that needs a call (a data-page miss, a `Uop` or generic
-//! instruction, a condition other than E and NE) makes it in a function of its own in tail
-//! position, so the hit paths need no stack frame. Where the compiler does not turn a tail
+//! instruction, CALL and RET, a condition it does not evaluate itself) makes it in a function
+//! of its own in tail position, so the hit paths need no stack frame. Where the compiler does not turn a tail
 //! call into a jump the handlers nest, at most one per op of the block; a block that branches
 //! back to its start returns to `Cpu::run_ops`, which starts the next pass.
 //!
@@ -89,7 +89,8 @@ macro_rules! kinds {
 kinds! {
 /// What an [`Op`] does. `R`: the source is register `s`; `I`: the source is `imm`. `Nf`: the
 /// status flags are dead and not recorded. Widths are 32 or 64 bits (`Op::w`); a 32-bit result
-/// is zero-extended into the register (SDM Vol. 1 §3.4.1.1).
+/// is zero-extended into the register (SDM Vol. 1 §3.4.1.1). CMP and TEST, which write no
+/// register, also come at 8 and 16 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum K {
     MovR,
