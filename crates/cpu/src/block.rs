@@ -933,8 +933,8 @@ impl Cpu {
 }
 
 impl Cpu {
-    /// CMOVcc, SETcc, Jcc or JMP, the first of `ops`, whose condition is not one
-    /// `Flags::zf_cond` gives: the pass goes on unless the op ended it.
+    /// CMOVcc, SETcc or Jcc, the first of `ops`, whose condition its handler does not evaluate
+    /// itself: the pass goes on unless the op ended it.
     #[inline(never)]
     fn cond_op_slow<B: Bus>(&mut self, bus: &mut B, pass: &Pass, ops: &[Op], acc: u64) -> Flow {
         let Some((op, rest)) = ops.split_first() else {
