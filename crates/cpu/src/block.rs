@@ -693,32 +693,19 @@ impl Cpu {
                     g[d] = r;
                 }
             }
-            // The register and immediate forms stay two arms written out: one arm
-            // choosing its source, or both calling a shared function, measured 15-25%
-            // slower on the integer loop (docs/benchmarking.md).
-            K::AndR | K::OrR | K::XorR | K::TestR => {
-                let (a, b) = (g[d], g[s]);
+            // One arm for both sources: each handler is compiled for its own `kind`, so the
+            // choice folds away.
+            K::AndR | K::OrR | K::XorR | K::TestR | K::AndI | K::OrI | K::XorI | K::TestI => {
+                let reg = matches!(kind, K::AndR | K::OrR | K::XorR | K::TestR);
+                let (a, b) = (g[d], if reg { g[s] } else { op.imm });
                 let r = match kind {
-                    K::OrR => a | b,
-                    K::XorR => a ^ b,
+                    K::OrR | K::OrI => a | b,
+                    K::XorR | K::XorI => a ^ b,
                     _ => a & b,
                 } & op.mask();
                 self.flags
                     .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
-                if kind != K::TestR {
-                    g[d] = r;
-                }
-            }
-            K::AndI | K::OrI | K::XorI | K::TestI => {
-                let (a, b) = (g[d], op.imm);
-                let r = match kind {
-                    K::OrI => a | b,
-                    K::XorI => a ^ b,
-                    _ => a & b,
-                } & op.mask();
-                self.flags
-                    .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
-                if kind != K::TestI {
+                if !matches!(kind, K::TestR | K::TestI) {
                     g[d] = r;
                 }
             }
