@@ -1610,21 +1610,25 @@ fn shift_count(u: &Uop) -> u8 {
     (u.imm() as u8) & if u.w == 64 { 0x3f } else { 0x1f }
 }
 
+/// The op of `kind` on registers `d` and `s` at width `w`, with `x` and `imm`, the rest
+/// (instruction length and offset) from `base`.
+fn lowered(base: Op, kind: K, d: u8, s: u8, x: u8, w: u8, imm: u64) -> Lowered {
+    Lowered::Op(Op {
+        kind,
+        d: Gpr::from_index(d),
+        s: Gpr::from_index(s),
+        x,
+        sh: 64 - w,
+        imm,
+        ..base
+    })
+}
+
 /// A load or store (`kind`: `Load`, `Store`, `LoadAlu`, `LoadAluNf`, `LoadZx`) of register `r`
 /// at width `w` through `u`'s memory operand, with `extra` in `imm` bits 57 to 60 (the ALU
 /// operation, the size of a `LoadZx`); `Slow` if the address is not a plain one.
 fn lower_mem(u: &Uop, kind: K, r: u8, w: u8, extra: u64, base: Op, insn: usize) -> Lowered {
-    let op = |kind: K, d: u8, s: u8, x: u8, imm: u64| {
-        Lowered::Op(Op {
-            kind,
-            d: Gpr::from_index(d),
-            s: Gpr::from_index(s),
-            x,
-            sh: 64 - w,
-            imm,
-            ..base
-        })
-    };
+    let op = |kind: K, d: u8, s: u8, x: u8, imm: u64| lowered(base, kind, d, s, x, w, imm);
     let Some((base_reg, index, scale, disp)) = u.mem.plain_64_or_rip(true) else {
         return Lowered::Slow;
     };
@@ -1665,17 +1669,7 @@ enum Lowered {
 /// or 64 bits or a plain load or store; `live`: its flags are read.
 fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
     use Lowered::{Nothing, Slow};
-    let op = |kind: K, d: u8, s: u8, x: u8, w: u8, imm: u64| {
-        Lowered::Op(Op {
-            kind,
-            d: Gpr::from_index(d),
-            s: Gpr::from_index(s),
-            x,
-            sh: 64 - w,
-            imm,
-            ..base
-        })
-    };
+    let op = |kind: K, d: u8, s: u8, x: u8, w: u8, imm: u64| lowered(base, kind, d, s, x, w, imm);
     // A register of the 32- or 64-bit view: its number and width.
     let reg = |o: Opnd| match o {
         Opnd::Reg(r) if matches!(r.width(), 32 | 64) => Some((r.idx() as u8, r.width() as u8)),
