@@ -901,8 +901,8 @@ impl Cpu {
                         Some((cf, zf)) => match op.x {
                             CC_B => cf,
                             CC_AE => !cf,
-                            CC_BE => cf || zf,
-                            _ => !cf && !zf,
+                            CC_BE => cf | zf,
+                            _ => !(cf | zf),
                         },
                         None => return self.cond_op_slow(bus, pass, ops, acc),
                     },
@@ -941,12 +941,13 @@ impl Cpu {
         let (d, s) = (op.d as usize, op.s as usize);
         match kind {
             K::Cmov => {
-                if c {
-                    self.gpr[d] = self.gpr[s] & op.mask();
-                } else {
-                    // A 32-bit CMOV writes its destination even when false.
-                    self.gpr[d] &= op.mask();
-                }
+                // Without a host branch: the guest chose CMOV for a condition that a branch
+                // predictor cannot learn. (The masked values, not the registers, are the
+                // choices: a choice between two loads would become a branch again. A 32-bit
+                // CMOV writes its destination even when false.)
+                let m = op.mask();
+                let (t, f) = (self.gpr[s] & m, self.gpr[d] & m);
+                self.gpr[d] = std::hint::select_unpredictable(c, t, f);
                 None
             }
             K::Setcc => {

@@ -153,13 +153,13 @@ impl Flags {
         (self.op == FlagOp::Sub && !self.carry).then_some((self.a < self.b, self.res == 0))
     }
 
-    /// The carry flag.
+    /// The carry flag (without short-circuits, as `Cpu::cond` explains).
     #[inline(always)]
     pub fn cf(&self) -> bool {
         match self.op {
             FlagOp::None => self.bits & CF != 0,
-            FlagOp::Add => self.res < self.a || (self.carry && self.res == self.a),
-            FlagOp::Sub => self.a < self.b || (self.carry && self.a == self.b),
+            FlagOp::Add => (self.res < self.a) | (self.carry & (self.res == self.a)),
+            FlagOp::Sub => (self.a < self.b) | (self.carry & (self.a == self.b)),
             FlagOp::Inc | FlagOp::Dec | FlagOp::Cfof => self.carry,
             FlagOp::Logic => false,
         }

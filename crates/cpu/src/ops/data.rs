@@ -14,7 +14,9 @@ use crate::regs::Gpr;
 use x86::reg::rflags::{AF, CF, DF, OF, PF, SF, ZF};
 
 impl Cpu {
-    /// Evaluates a condition code (SDM Vol. 1 Appendix B, Table B-1).
+    /// Evaluates a condition code (SDM Vol. 1 Appendix B, Table B-1). Without short-circuits:
+    /// a CMOVcc or SETcc must not become a host branch, which data-dependent conditions would
+    /// make unpredictable.
     #[inline(always)]
     pub(crate) fn cond(&self, cc: CC) -> bool {
         let f = &self.flags;
@@ -25,16 +27,16 @@ impl Cpu {
             CC::ae => !f.cf(),
             CC::e => f.get(ZF),
             CC::ne => !f.get(ZF),
-            CC::be => f.cf() || f.get(ZF),
-            CC::a => !f.cf() && !f.get(ZF),
+            CC::be => f.cf() | f.get(ZF),
+            CC::a => !(f.cf() | f.get(ZF)),
             CC::s => f.get(SF),
             CC::ns => !f.get(SF),
             CC::p => f.get(PF),
             CC::np => !f.get(PF),
             CC::l => f.get(SF) != f.get(OF),
             CC::ge => f.get(SF) == f.get(OF),
-            CC::le => f.get(ZF) || f.get(SF) != f.get(OF),
-            CC::g => !f.get(ZF) && f.get(SF) == f.get(OF),
+            CC::le => f.get(ZF) | (f.get(SF) != f.get(OF)),
+            CC::g => !f.get(ZF) & (f.get(SF) == f.get(OF)),
             CC::None => true,
         }
     }
