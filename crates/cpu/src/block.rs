@@ -678,17 +678,22 @@ impl Cpu {
             K::MovR => g[d] = g[s] & op.rmask(),
             K::MovRB => g[d] = acc & op.rmask(),
             K::MovI => g[d] = op.imm,
+            // The operands masked to the width, whose mask a register form keeps in `imm`
+            // (an immediate is masked already); the flags recorded as they are.
             K::AddR | K::AddI => {
-                let (a, b) = (g[d], if kind == K::AddR { g[s] } else { op.imm });
-                let r = a.wrapping_add(b) & op.mask();
-                self.flags.set_lazy(FlagOp::Add, op.width(), a, b, r, false);
+                let reg = kind == K::AddR;
+                let m = if reg { op.rmask() } else { op.mask() };
+                let (a, b) = (g[d] & m, if reg { g[s] & m } else { op.imm });
+                let r = a.wrapping_add(b) & m;
+                self.flags.record(FlagOp::Add, op.sh, a, b, r, false);
                 g[d] = r;
             }
             K::SubR | K::SubI | K::CmpR | K::CmpI => {
                 let reg = matches!(kind, K::SubR | K::CmpR);
-                let (a, b) = (g[d], if reg { g[s] } else { op.imm });
-                let r = a.wrapping_sub(b) & op.mask();
-                self.flags.set_lazy(FlagOp::Sub, op.width(), a, b, r, false);
+                let m = if reg { op.rmask() } else { op.mask() };
+                let (a, b) = (g[d] & m, if reg { g[s] & m } else { op.imm });
+                let r = a.wrapping_sub(b) & m;
+                self.flags.record(FlagOp::Sub, op.sh, a, b, r, false);
                 if matches!(kind, K::SubR | K::SubI) {
                     g[d] = r;
                 }
@@ -697,14 +702,14 @@ impl Cpu {
             // choice folds away.
             K::AndR | K::OrR | K::XorR | K::TestR | K::AndI | K::OrI | K::XorI | K::TestI => {
                 let reg = matches!(kind, K::AndR | K::OrR | K::XorR | K::TestR);
+                let m = if reg { op.rmask() } else { op.mask() };
                 let (a, b) = (g[d], if reg { g[s] } else { op.imm });
                 let r = match kind {
                     K::OrR | K::OrI => a | b,
                     K::XorR | K::XorI => a ^ b,
                     _ => a & b,
-                } & op.mask();
-                self.flags
-                    .set_lazy(FlagOp::Logic, op.width(), 0, 0, r, false);
+                } & m;
+                self.flags.record(FlagOp::Logic, op.sh, 0, 0, r, false);
                 if !matches!(kind, K::TestR | K::TestI) {
                     g[d] = r;
                 }

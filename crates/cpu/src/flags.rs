@@ -31,8 +31,9 @@ pub(crate) enum FlagOp {
 pub(crate) struct Flags {
     bits: u64,
     op: FlagOp,
-    /// Operand width in bits: 8, 16, 32 or 64.
-    width: u32,
+    /// 64 minus the operand width in bits (56, 48, 32 or 0): the mask and the sign bit of the
+    /// width are one shift away, and a block op, which knows this shift, stores it as it is.
+    shift: u8,
     a: u64,
     b: u64,
     res: u64,
@@ -62,7 +63,7 @@ impl Flags {
         Self {
             bits,
             op: FlagOp::None,
-            width: 8,
+            shift: 56,
             a: 0,
             b: 0,
             res: 0,
@@ -73,12 +74,26 @@ impl Flags {
     /// Records an arithmetic result whose flags are computed when read.
     #[inline(always)]
     pub fn set_lazy(&mut self, op: FlagOp, width: u32, a: u64, b: u64, res: u64, carry: bool) {
-        self.op = op;
-        self.width = width;
         let m = mask(width);
-        self.a = a & m;
-        self.b = b & m;
-        self.res = res & m;
+        self.record(
+            op,
+            (64u32.wrapping_sub(width) & 63) as u8,
+            a & m,
+            b & m,
+            res & m,
+            carry,
+        );
+    }
+
+    /// `set_lazy` for the width given as `shift`, 64 minus it (0, 32, 48 or 56), and operands
+    /// and result already masked to it: what a block op has at hand.
+    #[inline(always)]
+    pub fn record(&mut self, op: FlagOp, shift: u8, a: u64, b: u64, res: u64, carry: bool) {
+        self.op = op;
+        self.shift = shift;
+        self.a = a;
+        self.b = b;
+        self.res = res;
         self.carry = carry;
     }
 
@@ -130,6 +145,12 @@ impl Flags {
         self.set_bits(if on { b | flag } else { b & !flag });
     }
 
+    /// The sign bit of the pending operation's width.
+    #[inline(always)]
+    fn sign(&self) -> u64 {
+        (1u64 << 63) >> (self.shift & 63)
+    }
+
     /// Whether `flag` is set.
     #[inline(always)]
     pub fn get(&self, flag: u64) -> bool {
@@ -139,7 +160,7 @@ impl Flags {
         match flag {
             CF => self.cf(),
             ZF => self.res == 0,
-            SF => self.res & sign(self.width) != 0,
+            SF => self.res & self.sign() != 0,
             OF => self.of(),
             PF => parity(self.res),
             _ => self.status() & flag != 0,
@@ -169,7 +190,7 @@ impl Flags {
     /// a condition makes no call.
     #[inline(always)]
     fn of(&self) -> bool {
-        let s = sign(self.width);
+        let s = self.sign();
         let (a, b, r) = (self.a, self.b, self.res);
         match self.op {
             FlagOp::None => self.bits & OF != 0,
@@ -183,7 +204,7 @@ impl Flags {
     }
 
     fn status(&self) -> u64 {
-        let s = sign(self.width);
+        let s = self.sign();
         let (a, b, r) = (self.a, self.b, self.res);
         if self.op == FlagOp::None {
             return self.bits & STATUS;
