@@ -157,6 +157,11 @@ pub(crate) enum K {
     Jcc,
     /// JMP rel (the last instruction).
     Jmp,
+    /// CMOVcc, SETcc and Jcc on E or NE, the commonest conditions: their handlers read ZF
+    /// without first finding out which condition they evaluate.
+    CmovZ,
+    SetccZ,
+    JccZ,
     /// Fused `MOV d, s` and the op named, with dead flags: `d = s op x` for shifts and
     /// rotates (x the count), `d = s op r[x]` for the register forms, `d = s op imm`.
     ShlNf3,
@@ -897,9 +902,12 @@ impl Cpu {
             // The commonest conditions (E and NE, and the unsigned ones after SUB or CMP) are
             // evaluated here; the others out of line, in tail position, so that these handlers
             // need no stack frame.
-            K::Cmov | K::Setcc | K::Jcc | K::Jmp => {
+            K::Cmov | K::Setcc | K::Jcc | K::Jmp | K::CmovZ | K::SetccZ | K::JccZ => {
                 let c = match (kind, op.x) {
                     (K::Jmp, _) => true,
+                    (K::CmovZ | K::SetccZ | K::JccZ, x) => {
+                        self.flags.get(x86::reg::rflags::ZF) != (x == CC_NE)
+                    }
                     (_, CC_E) => self.flags.get(x86::reg::rflags::ZF),
                     (_, CC_NE) => !self.flags.get(x86::reg::rflags::ZF),
                     (_, CC_B | CC_AE | CC_BE | CC_A) => match self.flags.after_sub() {
@@ -945,7 +953,7 @@ impl Cpu {
     fn cond_op(&mut self, kind: K, op: &Op, pass: &Pass, c: bool) -> Option<Flow> {
         let (d, s) = (op.d as usize, op.s as usize);
         match kind {
-            K::Cmov => {
+            K::Cmov | K::CmovZ => {
                 // Without a host branch: the guest chose CMOV for a condition that a branch
                 // predictor cannot learn. (The masked values, not the registers, are the
                 // choices: a choice between two loads would become a branch again. A 32-bit
@@ -955,7 +963,7 @@ impl Cpu {
                 self.gpr[d] = std::hint::select_unpredictable(c, t, f);
                 None
             }
-            K::Setcc => {
+            K::Setcc | K::SetccZ => {
                 self.gpr[d] = (self.gpr[d] & !0xff) | u64::from(c);
                 None
             }
@@ -1284,20 +1292,25 @@ fn put(g: &mut [u64; 16], d: usize, v: u64) -> u64 {
     v
 }
 
-/// ROL of `a` by a fused or flagless rotate's count (0 < count < width).
+/// ROL of `a` by a fused or flagless rotate's count (0 < count < width, the width 32 or 64:
+/// `lower` makes no rotate op of another).
 #[inline(always)]
 fn rol(op: &Op, a: u64) -> u64 {
-    let (w, c) = (op.width(), u32::from(op.x));
-    let a = a & op.rmask();
-    ((a << c) | (a >> (w - c))) & op.rmask()
+    let c = u32::from(op.x);
+    let narrow = u64::from((a as u32).rotate_left(c));
+    if op.sh == 0 { a.rotate_left(c) } else { narrow }
 }
 
 /// ROR, as [`rol`].
 #[inline(always)]
 fn ror(op: &Op, a: u64) -> u64 {
-    let (w, c) = (op.width(), u32::from(op.x));
-    let a = a & op.rmask();
-    ((a >> c) | (a << (w - c))) & op.rmask()
+    let c = u32::from(op.x);
+    let narrow = u64::from((a as u32).rotate_right(c));
+    if op.sh == 0 {
+        a.rotate_right(c)
+    } else {
+        narrow
+    }
 }
 
 /// The effective address (the offset in its segment) of a `Load`, `LoadAlu` or `Store` in the
@@ -1503,9 +1516,15 @@ enum Writes {
 
 fn writes(op: &Op) -> Writes {
     match op.kind {
-        K::CmpR | K::CmpI | K::TestR | K::TestI | K::Store | K::StoreB | K::Jcc | K::Jmp => {
-            Writes::None
-        }
+        K::CmpR
+        | K::CmpI
+        | K::TestR
+        | K::TestI
+        | K::Store
+        | K::StoreB
+        | K::Jcc
+        | K::JccZ
+        | K::Jmp => Writes::None,
         K::Push => Writes::Reg(Gpr::Rsp),
         // POP writes RSP and its register; CALL and RET leave the block; the others may
         // write anything.
@@ -1576,6 +1595,15 @@ const _: () = assert!(
         && CC::be as u8 == CC_BE
         && CC::a as u8 == CC_A
 );
+
+/// `z` for a condition on ZF alone (E or NE), else `other`.
+fn on_zf(c: CC, z: K, other: K) -> K {
+    if matches!(c, CC::e | CC::ne) {
+        z
+    } else {
+        other
+    }
+}
 
 /// The condition stored in an op.
 #[inline(always)]
@@ -1865,15 +1893,20 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
             if w != sw {
                 return Slow;
             }
-            op(K::Cmov, d, s, c as u8, w, 0)
+            op(on_zf(c, K::CmovZ, K::Cmov), d, s, c as u8, w, 0)
         }
         Kind::Setcc(c) => match u.dst {
-            Opnd::Reg(r) if r.width() == 8 && !r.is_high_byte() => {
-                op(K::Setcc, r.idx() as u8, 0, c as u8, 8, 0)
-            }
+            Opnd::Reg(r) if r.width() == 8 && !r.is_high_byte() => op(
+                on_zf(c, K::SetccZ, K::Setcc),
+                r.idx() as u8,
+                0,
+                c as u8,
+                8,
+                0,
+            ),
             _ => Slow,
         },
-        Kind::Jcc(c) => op(K::Jcc, 0, 0, c as u8, u.w, u.imm()),
+        Kind::Jcc(c) => op(on_zf(c, K::JccZ, K::Jcc), 0, 0, c as u8, u.w, u.imm()),
         Kind::Jmp => op(K::Jmp, 0, 0, 0, u.w, u.imm()),
         // The 64-bit stack forms (the stack-address size is 64 in 64-bit mode).
         Kind::Push | Kind::Pop if u.aux == 8 => match reg(u.dst) {
