@@ -162,6 +162,15 @@ pub(crate) enum K {
     CmovZ,
     SetccZ,
     JccZ,
+    /// CMP or TEST (register or immediate forms, any width) fused with the `CmovZ` or
+    /// `SetccZ` after it when nothing reads the flags after that (`fuse_on_zf`): ZF is
+    /// computed from the operands, and no flags are recorded. `d`, `s`, `sh` are the
+    /// comparison's, `x` the condition; `imm` = the comparison's immediate (32 bits,
+    /// sign-extended) | the consumer's `d` << 32 | its `s` << 40 | its `sh` << 48 | SETcc << 56.
+    CmpRZ,
+    CmpIZ,
+    TestRZ,
+    TestIZ,
     /// Fused `MOV d, s` and the op named, with dead flags: `d = s op x` for shifts and
     /// rotates (x the count), `d = s op r[x]` for the register forms, `d = s op imm`.
     ShlNf3,
@@ -925,6 +934,27 @@ impl Cpu {
                     return flow;
                 }
             }
+            K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ => {
+                let m = op.mask();
+                let a = g[d] & m;
+                let b = match kind {
+                    K::CmpRZ | K::TestRZ => g[s],
+                    _ => op.imm as u32 as i32 as i64 as u64,
+                };
+                let r = match kind {
+                    K::CmpRZ | K::CmpIZ => a.wrapping_sub(b),
+                    _ => a & b,
+                };
+                let c = (r & m == 0) != (op.x == CC_NE);
+                let (cd, cs) = ((op.imm >> 32) as usize & 15, (op.imm >> 40) as usize & 15);
+                g[cd] = if (op.imm >> 56) & 1 == 0 {
+                    // As `cond_op`'s CMOV: without a host branch.
+                    let cm = u64::MAX >> ((op.imm >> 48) & 63);
+                    std::hint::select_unpredictable(c, g[cs] & cm, g[cd] & cm)
+                } else {
+                    (g[cd] & !0xff) | u64::from(c)
+                };
+            }
             K::Call | K::Ret => return self.call_ret_op(bus, pass, op),
             K::Uop | K::Generic => return self.slow_op(bus, pass, ops, acc),
         }
@@ -1357,6 +1387,9 @@ fn fuse(ops: &mut Vec<Op>, start: usize) {
     while let Some(&op) = ops.get(i) {
         let next = ops.get(i + 1).copied();
         let fused = next.and_then(|next| {
+            if matches!(next.kind, K::CmovZ | K::SetccZ) && next.imm == 0 {
+                return fuse_on_zf(op, next);
+            }
             if op.kind != K::MovR || next.d != op.d || next.sh != op.sh {
                 return None;
             }
@@ -1386,6 +1419,37 @@ fn fuse(ops: &mut Vec<Op>, start: usize) {
         i += if fused.is_some() { 2 } else { 1 };
     }
     ops.truncate(out);
+}
+
+/// A CMP or TEST (`op`) fused with the `CmovZ` or `SetccZ` after it (`next`), when nothing reads
+/// the flags after that (`K::CmpRZ` and the others); `None` if `op` is neither, or its
+/// immediate does not fit the fused op's 32 bits.
+fn fuse_on_zf(op: Op, next: Op) -> Option<Op> {
+    let kind = match op.kind {
+        K::CmpR => K::CmpRZ,
+        K::CmpI => K::CmpIZ,
+        K::TestR => K::TestRZ,
+        K::TestI => K::TestIZ,
+        _ => return None,
+    };
+    // The immediate (masked to the width by `lower`) as the fused op widens it again.
+    let imm = match kind {
+        K::CmpIZ | K::TestIZ => op.imm as u32,
+        _ => 0,
+    };
+    if matches!(kind, K::CmpIZ | K::TestIZ) && (imm as i32 as i64 as u64) & op.mask() != op.imm {
+        return None;
+    }
+    Some(Op {
+        kind,
+        x: next.x,
+        imm: u64::from(imm)
+            | (next.d as u64) << 32
+            | (next.s as u64) << 40
+            | u64::from(next.sh) << 48
+            | u64::from(next.kind == K::SetccZ) << 56,
+        ..op
+    })
 }
 
 /// Marks the ops from `start` on that read the result of the last op that `produces` one while
@@ -1526,6 +1590,10 @@ fn writes(op: &Op) -> Writes {
         | K::JccZ
         | K::Jmp => Writes::None,
         K::Push => Writes::Reg(Gpr::Rsp),
+        // The CMOVcc's or SETcc's register.
+        K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ => {
+            Writes::Reg(Gpr::from_index((op.imm >> 32) as u8))
+        }
         // POP writes RSP and its register; CALL and RET leave the block; the others may
         // write anything.
         K::Pop | K::Call | K::Ret | K::Uop | K::Generic => Writes::Any,
@@ -1893,7 +1961,14 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
             if w != sw {
                 return Slow;
             }
-            op(on_zf(c, K::CmovZ, K::Cmov), d, s, c as u8, w, 0)
+            op(
+                on_zf(c, K::CmovZ, K::Cmov),
+                d,
+                s,
+                c as u8,
+                w,
+                u64::from(live),
+            )
         }
         Kind::Setcc(c) => match u.dst {
             Opnd::Reg(r) if r.width() == 8 && !r.is_high_byte() => op(
@@ -1902,7 +1977,7 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 0,
                 c as u8,
                 8,
-                0,
+                u64::from(live),
             ),
             _ => Slow,
         },
@@ -2479,6 +2554,102 @@ mod tests {
             .filter(|op| op.kind == K::XorRNf3)
             .count();
         assert_eq!(fused, 1);
+    }
+
+    /// A CMP or TEST of width `w` (8, 16, 32, 64) between registers `a` and `b` (0 to 3), or
+    /// `a` and `imm`, then CMOVE/CMOVNE (32 or 64 bits) or SETE/SETNE between `c` and `d`.
+    fn compare_and_consume(
+        test: bool,
+        with_imm: bool,
+        w: u32,
+        (a, b, c, d): (u8, u8, u8, u8),
+        imm: i32,
+        ne: bool,
+        consumer: u8,
+    ) -> Vec<u8> {
+        let mut code = Vec::new();
+        match w {
+            16 => code.push(0x66),
+            64 => code.push(0x48),
+            _ => {}
+        }
+        let byte = w == 8;
+        match (test, with_imm) {
+            (false, false) => code.extend([if byte { 0x38 } else { 0x39 }, 0xc0 | b << 3 | a]),
+            (true, false) => code.extend([if byte { 0x84 } else { 0x85 }, 0xc0 | b << 3 | a]),
+            (false, true) => code.extend([if byte { 0x80 } else { 0x81 }, 0xf8 | a]),
+            (true, true) => code.extend([if byte { 0xf6 } else { 0xf7 }, 0xc0 | a]),
+        }
+        let bytes = imm.to_le_bytes();
+        if with_imm {
+            code.extend_from_slice(
+                &bytes[..match w {
+                    8 => 1,
+                    16 => 2,
+                    _ => 4,
+                }],
+            );
+        }
+        let cc = u8::from(ne);
+        match consumer % 3 {
+            0 => code.extend([0x48, 0x0f, 0x44 | cc, 0xc0 | c << 3 | d]), // cmovcc c, d (64)
+            1 => code.extend([0x0f, 0x44 | cc, 0xc0 | c << 3 | d]),       // cmovcc c, d (32)
+            _ => code.extend([0x0f, 0x94 | cc, 0xc0 | c]),                // setcc c (low byte)
+        }
+        code
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+        /// A CMP or TEST fused with the CMOVcc or SETcc on E or NE after it (`fuse_on_zf`)
+        /// computes what single steps compute, at every width, with register and immediate
+        /// operands, equal and unequal; and so does the pair with its flags live after it (a
+        /// Jcc reads them), which is not fused.
+        #[test]
+        fn compares_fused_with_their_consumer_agree_with_single_steps(
+            test in any::<bool>(),
+            with_imm in any::<bool>(),
+            w in prop::sample::select(vec![8u32, 16, 32, 64]),
+            regs in (0u8..4, 0u8..4, 0u8..4, 0u8..4),
+            imm in any::<i32>(),
+            ne in any::<bool>(),
+            consumer in 0u8..3,
+            live in any::<bool>(),
+            mut gpr in any::<[u64; 16]>(),
+            equal in any::<bool>(),
+            flags in any::<u64>(),
+        ) {
+            // A NOP first: the first instruction runs before any block (its page is not
+            // yet the burst's).
+            // Before the pair, ADD c, a leaves c's value in `acc` (`forward`); after it, XOR
+            // c, b must not take it from there, since the pair wrote c.
+            let (a, b, c, _) = regs;
+            let mut code = vec![0x90, 0x48, 0x01, 0xc0 | a << 3 | c];
+            code.extend(compare_and_consume(test, with_imm, w, regs, imm, ne, consumer));
+            // Operands equal (the ADD writes neither).
+            if equal && c != a && c != b {
+                gpr[usize::from(b)] = gpr[usize::from(a)];
+                if with_imm {
+                    gpr[usize::from(a)] = imm as i64 as u64;
+                }
+            }
+            if !live {
+                // XOR c, b, then CMP RAX, RAX: the flags after the consumer are dead.
+                code.extend([0x48, 0x31, 0xc0 | b << 3 | c, 0x48, 0x39, 0xc0]);
+            }
+            code.extend([0x75, 0x01, 0xf4, 0xf4]);
+            let cpu = registers_agree(&code, gpr, crate::test_utils::STACK_TOP - 0x100, flags)?;
+            let fused = cpu
+                .icache
+                .blocks
+                .ops
+                .iter()
+                .any(|op| matches!(op.kind, K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ));
+            // Fused whenever the pair is lowered (not: a byte register from 4 on names AH
+            // to BH) and its flags are dead after it.
+            let lowered = w != 8 || (regs.0 < 4 && regs.1 < 4 && regs.2 < 4);
+            prop_assert_eq!(fused, lowered && !live);
+        }
     }
 
     /// The integer loop of bench-intloop runs as one block per iteration, and its flags are
