@@ -171,6 +171,15 @@ pub(crate) enum K {
     CmpIZ,
     TestRZ,
     TestIZ,
+    /// CMP or TEST fused with the `JccZ` after it, the block's last instruction
+    /// (`fuse_branch`): the flags are recorded, and the condition is taken from the result.
+    /// `d`, `s`, `sh` and `x` as in `CmpRZ`, `off` and `len` the Jcc's; `imm` = the
+    /// comparison's immediate (32 bits, sign-extended) | the Jcc's `imm` (32 bits,
+    /// sign-extended) << 32.
+    CmpRJz,
+    CmpIJz,
+    TestRJz,
+    TestIJz,
     /// Fused `MOV d, s` and the op named, with dead flags: `d = s op x` for shifts and
     /// rotates (x the count), `d = s op r[x]` for the register forms, `d = s op imm`.
     ShlNf3,
@@ -955,6 +964,24 @@ impl Cpu {
                     (g[cd] & !0xff) | u64::from(c)
                 };
             }
+            K::CmpRJz | K::CmpIJz | K::TestRJz | K::TestIJz => {
+                let sub = matches!(kind, K::CmpRJz | K::CmpIJz);
+                let m = op.mask();
+                let a = g[d] & m;
+                let b = match kind {
+                    K::CmpRJz | K::TestRJz => g[s] & m,
+                    _ => (op.imm as u32 as i32 as i64 as u64) & m,
+                };
+                let r = if sub { a.wrapping_sub(b) & m } else { a & b };
+                if sub {
+                    self.flags.record(FlagOp::Sub, op.sh, a, b, r, false);
+                } else {
+                    self.flags.record(FlagOp::Logic, op.sh, 0, 0, r, false);
+                }
+                let c = (r == 0) != (op.x == CC_NE);
+                let rel = (op.imm >> 32) as u32 as i32 as i64 as u64;
+                return self.branch_op(pass, op, c, rel, 0);
+            }
             K::Call | K::Ret => return self.call_ret_op(bus, pass, op),
             K::Uop | K::Generic => return self.slow_op(bus, pass, ops, acc),
         }
@@ -997,28 +1024,33 @@ impl Cpu {
                 self.gpr[d] = (self.gpr[d] & !0xff) | u64::from(c);
                 None
             }
-            _ => {
-                let rip = pass.base | u64::from(op.off);
-                let next = if c {
-                    let target = rip.wrapping_add(op.imm) & op.mask();
-                    // A 64-bit target in RIP's page is canonical, as RIP is: nothing to check
-                    // (blocks run in 64-bit mode).
-                    if op.sh != 0 || (target ^ rip) >> 12 != 0 {
-                        self.rip = rip;
-                        self.retired = pass.last();
-                        if let Err(e) = self.branch(target) {
-                            return Some(pass.fail(e));
-                        }
-                    }
-                    target
-                } else {
-                    rip.wrapping_add(u64::from(op.len))
-                };
-                self.rip = next;
-                self.retired = pass.last() + 1;
-                Some(Flow::Branched)
-            }
+            _ => Some(self.branch_op(pass, op, c, op.imm, op.sh)),
         }
+    }
+
+    /// The branch of `op`, the block's last instruction, to `rel` from it if `c` (the target
+    /// masked by `sh`, the branch's width as `Op::sh`), else to the next instruction.
+    #[inline(always)]
+    fn branch_op(&mut self, pass: &Pass, op: &Op, c: bool, rel: u64, sh: u8) -> Flow {
+        let rip = pass.base | u64::from(op.off);
+        let next = if c {
+            let target = rip.wrapping_add(rel) & (u64::MAX >> (sh & 63));
+            // A 64-bit target in RIP's page is canonical, as RIP is: nothing to check
+            // (blocks run in 64-bit mode).
+            if sh != 0 || (target ^ rip) >> 12 != 0 {
+                self.rip = rip;
+                self.retired = pass.last();
+                if let Err(e) = self.branch(target) {
+                    return pass.fail(e);
+                }
+            }
+            target
+        } else {
+            rip.wrapping_add(u64::from(op.len))
+        };
+        self.rip = next;
+        self.retired = pass.last() + 1;
+        Flow::Branched
     }
 }
 
@@ -1390,6 +1422,9 @@ fn fuse(ops: &mut Vec<Op>, start: usize) {
             if matches!(next.kind, K::CmovZ | K::SetccZ) && next.imm == 0 {
                 return fuse_on_zf(op, next);
             }
+            if next.kind == K::JccZ {
+                return fuse_branch(op, next);
+            }
             if op.kind != K::MovR || next.d != op.d || next.sh != op.sh {
                 return None;
             }
@@ -1432,14 +1467,7 @@ fn fuse_on_zf(op: Op, next: Op) -> Option<Op> {
         K::TestI => K::TestIZ,
         _ => return None,
     };
-    // The immediate (masked to the width by `lower`) as the fused op widens it again.
-    let imm = match kind {
-        K::CmpIZ | K::TestIZ => op.imm as u32,
-        _ => 0,
-    };
-    if matches!(kind, K::CmpIZ | K::TestIZ) && (imm as i32 as i64 as u64) & op.mask() != op.imm {
-        return None;
-    }
+    let imm = comparison_imm32(&op)?;
     Some(Op {
         kind,
         x: next.x,
@@ -1448,6 +1476,42 @@ fn fuse_on_zf(op: Op, next: Op) -> Option<Op> {
             | (next.s as u64) << 40
             | u64::from(next.sh) << 48
             | u64::from(next.kind == K::SetccZ) << 56,
+        ..op
+    })
+}
+
+/// The immediate of a CMP or TEST (`op`, masked to its width by `lower`) as a fused op keeps
+/// it: 32 bits that its handler sign-extends and masks again; 0 for a register form; `None` if
+/// it does not fit.
+fn comparison_imm32(op: &Op) -> Option<u32> {
+    if !matches!(op.kind, K::CmpI | K::TestI) {
+        return Some(0);
+    }
+    let imm = op.imm as u32;
+    ((imm as i32 as i64 as u64) & op.mask() == op.imm).then_some(imm)
+}
+
+/// A CMP or TEST (`op`) fused with the `JccZ` after it (`next`), a 64-bit branch
+/// (`K::CmpRJz` and the others); `None` if `op` is neither, or an immediate does not fit the
+/// fused op's 32 bits.
+fn fuse_branch(op: Op, next: Op) -> Option<Op> {
+    let kind = match op.kind {
+        K::CmpR => K::CmpRJz,
+        K::CmpI => K::CmpIJz,
+        K::TestR => K::TestRJz,
+        K::TestI => K::TestIJz,
+        _ => return None,
+    };
+    let imm = comparison_imm32(&op)?;
+    if next.sh != 0 || next.imm as i32 as i64 as u64 != next.imm {
+        return None;
+    }
+    Some(Op {
+        kind,
+        x: next.x,
+        off: next.off,
+        len: next.len,
+        imm: u64::from(imm) | (next.imm << 32),
         ..op
     })
 }
@@ -1588,7 +1652,11 @@ fn writes(op: &Op) -> Writes {
         | K::StoreB
         | K::Jcc
         | K::JccZ
-        | K::Jmp => Writes::None,
+        | K::Jmp
+        | K::CmpRJz
+        | K::CmpIJz
+        | K::TestRJz
+        | K::TestIJz => Writes::None,
         K::Push => Writes::Reg(Gpr::Rsp),
         // The CMOVcc's or SETcc's register.
         K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ => {
@@ -2557,16 +2625,8 @@ mod tests {
     }
 
     /// A CMP or TEST of width `w` (8, 16, 32, 64) between registers `a` and `b` (0 to 3), or
-    /// `a` and `imm`, then CMOVE/CMOVNE (32 or 64 bits) or SETE/SETNE between `c` and `d`.
-    fn compare_and_consume(
-        test: bool,
-        with_imm: bool,
-        w: u32,
-        (a, b, c, d): (u8, u8, u8, u8),
-        imm: i32,
-        ne: bool,
-        consumer: u8,
-    ) -> Vec<u8> {
+    /// `a` and `imm`.
+    fn compare(test: bool, with_imm: bool, w: u32, a: u8, b: u8, imm: i32) -> Vec<u8> {
         let mut code = Vec::new();
         match w {
             16 => code.push(0x66),
@@ -2590,6 +2650,20 @@ mod tests {
                 }],
             );
         }
+        code
+    }
+
+    /// [`compare`], then CMOVE/CMOVNE (32 or 64 bits) or SETE/SETNE between `c` and `d`.
+    fn compare_and_consume(
+        test: bool,
+        with_imm: bool,
+        w: u32,
+        (a, b, c, d): (u8, u8, u8, u8),
+        imm: i32,
+        ne: bool,
+        consumer: u8,
+    ) -> Vec<u8> {
+        let mut code = compare(test, with_imm, w, a, b, imm);
         let cc = u8::from(ne);
         match consumer % 3 {
             0 => code.extend([0x48, 0x0f, 0x44 | cc, 0xc0 | c << 3 | d]), // cmovcc c, d (64)
@@ -2645,10 +2719,51 @@ mod tests {
                 .ops
                 .iter()
                 .any(|op| matches!(op.kind, K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ));
-            // Fused whenever the pair is lowered (not: a byte register from 4 on names AH
-            // to BH) and its flags are dead after it.
-            let lowered = w != 8 || (regs.0 < 4 && regs.1 < 4 && regs.2 < 4);
-            prop_assert_eq!(fused, lowered && !live);
+            prop_assert_eq!(fused, !live);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        /// A CMP or TEST fused with the JE or JNE that ends its block (`fuse_branch`) records
+        /// the flags and branches as single steps do, at every width, with short and near
+        /// branches, taken and not.
+        #[test]
+        fn compares_fused_with_their_branch_agree_with_single_steps(
+            test in any::<bool>(),
+            with_imm in any::<bool>(),
+            w in prop::sample::select(vec![8u32, 16, 32, 64]),
+            (a, b) in (0u8..4, 0u8..4),
+            imm in any::<i32>(),
+            ne in any::<bool>(),
+            near in any::<bool>(),
+            mut gpr in any::<[u64; 16]>(),
+            equal in any::<bool>(),
+            flags in any::<u64>(),
+        ) {
+            // A NOP first, as in the test above; the branch skips one HLT when taken.
+            let mut code = vec![0x90];
+            code.extend(compare(test, with_imm, w, a, b, imm));
+            if near {
+                code.extend([0x0f, 0x84 | u8::from(ne), 1, 0, 0, 0]);
+            } else {
+                code.extend([0x74 | u8::from(ne), 1]);
+            }
+            code.extend([0xf4, 0xf4]);
+            if equal {
+                gpr[usize::from(b)] = gpr[usize::from(a)];
+                if with_imm {
+                    gpr[usize::from(a)] = imm as i64 as u64;
+                }
+            }
+            let cpu = registers_agree(&code, gpr, crate::test_utils::STACK_TOP - 0x100, flags)?;
+            let fused = cpu
+                .icache
+                .blocks
+                .ops
+                .iter()
+                .any(|op| matches!(op.kind, K::CmpRJz | K::CmpIJz | K::TestRJz | K::TestIJz));
+            prop_assert!(fused);
         }
     }
 
