@@ -278,8 +278,11 @@ enum Flow {
 }
 
 /// What the handlers share during the passes of one run of a block through its ops.
-struct Pass<'a> {
-    block: &'a Block,
+struct Pass {
+    /// The generation of the page the block was built from, and the linear address of the
+    /// byte after its last instruction.
+    generation: u32,
+    end: u64,
     /// The block's RAM page.
     page: usize,
     /// The linear address of the block's page.
@@ -291,7 +294,7 @@ struct Pass<'a> {
     exc: Cell<Option<Exc>>,
 }
 
-impl Pass<'_> {
+impl Pass {
     /// Instructions retired before the current pass.
     #[inline(always)]
     fn start(&self) -> u64 {
@@ -388,11 +391,9 @@ impl Op {
     }
 }
 
-/// A block in the table.
+/// A block (16 bytes: found, it is copied into registers, not memory).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Block {
-    /// RAM offset of the first instruction + 1 (0: empty).
-    key: u64,
     /// The page generation the block was built from.
     generation: u32,
     /// First op in the arena.
@@ -404,10 +405,20 @@ pub(crate) struct Block {
     end: u16,
 }
 
+const _: () = assert!(size_of::<Block>() == 16);
+
+/// A block in the table, under its key.
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    /// RAM offset of the first instruction + 1 (0: empty).
+    key: u64,
+    block: Block,
+}
+
 /// The block cache.
 #[derive(Debug)]
 pub(crate) struct Blocks {
-    table: Vec<Block>,
+    table: Vec<Entry>,
     /// Shared with the block that runs (`run_block`), so that its handlers may borrow the CPU.
     ops: Rc<Vec<Op>>,
     uops: Vec<Uop>,
@@ -455,16 +466,19 @@ impl Blocks {
     /// (`generation`).
     #[inline(always)]
     pub fn find(&self, off: usize, generation: u32) -> Option<Block> {
-        let b = *self.table.get(slot(off))?;
-        (b.key == off as u64 + 1 && b.generation == generation).then_some(b)
+        let e = self.table.get(slot(off))?;
+        (e.key == off as u64 + 1 && e.block.generation == generation).then_some(e.block)
     }
 
     fn insert(&mut self, off: usize, block: Block) {
         if self.table.is_empty() {
-            self.table = vec![Block::default(); TABLE];
+            self.table = vec![Entry::default(); TABLE];
         }
         if let Some(s) = self.table.get_mut(slot(off)) {
-            *s = block;
+            *s = Entry {
+                key: off as u64 + 1,
+                block,
+            };
         }
     }
 }
@@ -570,7 +584,6 @@ impl Cpu {
         fuse(ops, start);
         forward(ops, start);
         let block = Block {
-            key: off as u64 + 1,
             generation,
             start: start as u32,
             ops: (ops.len() - start) as u16,
@@ -626,16 +639,16 @@ impl Cpu {
         let insns = u64::from(block.insns);
         // The code page was translated under this generation (the burst's fetch page).
         let tlb_generation = self.tlb.generation();
-        // Loads and stores look up the data pages without their key (`find_synced`): it is
-        // checked here, and again after anything that might change it (a `Uop`, generic or
-        // missed memory op), so a loop within the block needs no check of its own.
-        self.dpages.sync(self.data_key());
+        // Loads and stores look up the data pages without their key (`find_synced`): the
+        // burst has synced it, and every op that might change it (a `Uop`, generic or missed
+        // memory op) syncs it again, so neither a block nor a loop within one checks it.
         // Instructions retired before the pass. An op that may touch memory or fault first
         // sets RIP and the count to its own instruction's (virtual time included), so a
         // device, a fault and an early exit see them as single steps would.
         let start = self.retired;
         let pass = Pass {
-            block,
+            generation: block.generation,
+            end: (entry & !0xfff) + u64::from(block.end),
             page,
             base: entry & !0xfff,
             start: Cell::new(start),
@@ -673,7 +686,7 @@ impl Cpu {
         match ops.first() {
             Some(op) => Handlers::<B>::TABLE[op.kind as usize](self, bus, pass, ops, acc),
             None => {
-                self.rip = pass.base + u64::from(pass.block.end);
+                self.rip = pass.end;
                 self.retired = pass.last() + 1;
                 Flow::Done
             }
@@ -1128,7 +1141,7 @@ impl Cpu {
         let Some((op, rest)) = ops.split_first() else {
             return self.next_op(bus, pass, ops, acc);
         };
-        match self.run_slow_op(bus, op, pass.base, pass.start(), pass.page, pass.block) {
+        match self.run_slow_op(bus, op, pass.base, pass.start(), pass.page, pass.generation) {
             Ok(false) => self.next_op(bus, pass, rest, acc),
             Ok(true) => Flow::Done,
             Err(e) => pass.fail(e),
@@ -1146,7 +1159,7 @@ impl Cpu {
         base: u64,
         start: u64,
         page: usize,
-        block: &Block,
+        generation: u32,
     ) -> Ex<bool> {
         let (_, fall) = self.enter_op(op, base, start + (op.imm >> 32));
         let k = op.imm as u32 as usize;
@@ -1162,7 +1175,7 @@ impl Cpu {
         self.dpages.sync(self.data_key());
         if self.next_rip != fall
             || self.touched_device
-            || self.icache.generation(page) != Some(block.generation)
+            || self.icache.generation(page) != Some(generation)
         {
             self.rip = self.next_rip;
             self.retired += 1;
@@ -1260,7 +1273,7 @@ impl Cpu {
             return self.next_op(bus, pass, ops, acc);
         };
         let (base, start) = (pass.base, pass.start());
-        match self.mem_op_slow(bus, op, base, start, ea, size, pass.page, pass.block) {
+        match self.mem_op_slow(bus, op, base, start, ea, size, pass.page, pass.generation) {
             Ok(false) => self.next_op(bus, pass, rest, acc),
             Ok(true) => Flow::Done,
             Err(e) => pass.fail(e),
@@ -1282,7 +1295,7 @@ impl Cpu {
         ea: u64,
         size: usize,
         page: usize,
-        block: &Block,
+        generation: u32,
     ) -> Ex<bool> {
         let seg = match op.kind {
             K::Push | K::Pop => Seg::Ss,
@@ -1324,8 +1337,7 @@ impl Cpu {
         }
         // A TLB fill may have been made under a new key.
         self.dpages.sync(self.data_key());
-        if self.touched_device || (wrote && self.icache.generation(page) != Some(block.generation))
-        {
+        if self.touched_device || (wrote && self.icache.generation(page) != Some(generation)) {
             self.rip = fall;
             self.retired += 1;
             return Ok(true);

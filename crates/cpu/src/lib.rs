@@ -525,6 +525,11 @@ impl Cpu {
         // generation), checked here without the CPL and CR3, which a burst does not change.
         let is64 = self.code_bits == 64;
         let mut page = (0u64, 0usize, 0u64);
+        // Whether the data pages are synced with their key (`Cpu::data_key`), as a block's
+        // loads and stores need: the key may have changed before the burst and after any
+        // instruction the burst runs itself, while a block leaves it synced (every op that may
+        // change it syncs again).
+        let mut synced = false;
         loop {
             let mut same_page =
                 is64 && (self.rip >> 12) + 1 == page.0 && self.tlb.generation() == page.2;
@@ -548,6 +553,10 @@ impl Cpu {
                     None => block::Block::default(),
                 };
                 if block.insns > 0 && self.retired + u64::from(block.insns) <= limit {
+                    if !synced {
+                        self.dpages.sync(self.data_key());
+                        synced = true;
+                    }
                     first = false;
                     self.counters.blocks_run += 1;
                     let r = self.run_block(bus, &block, ram_page, limit);
@@ -576,6 +585,7 @@ impl Cpu {
                 };
                 r
             };
+            synced = false;
             let r = match fetched {
                 Ok(i) => match self.burst_exec(bus, i, code_mask) {
                     Some(r) => r,
