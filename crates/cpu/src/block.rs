@@ -224,6 +224,12 @@ pub(crate) enum K {
     AndINf3A,
     AddINf3A,
     MovRB,
+    /// ADD, OR, AND, SUB or XOR (`x` = `AluOp as u8`) of the immediate `imm` to the low byte
+    /// of `d` (AL to R15B, not AH to BH), which leaves the other bytes; flags recorded or dead.
+    AluB,
+    AluBNf,
+    /// MOV of the immediate `imm` to the low byte of `d`.
+    MovIB,
     /// `MOV d, [mem]` (32 or 64 bits): the address as LEA's (`s`, `x`), `imm` = displacement
     /// (32 bits) | instruction index << 32 | segment << 48 | RIP-relative << 56 | the segment
     /// is FS or GS (it has a base) << 61.
@@ -714,6 +720,22 @@ impl Cpu {
             K::MovR => g[d] = g[s] & op.rmask(),
             K::MovRB => g[d] = acc & op.rmask(),
             K::MovI => g[d] = op.imm,
+            K::MovIB => g[d] = (g[d] & !0xff) | op.imm,
+            K::AluB | K::AluBNf => {
+                let (a, b) = (g[d] & 0xff, op.imm);
+                let (r, fop) = match ALU_OPS[usize::from(op.x) % ALU_OPS.len()] {
+                    AluOp::Add => (a.wrapping_add(b) & 0xff, FlagOp::Add),
+                    AluOp::Sub => (a.wrapping_sub(b) & 0xff, FlagOp::Sub),
+                    AluOp::Or => (a | b, FlagOp::Logic),
+                    AluOp::Xor => (a ^ b, FlagOp::Logic),
+                    _ => (a & b, FlagOp::Logic),
+                };
+                g[d] = (g[d] & !0xff) | r;
+                if kind == K::AluB {
+                    let (a, b) = if fop == FlagOp::Logic { (0, 0) } else { (a, b) };
+                    self.flags.record(fop, 56, a, b, r, false);
+                }
+            }
             // The operands masked to the width, whose mask a register form keeps in `imm`
             // (an immediate is masked already); the flags recorded as they are.
             K::AddR | K::AddI => {
@@ -930,7 +952,7 @@ impl Cpu {
                     None => return self.mem_miss(bus, pass, ops, acc, ea, size),
                 }
             }
-            // The commonest conditions (E and NE, and the unsigned ones after SUB or CMP) are
+            // The commonest conditions (E, NE, S, NS, and the unsigned ones after SUB or CMP) are
             // evaluated here; the others out of line, in tail position, so that these handlers
             // need no stack frame.
             K::Cmov | K::Setcc | K::Jcc | K::Jmp | K::CmovZ | K::SetccZ | K::JccZ => {
@@ -941,6 +963,8 @@ impl Cpu {
                     }
                     (_, CC_E) => self.flags.get(x86::reg::rflags::ZF),
                     (_, CC_NE) => !self.flags.get(x86::reg::rflags::ZF),
+                    (_, CC_S) => self.flags.get(x86::reg::rflags::SF),
+                    (_, CC_NS) => !self.flags.get(x86::reg::rflags::SF),
                     (_, CC_B | CC_AE | CC_BE | CC_A) => match self.flags.after_sub() {
                         Some((cf, zf)) => match op.x {
                             CC_B => cf,
@@ -1727,16 +1751,20 @@ const CCS: [CC; 17] = [
     CC::g,
 ];
 
-/// The numbers of the conditions the handlers evaluate themselves: E and NE, and after a
-/// SUB or CMP the unsigned comparisons.
+/// The numbers of the conditions the handlers evaluate themselves: E, NE, S and NS, and after
+/// a SUB or CMP the unsigned comparisons.
 const CC_B: u8 = 3;
 const CC_AE: u8 = 4;
 const CC_E: u8 = 5;
 const CC_NE: u8 = 6;
 const CC_BE: u8 = 7;
 const CC_A: u8 = 8;
+const CC_S: u8 = 9;
+const CC_NS: u8 = 10;
 const _: () = assert!(
-    CC::b as u8 == CC_B
+    CC::s as u8 == CC_S
+        && CC::ns as u8 == CC_NS
+        && CC::b as u8 == CC_B
         && CC::ae as u8 == CC_AE
         && CC::e as u8 == CC_E
         && CC::ne as u8 == CC_NE
@@ -2012,6 +2040,27 @@ fn lower(u: &Uop, live: bool, base: Op, insn: usize) -> Lowered {
                 Opnd::Imm if !live => Nothing,
                 Opnd::Imm => op(with_imm, d.idx() as u8, 0, 0, w, u.imm() & m),
                 _ => Slow,
+            }
+        }
+        // An immediate to a byte register (not AH to BH): MOV, and the ALU operations whose
+        // result depends on the operands alone.
+        Kind::Mov | Kind::Alu(AluOp::Add | AluOp::Or | AluOp::And | AluOp::Sub | AluOp::Xor)
+            if matches!((u.dst, u.src), (Opnd::Reg(d), Opnd::Imm) if d.width() == 8 && !d.is_high_byte()) =>
+        {
+            let Opnd::Reg(d) = u.dst else {
+                return Slow;
+            };
+            let imm = u.imm() & 0xff;
+            match u.kind {
+                Kind::Alu(a) => op(
+                    pick(live, K::AluB, K::AluBNf),
+                    d.idx() as u8,
+                    0,
+                    a as u8,
+                    8,
+                    imm,
+                ),
+                _ => op(K::MovIB, d.idx() as u8, 0, 0, 8, imm),
             }
         }
         Kind::Mov | Kind::Alu(_) => {
