@@ -1446,9 +1446,11 @@ fn add_address(op: &Op, g: &[u64; 16], base: usize, mut a: u64) -> u64 {
     a
 }
 
-/// Fuses `MOV d, s` with the op after it that writes `d` with dead flags, in the ops from
-/// `start` on: one dispatch instead of two (compilers emit such pairs for three-operand
-/// arithmetic).
+/// Fuses pairs of ops in the ops from `start` on, one dispatch instead of two: `MOV d, s` with
+/// the op after it that writes `d` with dead flags (compilers emit such pairs for
+/// three-operand arithmetic), and a CMP or TEST with the consumer of its flags, a CMOVcc or
+/// SETcc on E or NE after which the flags are dead (`fuse_on_zf`), or a JE or JNE
+/// (`fuse_branch`).
 fn fuse(ops: &mut Vec<Op>, start: usize) {
     let mut out = start;
     let mut i = start;
