@@ -80,8 +80,17 @@ macro_rules! kinds {
         const KINDS: [K; [$(K::$k),*].len()] = [$(K::$k),*];
 
         impl<B: Bus> Handlers<B> {
-            /// The handler of each kind, indexed by its discriminant.
-            const TABLE: [Handler<B>; KINDS.len()] = [$(Cpu::run_op::<B, { K::$k as u8 }>),*];
+            /// The handlers, indexed by an op's code (`Op::code`): each kind's, and each
+            /// kind's for 64-bit operands (`WIDE`).
+            const TABLE: [Handler<B>; 256] = {
+                // Every code an op may hold is set below.
+                let mut table: [Handler<B>; 256] = [Cpu::run_op::<B, { K::Uop as u8 }>; 256];
+                $(
+                    table[K::$k as usize] = Cpu::run_op::<B, { K::$k as u8 }>;
+                    table[K::$k as usize | WIDE as usize] = Cpu::run_op::<B, { K::$k as u8 | WIDE }>;
+                )*
+                table
+            };
         }
     };
 }
@@ -265,6 +274,11 @@ pub(crate) enum K {
 }
 }
 
+/// The bit of an op's code (`Op::code`) that marks 64-bit operands: its handler, compiled for
+/// them, masks nothing.
+const WIDE: u8 = 0x80;
+const _: () = assert!(KINDS.len() <= WIDE as usize);
+
 /// The handler of an op kind: runs the first op of a slice and, through `Cpu::next_op`, the
 /// rest.
 type Handler<B> = fn(&mut Cpu, &mut B, &Pass, &[Op], u64) -> Flow;
@@ -334,7 +348,10 @@ impl Pass {
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct Op {
-    kind: K,
+    /// The kind (`K as u8`), with `WIDE` if the operands are 64 bits wide (`sh` is 0): the
+    /// index of the op's handler. `WIDE` is a promise, not a duty: an op without it runs the
+    /// kind's general handler.
+    code: u8,
     /// The registers: typed, so that indexing the register file with them needs neither a
     /// mask nor a bounds check.
     d: Gpr,
@@ -355,6 +372,20 @@ pub(crate) struct Op {
 const _: () = assert!(size_of::<Op>() == 16);
 
 impl Op {
+    /// What the op does.
+    #[inline(always)]
+    fn kind(&self) -> K {
+        KINDS[usize::from(self.code & !WIDE)]
+    }
+
+    /// The op as one of kind `kind` over the same operands (64-bit ones still marked so).
+    #[inline(always)]
+    fn with_kind(self, kind: K) -> Op {
+        Op {
+            code: kind as u8 | (self.code & WIDE),
+            ..self
+        }
+    }
     /// The mask of the operand width.
     #[inline(always)]
     fn mask(&self) -> u64 {
@@ -390,7 +421,7 @@ impl Op {
     /// A memory op's instruction index in its block.
     #[inline(always)]
     fn index(&self) -> u64 {
-        match self.kind {
+        match self.kind() {
             K::LoadB | K::StoreB => u64::from(self.x & 0x3f),
             _ => (self.imm >> 32) & 0xff,
         }
@@ -557,7 +588,7 @@ impl Cpu {
         let mut pos = 0usize;
         for (i, (ins, uop)) in scratch.iter().enumerate() {
             let base = Op {
-                kind: K::Uop,
+                code: K::Uop as u8,
                 d: Gpr::Rax,
                 s: Gpr::Rax,
                 x: 0,
@@ -572,7 +603,7 @@ impl Cpu {
                 Lowered::Nothing => {}
                 Lowered::Slow if uop.kind == Kind::Safe => {
                     ops.push(Op {
-                        kind: K::Generic,
+                        code: K::Generic as u8,
                         imm: blocks.generic.len() as u64 | ((i as u64) << 32),
                         ..base
                     });
@@ -690,7 +721,7 @@ impl Cpu {
     #[inline(always)]
     fn next_op<B: Bus>(&mut self, bus: &mut B, pass: &Pass, ops: &[Op], acc: u64) -> Flow {
         match ops.first() {
-            Some(op) => Handlers::<B>::TABLE[op.kind as usize](self, bus, pass, ops, acc),
+            Some(op) => Handlers::<B>::TABLE[usize::from(op.code)](self, bus, pass, ops, acc),
             None => {
                 self.rip = pass.end;
                 self.retired = pass.last() + 1;
@@ -702,23 +733,31 @@ impl Cpu {
     /// The handler of the op kind numbered `KIND` (`Handlers::TABLE`): runs the first of
     /// `ops`, whose kind it is, then the rest (`next_op`). `acc` is the result of the last op
     /// that `produces` one (`forward`).
-    fn run_op<B: Bus, const KIND: u8>(
+    fn run_op<B: Bus, const CODE: u8>(
         &mut self,
         bus: &mut B,
         pass: &Pass,
         ops: &[Op],
         mut acc: u64,
     ) -> Flow {
-        let kind = const { KINDS[KIND as usize] };
+        let kind = const { KINDS[(CODE & !WIDE) as usize] };
         let Some((op, rest)) = ops.split_first() else {
             return self.next_op(bus, pass, ops, acc);
+        };
+        // The masks of the operand width (`Op::mask`, `Op::rmask`): none for 64-bit operands,
+        // whose handlers know it.
+        let wide = CODE & WIDE != 0;
+        let (m, rm) = if wide {
+            (u64::MAX, u64::MAX)
+        } else {
+            (op.mask(), op.rmask())
         };
         let (base, start) = (pass.base, pass.start());
         let (d, s) = (op.d as usize, op.s as usize);
         let g = &mut self.gpr;
         match kind {
-            K::MovR => g[d] = g[s] & op.rmask(),
-            K::MovRB => g[d] = acc & op.rmask(),
+            K::MovR => g[d] = g[s] & rm,
+            K::MovRB => g[d] = acc & rm,
             K::MovI => g[d] = op.imm,
             K::MovIB => g[d] = (g[d] & !0xff) | op.imm,
             K::AluB | K::AluBNf => {
@@ -740,7 +779,7 @@ impl Cpu {
             // (an immediate is masked already); the flags recorded as they are.
             K::AddR | K::AddI => {
                 let reg = kind == K::AddR;
-                let m = if reg { op.rmask() } else { op.mask() };
+                let m = if reg { rm } else { m };
                 let (a, b) = (g[d] & m, if reg { g[s] & m } else { op.imm });
                 let r = a.wrapping_add(b) & m;
                 self.flags.record(FlagOp::Add, op.sh, a, b, r, false);
@@ -748,7 +787,7 @@ impl Cpu {
             }
             K::SubR | K::SubI | K::CmpR | K::CmpI => {
                 let reg = matches!(kind, K::SubR | K::CmpR);
-                let m = if reg { op.rmask() } else { op.mask() };
+                let m = if reg { rm } else { m };
                 let (a, b) = (g[d] & m, if reg { g[s] & m } else { op.imm });
                 let r = a.wrapping_sub(b) & m;
                 self.flags.record(FlagOp::Sub, op.sh, a, b, r, false);
@@ -760,7 +799,7 @@ impl Cpu {
             // choice folds away.
             K::AndR | K::OrR | K::XorR | K::TestR | K::AndI | K::OrI | K::XorI | K::TestI => {
                 let reg = matches!(kind, K::AndR | K::OrR | K::XorR | K::TestR);
-                let m = if reg { op.rmask() } else { op.mask() };
+                let m = if reg { rm } else { m };
                 let (a, b) = (g[d], if reg { g[s] } else { op.imm });
                 let r = match kind {
                     K::OrR | K::OrI => a | b,
@@ -773,85 +812,85 @@ impl Cpu {
                 }
             }
             // The flagless forms (`produces`): each leaves its result in `acc`.
-            K::AddRNf => acc = put(g, d, g[d].wrapping_add(g[s]) & op.rmask()),
-            K::AddRNfA => acc = put(g, d, acc.wrapping_add(g[s]) & op.rmask()),
-            K::AddRNfB => acc = put(g, d, g[d].wrapping_add(acc) & op.rmask()),
-            K::SubRNf => acc = put(g, d, g[d].wrapping_sub(g[s]) & op.rmask()),
-            K::SubRNfA => acc = put(g, d, acc.wrapping_sub(g[s]) & op.rmask()),
-            K::SubRNfB => acc = put(g, d, g[d].wrapping_sub(acc) & op.rmask()),
-            K::AndRNf => acc = put(g, d, g[d] & g[s] & op.rmask()),
-            K::AndRNfA => acc = put(g, d, acc & g[s] & op.rmask()),
-            K::AndRNfB => acc = put(g, d, g[d] & acc & op.rmask()),
-            K::OrRNf => acc = put(g, d, (g[d] | g[s]) & op.rmask()),
-            K::OrRNfA => acc = put(g, d, (acc | g[s]) & op.rmask()),
-            K::OrRNfB => acc = put(g, d, (g[d] | acc) & op.rmask()),
-            K::XorRNf => acc = put(g, d, (g[d] ^ g[s]) & op.rmask()),
-            K::XorRNfA => acc = put(g, d, (acc ^ g[s]) & op.rmask()),
-            K::XorRNfB => acc = put(g, d, (g[d] ^ acc) & op.rmask()),
-            K::Imul2Nf => acc = put(g, d, g[d].wrapping_mul(g[s]) & op.rmask()),
-            K::Imul2NfA => acc = put(g, d, acc.wrapping_mul(g[s]) & op.rmask()),
-            K::Imul2NfB => acc = put(g, d, g[d].wrapping_mul(acc) & op.rmask()),
-            K::Imul3Nf => acc = put(g, d, g[s].wrapping_mul(op.imm) & op.mask()),
-            K::AddINf => acc = put(g, d, g[d].wrapping_add(op.imm) & op.mask()),
-            K::AddINfA => acc = put(g, d, acc.wrapping_add(op.imm) & op.mask()),
-            K::SubINf => acc = put(g, d, g[d].wrapping_sub(op.imm) & op.mask()),
-            K::SubINfA => acc = put(g, d, acc.wrapping_sub(op.imm) & op.mask()),
+            K::AddRNf => acc = put(g, d, g[d].wrapping_add(g[s]) & rm),
+            K::AddRNfA => acc = put(g, d, acc.wrapping_add(g[s]) & rm),
+            K::AddRNfB => acc = put(g, d, g[d].wrapping_add(acc) & rm),
+            K::SubRNf => acc = put(g, d, g[d].wrapping_sub(g[s]) & rm),
+            K::SubRNfA => acc = put(g, d, acc.wrapping_sub(g[s]) & rm),
+            K::SubRNfB => acc = put(g, d, g[d].wrapping_sub(acc) & rm),
+            K::AndRNf => acc = put(g, d, g[d] & g[s] & rm),
+            K::AndRNfA => acc = put(g, d, acc & g[s] & rm),
+            K::AndRNfB => acc = put(g, d, g[d] & acc & rm),
+            K::OrRNf => acc = put(g, d, (g[d] | g[s]) & rm),
+            K::OrRNfA => acc = put(g, d, (acc | g[s]) & rm),
+            K::OrRNfB => acc = put(g, d, (g[d] | acc) & rm),
+            K::XorRNf => acc = put(g, d, (g[d] ^ g[s]) & rm),
+            K::XorRNfA => acc = put(g, d, (acc ^ g[s]) & rm),
+            K::XorRNfB => acc = put(g, d, (g[d] ^ acc) & rm),
+            K::Imul2Nf => acc = put(g, d, g[d].wrapping_mul(g[s]) & rm),
+            K::Imul2NfA => acc = put(g, d, acc.wrapping_mul(g[s]) & rm),
+            K::Imul2NfB => acc = put(g, d, g[d].wrapping_mul(acc) & rm),
+            K::Imul3Nf => acc = put(g, d, g[s].wrapping_mul(op.imm) & m),
+            K::AddINf => acc = put(g, d, g[d].wrapping_add(op.imm) & m),
+            K::AddINfA => acc = put(g, d, acc.wrapping_add(op.imm) & m),
+            K::SubINf => acc = put(g, d, g[d].wrapping_sub(op.imm) & m),
+            K::SubINfA => acc = put(g, d, acc.wrapping_sub(op.imm) & m),
             K::AndINf => acc = put(g, d, g[d] & op.imm),
             K::AndINfA => acc = put(g, d, acc & op.imm),
-            K::OrINf => acc = put(g, d, (g[d] | op.imm) & op.mask()),
-            K::OrINfA => acc = put(g, d, (acc | op.imm) & op.mask()),
-            K::XorINf => acc = put(g, d, (g[d] ^ op.imm) & op.mask()),
-            K::XorINfA => acc = put(g, d, (acc ^ op.imm) & op.mask()),
-            K::ShlNf => acc = put(g, d, (g[d] << op.x) & op.rmask()),
-            K::ShlNfA => acc = put(g, d, (acc << op.x) & op.rmask()),
-            K::ShrNf => acc = put(g, d, (g[d] & op.rmask()) >> op.x),
-            K::ShrNfA => acc = put(g, d, (acc & op.rmask()) >> op.x),
-            K::IncNf => acc = put(g, d, g[d].wrapping_add(1) & op.rmask()),
-            K::IncNfA => acc = put(g, d, acc.wrapping_add(1) & op.rmask()),
-            K::DecNf => acc = put(g, d, g[d].wrapping_sub(1) & op.rmask()),
-            K::DecNfA => acc = put(g, d, acc.wrapping_sub(1) & op.rmask()),
-            K::ShlNf3 => acc = put(g, d, (g[s] << op.x) & op.rmask()),
-            K::ShlNf3A => acc = put(g, d, (acc << op.x) & op.rmask()),
-            K::ShrNf3 => acc = put(g, d, (g[s] & op.rmask()) >> op.x),
-            K::ShrNf3A => acc = put(g, d, (acc & op.rmask()) >> op.x),
-            K::RolNf3 => acc = put(g, d, rol(op, g[s])),
-            K::RolNf3A => acc = put(g, d, rol(op, acc)),
-            K::RorNf3 => g[d] = ror(op, g[s]),
-            K::XorRNf3 => acc = put(g, d, (g[s] ^ g[op.x as usize & 15]) & op.rmask()),
-            K::XorRNf3A => acc = put(g, d, (acc ^ g[op.x as usize & 15]) & op.rmask()),
+            K::OrINf => acc = put(g, d, (g[d] | op.imm) & m),
+            K::OrINfA => acc = put(g, d, (acc | op.imm) & m),
+            K::XorINf => acc = put(g, d, (g[d] ^ op.imm) & m),
+            K::XorINfA => acc = put(g, d, (acc ^ op.imm) & m),
+            K::ShlNf => acc = put(g, d, (g[d] << op.x) & rm),
+            K::ShlNfA => acc = put(g, d, (acc << op.x) & rm),
+            K::ShrNf => acc = put(g, d, (g[d] & rm) >> op.x),
+            K::ShrNfA => acc = put(g, d, (acc & rm) >> op.x),
+            K::IncNf => acc = put(g, d, g[d].wrapping_add(1) & rm),
+            K::IncNfA => acc = put(g, d, acc.wrapping_add(1) & rm),
+            K::DecNf => acc = put(g, d, g[d].wrapping_sub(1) & rm),
+            K::DecNfA => acc = put(g, d, acc.wrapping_sub(1) & rm),
+            K::ShlNf3 => acc = put(g, d, (g[s] << op.x) & rm),
+            K::ShlNf3A => acc = put(g, d, (acc << op.x) & rm),
+            K::ShrNf3 => acc = put(g, d, (g[s] & rm) >> op.x),
+            K::ShrNf3A => acc = put(g, d, (acc & rm) >> op.x),
+            K::RolNf3 => acc = put(g, d, rol(op, g[s], wide)),
+            K::RolNf3A => acc = put(g, d, rol(op, acc, wide)),
+            K::RorNf3 => g[d] = ror(op, g[s], wide),
+            K::XorRNf3 => acc = put(g, d, (g[s] ^ g[op.x as usize & 15]) & rm),
+            K::XorRNf3A => acc = put(g, d, (acc ^ g[op.x as usize & 15]) & rm),
             K::AddRNf3 => {
-                acc = put(g, d, g[s].wrapping_add(g[op.x as usize & 15]) & op.rmask());
+                acc = put(g, d, g[s].wrapping_add(g[op.x as usize & 15]) & rm);
             }
             K::AddRNf3A => {
-                acc = put(g, d, acc.wrapping_add(g[op.x as usize & 15]) & op.rmask());
+                acc = put(g, d, acc.wrapping_add(g[op.x as usize & 15]) & rm);
             }
             K::SubRNf3 => {
-                acc = put(g, d, g[s].wrapping_sub(g[op.x as usize & 15]) & op.rmask());
+                acc = put(g, d, g[s].wrapping_sub(g[op.x as usize & 15]) & rm);
             }
             K::SubRNf3A => {
-                acc = put(g, d, acc.wrapping_sub(g[op.x as usize & 15]) & op.rmask());
+                acc = put(g, d, acc.wrapping_sub(g[op.x as usize & 15]) & rm);
             }
             K::AndINf3 => acc = put(g, d, g[s] & op.imm),
             K::AndINf3A => acc = put(g, d, acc & op.imm),
-            K::AddINf3 => acc = put(g, d, g[s].wrapping_add(op.imm) & op.mask()),
-            K::AddINf3A => acc = put(g, d, acc.wrapping_add(op.imm) & op.mask()),
+            K::AddINf3 => acc = put(g, d, g[s].wrapping_add(op.imm) & m),
+            K::AddINf3A => acc = put(g, d, acc.wrapping_add(op.imm) & m),
             K::SarNf => {
                 let v = ((g[d] << op.sh) as i64) >> op.sh;
-                g[d] = ((v >> op.x) as u64) & op.mask();
+                g[d] = ((v >> op.x) as u64) & m;
             }
-            K::RolNf => g[d] = rol(op, g[d]),
-            K::RorNf => g[d] = ror(op, g[d]),
+            K::RolNf => g[d] = rol(op, g[d], wide),
+            K::RorNf => g[d] = ror(op, g[d], wide),
             K::Shl => self.shift_live(op, d, M::Shl),
             K::Shr => self.shift_live(op, d, M::Shr),
             K::Sar => self.shift_live(op, d, M::Sar),
             K::Rol | K::Ror => {
                 let mnemonic = if kind == K::Rol { M::Rol } else { M::Ror };
-                let a = g[d] & op.mask();
+                let a = g[d] & m;
                 let r = self.shift_compute(mnemonic, op.width(), a, u64::from(op.x));
                 self.gpr[d] = r;
             }
             K::Inc | K::Dec => {
-                let (a, m) = (g[d] & op.mask(), op.mask());
+                let (a, m) = (g[d] & m, m);
                 let cf = self.flags.cf();
                 let (r, fop) = if kind == K::Inc {
                     (a.wrapping_add(1) & m, FlagOp::Inc)
@@ -862,15 +901,14 @@ impl Cpu {
                 self.gpr[d] = r;
             }
             K::Neg => {
-                let a = g[d] & op.mask();
-                let r = 0u64.wrapping_sub(a) & op.mask();
+                let a = g[d] & m;
+                let r = 0u64.wrapping_sub(a) & m;
                 self.flags.set_lazy(FlagOp::Sub, op.width(), 0, a, r, false);
                 g[d] = r;
             }
-            K::NegNf => g[d] = 0u64.wrapping_sub(g[d]) & op.rmask(),
-            K::Not => g[d] = !g[d] & op.rmask(),
+            K::NegNf => g[d] = 0u64.wrapping_sub(g[d]) & rm,
+            K::Not => g[d] = !g[d] & rm,
             K::Imul2 | K::Imul3 => {
-                let m = op.mask();
                 let (a, b) = if kind == K::Imul2 {
                     (g[d] & m, g[s] & m)
                 } else {
@@ -882,9 +920,9 @@ impl Cpu {
             K::Movzx => g[d] = g[s] & mask(u32::from(op.x)),
             K::Movsx => {
                 let sh = 64 - u32::from(op.x);
-                g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & op.mask();
+                g[d] = ((((g[s] << sh) as i64) >> sh) as u64) & m;
             }
-            K::Lea => g[d] = add_address(op, g, s, op.imm) & op.mask(),
+            K::Lea => g[d] = add_address(op, g, s, op.imm) & m,
             K::MovzxHigh => g[d] = (g[s] >> 8) & 0xff,
             // Loads and stores: the data-page hit runs inline (RAM within one page, so
             // no fault, no device and no need to make the instruction current); a miss
@@ -928,12 +966,7 @@ impl Cpu {
                 let (ea, size, v, flat) = match kind {
                     K::StoreB => (g[d].wrapping_add(op.imm), 8, g[s], true),
                     K::Push => (g[Gpr::Rsp as usize].wrapping_sub(8), 8, g[d], true),
-                    _ => (
-                        data_address(op, g, base, d),
-                        op.size(),
-                        g[s] & op.mask(),
-                        op.flat(),
-                    ),
+                    _ => (data_address(op, g, base, d), op.size(), g[s] & m, op.flat()),
                 };
                 match self.store_hit(bus, ea, size, v, flat) {
                     Some(code) => {
@@ -976,12 +1009,11 @@ impl Cpu {
                     },
                     _ => return self.cond_op_slow(bus, pass, ops, acc),
                 };
-                if let Some(flow) = self.cond_op(kind, op, pass, c) {
+                if let Some(flow) = self.cond_op(kind, op, pass, c, m) {
                     return flow;
                 }
             }
             K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ => {
-                let m = op.mask();
                 let a = g[d] & m;
                 let b = match kind {
                     K::CmpRZ | K::TestRZ => g[s],
@@ -1003,7 +1035,6 @@ impl Cpu {
             }
             K::CmpRJz | K::CmpIJz | K::TestRJz | K::TestIJz => {
                 let sub = matches!(kind, K::CmpRJz | K::CmpIJz);
-                let m = op.mask();
                 let a = g[d] & m;
                 let b = match kind {
                     K::CmpRJz | K::TestRJz => g[s] & m,
@@ -1034,17 +1065,17 @@ impl Cpu {
         let Some((op, rest)) = ops.split_first() else {
             return self.next_op(bus, pass, ops, acc);
         };
-        let c = op.kind == K::Jmp || self.cond(cc(op.x));
-        match self.cond_op(op.kind, op, pass, c) {
+        let c = op.kind() == K::Jmp || self.cond(cc(op.x));
+        match self.cond_op(op.kind(), op, pass, c, op.mask()) {
             Some(flow) => flow,
             None => self.next_op(bus, pass, rest, acc),
         }
     }
 
-    /// CMOVcc, SETcc, Jcc or JMP (`kind`) once its condition `c` is known: how the pass ends,
-    /// if the op ends it (a branch ends the block).
+    /// CMOVcc, SETcc, Jcc or JMP (`kind`) once its condition `c` is known (`m`: the mask of
+    /// the operand width): how the pass ends, if the op ends it (a branch ends the block).
     #[inline(always)]
-    fn cond_op(&mut self, kind: K, op: &Op, pass: &Pass, c: bool) -> Option<Flow> {
+    fn cond_op(&mut self, kind: K, op: &Op, pass: &Pass, c: bool, m: u64) -> Option<Flow> {
         let (d, s) = (op.d as usize, op.s as usize);
         match kind {
             K::Cmov | K::CmovZ => {
@@ -1052,7 +1083,6 @@ impl Cpu {
                 // predictor cannot learn. (The masked values, not the registers, are the
                 // choices: a choice between two loads would become a branch again. A 32-bit
                 // CMOV writes its destination even when false.)
-                let m = op.mask();
                 let (t, f) = (self.gpr[s] & m, self.gpr[d] & m);
                 self.gpr[d] = std::hint::select_unpredictable(c, t, f);
                 None
@@ -1118,7 +1148,7 @@ impl Cpu {
     fn call_ret<B: Bus>(&mut self, bus: &mut B, op: &Op, base: u64, last: u64) -> Ex<()> {
         let (rip, fall) = self.enter_op(op, base, last);
         let rsp = self.gpr[Gpr::Rsp as usize];
-        let (target, sp) = if op.kind == K::Call {
+        let (target, sp) = if op.kind() == K::Call {
             let target = rip.wrapping_add(op.imm);
             self.branch(target)?;
             let sp = rsp.wrapping_sub(8);
@@ -1188,7 +1218,7 @@ impl Cpu {
         let (_, fall) = self.enter_op(op, base, start + (op.imm >> 32));
         let k = op.imm as u32 as usize;
         let blocks = &self.icache.blocks;
-        if op.kind == K::Uop {
+        if op.kind() == K::Uop {
             self.fetched = blocks.uops.get(k).copied().unwrap_or(Uop::GENERIC);
             self.exec_uop(bus, usize::MAX)?;
         } else {
@@ -1223,7 +1253,7 @@ impl Cpu {
     /// memory source, or a POP.
     #[inline(always)]
     fn finish_read(&mut self, op: &Op, d: usize, v: u64) {
-        match op.kind {
+        match op.kind() {
             K::LoadAlu => self.load_alu(op, d, v),
             K::LoadAluNf => self.gpr[d] = alu_nf(op, self.gpr[d], v),
             // POP RSP loads the value read (the increment is overwritten).
@@ -1321,7 +1351,7 @@ impl Cpu {
         page: usize,
         generation: u32,
     ) -> Ex<bool> {
-        let seg = match op.kind {
+        let seg = match op.kind() {
             K::Push | K::Pop => Seg::Ss,
             K::LoadB | K::StoreB if op.x & 0x80 != 0 => Seg::Ss,
             K::LoadB | K::StoreB => Seg::Ds,
@@ -1329,12 +1359,12 @@ impl Cpu {
         };
         let (_, fall) = self.enter_op(op, base, start + op.index());
         let (d, s) = (op.d as usize, op.s as usize);
-        let wrote = matches!(op.kind, K::Store | K::StoreB | K::Push);
+        let wrote = matches!(op.kind(), K::Store | K::StoreB | K::Push);
         // Within one page of a flat segment, the linear address is the offset and only
         // paging can fault: straight to the TLB (and a walk). Otherwise the full path.
         let flat = self.flat_linear(seg, ea, size);
         if wrote {
-            let v = if op.kind == K::Push {
+            let v = if op.kind() == K::Push {
                 self.gpr[d]
             } else {
                 self.gpr[s] & op.mask()
@@ -1346,7 +1376,7 @@ impl Cpu {
                 }
                 None => self.write_seg(bus, seg, ea, size, v)?,
             }
-            if op.kind == K::Push {
+            if op.kind() == K::Push {
                 self.gpr[Gpr::Rsp as usize] = ea;
             }
         } else {
@@ -1391,20 +1421,24 @@ fn put(g: &mut [u64; 16], d: usize, v: u64) -> u64 {
 }
 
 /// ROL of `a` by a fused or flagless rotate's count (0 < count < width, the width 32 or 64:
-/// `lower` makes no rotate op of another).
+/// `lower` makes no rotate op of another); `wide`: the op's handler is compiled for 64 bits.
 #[inline(always)]
-fn rol(op: &Op, a: u64) -> u64 {
+fn rol(op: &Op, a: u64, wide: bool) -> u64 {
     let c = u32::from(op.x);
     let narrow = u64::from((a as u32).rotate_left(c));
-    if op.sh == 0 { a.rotate_left(c) } else { narrow }
+    if wide || op.sh == 0 {
+        a.rotate_left(c)
+    } else {
+        narrow
+    }
 }
 
 /// ROR, as [`rol`].
 #[inline(always)]
-fn ror(op: &Op, a: u64) -> u64 {
+fn ror(op: &Op, a: u64, wide: bool) -> u64 {
     let c = u32::from(op.x);
     let narrow = u64::from((a as u32).rotate_right(c));
-    if op.sh == 0 {
+    if wide || op.sh == 0 {
         a.rotate_right(c)
     } else {
         narrow
@@ -1457,18 +1491,18 @@ fn fuse(ops: &mut Vec<Op>, start: usize) {
     while let Some(&op) = ops.get(i) {
         let next = ops.get(i + 1).copied();
         let fused = next.and_then(|next| {
-            if matches!(next.kind, K::CmovZ | K::SetccZ) && next.imm == 0 {
+            if matches!(next.kind(), K::CmovZ | K::SetccZ) && next.imm == 0 {
                 return fuse_on_zf(op, next);
             }
-            if next.kind == K::JccZ {
+            if next.kind() == K::JccZ {
                 return fuse_branch(op, next);
             }
-            if op.kind != K::MovR || next.d != op.d || next.sh != op.sh {
+            if op.kind() != K::MovR || next.d != op.d || next.sh != op.sh {
                 return None;
             }
             // The second source of a register form: the moved value if it names `d`.
             let second = if next.s == op.d { op.s } else { next.s };
-            let (kind, x) = match next.kind {
+            let (kind, x) = match next.kind() {
                 K::ShlNf => (K::ShlNf3, next.x),
                 K::ShrNf => (K::ShrNf3, next.x),
                 K::RolNf => (K::RolNf3, next.x),
@@ -1481,10 +1515,9 @@ fn fuse(ops: &mut Vec<Op>, start: usize) {
                 _ => return None,
             };
             Some(Op {
-                kind,
                 s: op.s,
                 x,
-                ..next
+                ..next.with_kind(kind)
             })
         });
         ops[out] = fused.unwrap_or(op);
@@ -1498,7 +1531,7 @@ fn fuse(ops: &mut Vec<Op>, start: usize) {
 /// the flags after that (`K::CmpRZ` and the others); `None` if `op` is neither, or its
 /// immediate does not fit the fused op's 32 bits.
 fn fuse_on_zf(op: Op, next: Op) -> Option<Op> {
-    let kind = match op.kind {
+    let kind = match op.kind() {
         K::CmpR => K::CmpRZ,
         K::CmpI => K::CmpIZ,
         K::TestR => K::TestRZ,
@@ -1507,14 +1540,13 @@ fn fuse_on_zf(op: Op, next: Op) -> Option<Op> {
     };
     let imm = comparison_imm32(&op)?;
     Some(Op {
-        kind,
         x: next.x,
         imm: u64::from(imm)
             | (next.d as u64) << 32
             | (next.s as u64) << 40
             | u64::from(next.sh) << 48
-            | u64::from(next.kind == K::SetccZ) << 56,
-        ..op
+            | u64::from(next.kind() == K::SetccZ) << 56,
+        ..op.with_kind(kind)
     })
 }
 
@@ -1522,7 +1554,7 @@ fn fuse_on_zf(op: Op, next: Op) -> Option<Op> {
 /// it: 32 bits that its handler sign-extends and masks again; 0 for a register form; `None` if
 /// it does not fit.
 fn comparison_imm32(op: &Op) -> Option<u32> {
-    if !matches!(op.kind, K::CmpI | K::TestI) {
+    if !matches!(op.kind(), K::CmpI | K::TestI) {
         return Some(0);
     }
     let imm = op.imm as u32;
@@ -1533,7 +1565,7 @@ fn comparison_imm32(op: &Op) -> Option<u32> {
 /// (`K::CmpRJz` and the others); `None` if `op` is neither, or an immediate does not fit the
 /// fused op's 32 bits.
 fn fuse_branch(op: Op, next: Op) -> Option<Op> {
-    let kind = match op.kind {
+    let kind = match op.kind() {
         K::CmpR => K::CmpRJz,
         K::CmpI => K::CmpIJz,
         K::TestR => K::TestRJz,
@@ -1545,12 +1577,11 @@ fn fuse_branch(op: Op, next: Op) -> Option<Op> {
         return None;
     }
     Some(Op {
-        kind,
         x: next.x,
         off: next.off,
         len: next.len,
         imm: u64::from(imm) | (next.imm << 32),
-        ..op
+        ..op.with_kind(kind)
     })
 }
 
@@ -1564,7 +1595,7 @@ fn forward(ops: &mut [Op], start: usize) {
     for op in ops.iter_mut().skip(start) {
         if let Some(r) = held {
             let (a, b) = (op.d == r, op.s == r);
-            op.kind = match op.kind {
+            *op = op.with_kind(match op.kind() {
                 K::AddRNf if a => K::AddRNfA,
                 K::AddRNf if b => K::AddRNfB,
                 K::SubRNf if a => K::SubRNfA,
@@ -1596,9 +1627,9 @@ fn forward(ops: &mut [Op], start: usize) {
                 K::AddINf3 if b => K::AddINf3A,
                 K::MovR if b => K::MovRB,
                 k => k,
-            };
+            });
         }
-        held = if produces(op.kind) {
+        held = if produces(op.kind()) {
             Some(op.d)
         } else {
             match writes(op) {
@@ -1681,7 +1712,7 @@ enum Writes {
 }
 
 fn writes(op: &Op) -> Writes {
-    match op.kind {
+    match op.kind() {
         K::CmpR
         | K::CmpI
         | K::TestR
@@ -1826,7 +1857,7 @@ fn shift_count(u: &Uop) -> u8 {
 /// (instruction length and offset) from `base`.
 fn lowered(base: Op, kind: K, d: u8, s: u8, x: u8, w: u8, imm: u64) -> Lowered {
     Lowered::Op(Op {
-        kind,
+        code: kind as u8 | if w == 64 { WIDE } else { 0 },
         d: Gpr::from_index(d),
         s: Gpr::from_index(s),
         x,
@@ -2682,7 +2713,7 @@ mod tests {
             .blocks
             .ops
             .iter()
-            .filter(|op| op.kind == K::XorRNf3)
+            .filter(|op| op.kind() == K::XorRNf3)
             .count();
         assert_eq!(fused, 1);
     }
@@ -2781,7 +2812,7 @@ mod tests {
                 .blocks
                 .ops
                 .iter()
-                .any(|op| matches!(op.kind, K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ));
+                .any(|op| matches!(op.kind(), K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ));
             prop_assert_eq!(fused, !live);
         }
     }
@@ -2825,7 +2856,7 @@ mod tests {
                 .blocks
                 .ops
                 .iter()
-                .any(|op| matches!(op.kind, K::CmpRJz | K::CmpIJz | K::TestRJz | K::TestIJz));
+                .any(|op| matches!(op.kind(), K::CmpRJz | K::CmpIJz | K::TestRJz | K::TestIJz));
             prop_assert!(fused);
         }
     }
