@@ -2747,7 +2747,8 @@ mod tests {
         code
     }
 
-    /// [`compare`], then CMOVE/CMOVNE (32 or 64 bits) or SETE/SETNE between `c` and `d`.
+    /// [`compare`], then its consumer: CMOVE/CMOVNE between `c` and `d` (`consumer` 0: 64 bits,
+    /// 1: 32 bits), SETE/SETNE of `c` (2), or JE/JNE over one byte (3: short, 4: near).
     fn compare_and_consume(
         test: bool,
         with_imm: bool,
@@ -2759,20 +2760,23 @@ mod tests {
     ) -> Vec<u8> {
         let mut code = compare(test, with_imm, w, a, b, imm);
         let cc = u8::from(ne);
-        match consumer % 3 {
+        match consumer {
             0 => code.extend([0x48, 0x0f, 0x44 | cc, 0xc0 | c << 3 | d]), // cmovcc c, d (64)
             1 => code.extend([0x0f, 0x44 | cc, 0xc0 | c << 3 | d]),       // cmovcc c, d (32)
-            _ => code.extend([0x0f, 0x94 | cc, 0xc0 | c]),                // setcc c (low byte)
+            2 => code.extend([0x0f, 0x94 | cc, 0xc0 | c]),                // setcc c (low byte)
+            3 => code.extend([0x74 | cc, 1]),                             // jcc +1
+            _ => code.extend([0x0f, 0x84 | cc, 1, 0, 0, 0]),              // jcc +1 (near)
         }
         code
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
-        /// A CMP or TEST fused with the CMOVcc or SETcc on E or NE after it (`fuse_on_zf`)
-        /// computes what single steps compute, at every width, with register and immediate
-        /// operands, equal and unequal; and so does the pair with its flags live after it (a
-        /// Jcc reads them), which is not fused.
+        #![proptest_config(ProptestConfig { cases: 800, ..ProptestConfig::default() })]
+        /// A CMP or TEST fused with the consumer of its flags computes what single steps
+        /// compute, at every width, with register and immediate operands, equal and unequal:
+        /// with a CMOVcc or SETcc on E or NE after which the flags are dead (`fuse_on_zf`;
+        /// with the flags live after it, the pair is not fused), or with the JE or JNE that
+        /// ends the block (`fuse_branch`), taken or not.
         #[test]
         fn compares_fused_with_their_consumer_agree_with_single_steps(
             test in any::<bool>(),
@@ -2781,17 +2785,17 @@ mod tests {
             regs in (0u8..4, 0u8..4, 0u8..4, 0u8..4),
             imm in any::<i32>(),
             ne in any::<bool>(),
-            consumer in 0u8..3,
+            consumer in 0u8..5,
             live in any::<bool>(),
             mut gpr in any::<[u64; 16]>(),
             equal in any::<bool>(),
             flags in any::<u64>(),
         ) {
-            // A NOP first: the first instruction runs before any block (its page is not
-            // yet the burst's).
-            // Before the pair, ADD c, a leaves c's value in `acc` (`forward`); after it, XOR
-            // c, b must not take it from there, since the pair wrote c.
+            // A NOP first: the first instruction runs before any block (its page is not yet
+            // the burst's). Then ADD c, a, which leaves c's value in `acc` (`forward`): after
+            // the pair, XOR c, b must not take it from there, since the pair wrote c.
             let (a, b, c, _) = regs;
+            let branch = consumer >= 3;
             let mut code = vec![0x90, 0x48, 0x01, 0xc0 | a << 3 | c];
             code.extend(compare_and_consume(test, with_imm, w, regs, imm, ne, consumer));
             // Operands equal (the ADD writes neither).
@@ -2801,63 +2805,24 @@ mod tests {
                     gpr[usize::from(a)] = imm as i64 as u64;
                 }
             }
-            if !live {
-                // XOR c, b, then CMP RAX, RAX: the flags after the consumer are dead.
-                code.extend([0x48, 0x31, 0xc0 | b << 3 | c, 0x48, 0x39, 0xc0]);
-            }
-            code.extend([0x75, 0x01, 0xf4, 0xf4]);
-            let cpu = registers_agree(&code, gpr, crate::test_utils::STACK_TOP - 0x100, flags)?;
-            let fused = cpu
-                .icache
-                .blocks
-                .ops
-                .iter()
-                .any(|op| matches!(op.kind(), K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ));
-            prop_assert_eq!(fused, !live);
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
-        /// A CMP or TEST fused with the JE or JNE that ends its block (`fuse_branch`) records
-        /// the flags and branches as single steps do, at every width, with short and near
-        /// branches, taken and not.
-        #[test]
-        fn compares_fused_with_their_branch_agree_with_single_steps(
-            test in any::<bool>(),
-            with_imm in any::<bool>(),
-            w in prop::sample::select(vec![8u32, 16, 32, 64]),
-            (a, b) in (0u8..4, 0u8..4),
-            imm in any::<i32>(),
-            ne in any::<bool>(),
-            near in any::<bool>(),
-            mut gpr in any::<[u64; 16]>(),
-            equal in any::<bool>(),
-            flags in any::<u64>(),
-        ) {
-            // A NOP first, as in the test above; the branch skips one HLT when taken.
-            let mut code = vec![0x90];
-            code.extend(compare(test, with_imm, w, a, b, imm));
-            if near {
-                code.extend([0x0f, 0x84 | u8::from(ne), 1, 0, 0, 0]);
-            } else {
-                code.extend([0x74 | u8::from(ne), 1]);
-            }
-            code.extend([0xf4, 0xf4]);
-            if equal {
-                gpr[usize::from(b)] = gpr[usize::from(a)];
-                if with_imm {
-                    gpr[usize::from(a)] = imm as i64 as u64;
+            if !branch {
+                if !live {
+                    // XOR c, b, then CMP RAX, RAX: the flags after the consumer are dead.
+                    code.extend([0x48, 0x31, 0xc0 | b << 3 | c, 0x48, 0x39, 0xc0]);
                 }
+                code.extend([0x75, 0x01]);
             }
+            // A taken branch skips one HLT.
+            code.extend([0xf4, 0xf4]);
             let cpu = registers_agree(&code, gpr, crate::test_utils::STACK_TOP - 0x100, flags)?;
-            let fused = cpu
-                .icache
-                .blocks
-                .ops
-                .iter()
-                .any(|op| matches!(op.kind(), K::CmpRJz | K::CmpIJz | K::TestRJz | K::TestIJz));
-            prop_assert!(fused);
+            let fused = cpu.icache.blocks.ops.iter().any(|op| {
+                matches!(
+                    op.kind(),
+                    K::CmpRZ | K::CmpIZ | K::TestRZ | K::TestIZ
+                        | K::CmpRJz | K::CmpIJz | K::TestRJz | K::TestIJz
+                )
+            });
+            prop_assert_eq!(fused, branch || !live);
         }
     }
 
