@@ -23,7 +23,8 @@
 //! the next block can see it (QEMU's TCG makes the same argument for its condition codes).
 //!
 //! The ops run threaded. Each op kind has its own handler (`Cpu::run_op`, one instance per
-//! kind, listed in `Handlers::TABLE`), which runs its op and ends by jumping to the next op's
+//! kind and one more for its 64-bit operands, which masks nothing, both listed in
+//! `Handlers::TABLE`), which runs its op and ends by jumping to the next op's
 //! handler (`Cpu::next_op`): a call in tail position, which the compiler makes a jump. So there
 //! is no central dispatch loop: each handler has its own indirect jump, whose target the branch
 //! predictor learns from that op kind's successors, and each handler keeps the CPU, the ops
@@ -730,9 +731,10 @@ impl Cpu {
         }
     }
 
-    /// The handler of the op kind numbered `KIND` (`Handlers::TABLE`): runs the first of
-    /// `ops`, whose kind it is, then the rest (`next_op`). `acc` is the result of the last op
-    /// that `produces` one (`forward`).
+    /// The handler of the ops whose code (`Op::code`: the kind, and `WIDE` for 64-bit
+    /// operands) is `CODE` (`Handlers::TABLE`): runs the first of `ops`, whose code it is,
+    /// then the rest (`next_op`). `acc` is the result of the last op that `produces` one
+    /// (`forward`).
     fn run_op<B: Bus, const CODE: u8>(
         &mut self,
         bus: &mut B,
