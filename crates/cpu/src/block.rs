@@ -855,9 +855,9 @@ impl Cpu {
             K::ShlNf3A => acc = put(g, d, (acc << op.x) & rm),
             K::ShrNf3 => acc = put(g, d, (g[s] & rm) >> op.x),
             K::ShrNf3A => acc = put(g, d, (acc & rm) >> op.x),
-            K::RolNf3 => acc = put(g, d, rol(op, g[s], wide)),
-            K::RolNf3A => acc = put(g, d, rol(op, acc, wide)),
-            K::RorNf3 => g[d] = ror(op, g[s], wide),
+            K::RolNf3 => acc = put(g, d, rotate(op, g[s], wide, false)),
+            K::RolNf3A => acc = put(g, d, rotate(op, acc, wide, false)),
+            K::RorNf3 => g[d] = rotate(op, g[s], wide, true),
             K::XorRNf3 => acc = put(g, d, (g[s] ^ g[op.x as usize & 15]) & rm),
             K::XorRNf3A => acc = put(g, d, (acc ^ g[op.x as usize & 15]) & rm),
             K::AddRNf3 => {
@@ -880,8 +880,8 @@ impl Cpu {
                 let v = ((g[d] << op.sh) as i64) >> op.sh;
                 g[d] = ((v >> op.x) as u64) & m;
             }
-            K::RolNf => g[d] = rol(op, g[d], wide),
-            K::RorNf => g[d] = ror(op, g[d], wide),
+            K::RolNf => g[d] = rotate(op, g[d], wide, false),
+            K::RorNf => g[d] = rotate(op, g[d], wide, true),
             K::Shl => self.shift_live(op, d, M::Shl),
             K::Shr => self.shift_live(op, d, M::Shr),
             K::Sar => self.shift_live(op, d, M::Sar),
@@ -1422,28 +1422,16 @@ fn put(g: &mut [u64; 16], d: usize, v: u64) -> u64 {
     v
 }
 
-/// ROL of `a` by a fused or flagless rotate's count (0 < count < width, the width 32 or 64:
-/// `lower` makes no rotate op of another); `wide`: the op's handler is compiled for 64 bits.
+/// ROL (or ROR, `right`) of `a` by a fused or flagless rotate's count (0 < count < width, the
+/// width 32 or 64: `lower` makes no rotate op of another); `wide`: the op's handler is compiled
+/// for 64 bits. A rotate right by `c` is one left by the width minus `c`.
 #[inline(always)]
-fn rol(op: &Op, a: u64, wide: bool) -> u64 {
+fn rotate(op: &Op, a: u64, wide: bool, right: bool) -> u64 {
     let c = u32::from(op.x);
-    let narrow = u64::from((a as u32).rotate_left(c));
     if wide || op.sh == 0 {
-        a.rotate_left(c)
+        a.rotate_left(if right { 64 - c } else { c })
     } else {
-        narrow
-    }
-}
-
-/// ROR, as [`rol`].
-#[inline(always)]
-fn ror(op: &Op, a: u64, wide: bool) -> u64 {
-    let c = u32::from(op.x);
-    let narrow = u64::from((a as u32).rotate_right(c));
-    if wide || op.sh == 0 {
-        a.rotate_right(c)
-    } else {
-        narrow
+        u64::from((a as u32).rotate_left(if right { 32 - c } else { c }))
     }
 }
 
@@ -1533,13 +1521,7 @@ fn fuse(ops: &mut Vec<Op>, start: usize) {
 /// the flags after that (`K::CmpRZ` and the others); `None` if `op` is neither, or its
 /// immediate does not fit the fused op's 32 bits.
 fn fuse_on_zf(op: Op, next: Op) -> Option<Op> {
-    let kind = match op.kind() {
-        K::CmpR => K::CmpRZ,
-        K::CmpI => K::CmpIZ,
-        K::TestR => K::TestRZ,
-        K::TestI => K::TestIZ,
-        _ => return None,
-    };
+    let kind = fused_kind(&op, [K::CmpRZ, K::CmpIZ, K::TestRZ, K::TestIZ])?;
     let imm = comparison_imm32(&op)?;
     Some(Op {
         x: next.x,
@@ -1550,6 +1532,19 @@ fn fuse_on_zf(op: Op, next: Op) -> Option<Op> {
             | u64::from(next.kind() == K::SetccZ) << 56,
         ..op.with_kind(kind)
     })
+}
+
+/// The fused kind for a CMP or TEST (`op`) among `kinds`, given for CMP with a register, CMP
+/// with an immediate, TEST with a register and TEST with an immediate; `None` if `op` is
+/// neither.
+fn fused_kind(op: &Op, [cmp_r, cmp_i, test_r, test_i]: [K; 4]) -> Option<K> {
+    match op.kind() {
+        K::CmpR => Some(cmp_r),
+        K::CmpI => Some(cmp_i),
+        K::TestR => Some(test_r),
+        K::TestI => Some(test_i),
+        _ => None,
+    }
 }
 
 /// The immediate of a CMP or TEST (`op`, masked to its width by `lower`) as a fused op keeps
@@ -1567,13 +1562,7 @@ fn comparison_imm32(op: &Op) -> Option<u32> {
 /// (`K::CmpRJz` and the others); `None` if `op` is neither, or an immediate does not fit the
 /// fused op's 32 bits.
 fn fuse_branch(op: Op, next: Op) -> Option<Op> {
-    let kind = match op.kind() {
-        K::CmpR => K::CmpRJz,
-        K::CmpI => K::CmpIJz,
-        K::TestR => K::TestRJz,
-        K::TestI => K::TestIJz,
-        _ => return None,
-    };
+    let kind = fused_kind(&op, [K::CmpRJz, K::CmpIJz, K::TestRJz, K::TestIJz])?;
     let imm = comparison_imm32(&op)?;
     if next.sh != 0 || next.imm as i32 as i64 as u64 != next.imm {
         return None;
