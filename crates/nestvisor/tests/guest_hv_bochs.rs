@@ -116,7 +116,9 @@ fn under_bochs(tag: &str, hv_args: &str) {
     let start = Instant::now();
     let output = loop {
         let out = std::fs::read_to_string(&com1).unwrap_or_default();
-        let done = out.contains("init exited with status") || out.contains("guest-hv: ");
+        // Complete lines only: Bochs may be read in the middle of writing the last one.
+        let complete = out.rfind('\n').map_or("", |end| &out[..end]);
+        let done = complete.contains("init exited with status") || complete.contains("guest-hv: ");
         if done || start.elapsed() > TIMEOUT {
             break out;
         }
